@@ -1,0 +1,122 @@
+"""Build of the C core and its Cython wrapper.
+
+Declarative except for one customisation: the kernels for wide x86 ISAs are
+compiled from their own files with their own -m flags (the rest of the build
+stays at the baseline, so one wheel runs on any x86-64), and each is dropped
+when the compiler or platform cannot build it. dispatch.c learns which ones
+made it through LF_HAVE_<ISA> macros and picks one at run time.
+
+Environment switches:
+  LSTM_FAST_DEBUG=1          -O0 -g, assertions on
+  LSTM_FAST_SANITIZE=address build with a sanitizer (needs LD_PRELOAD of its runtime)
+"""
+import os
+import platform
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+CSRC = "csrc"
+CORE_SOURCES = [
+    "csrc/status.c",
+    "csrc/cpu_features.c",
+    "csrc/dispatch.c",
+    "csrc/plan.c",
+    "csrc/pack.c",
+    "csrc/grid.c",
+    "csrc/kernels/kernels_portable.c",
+]
+HEADERS = [
+    "csrc/lstm_fast.h",
+    "csrc/internal.h",
+    "csrc/kernels/kernel_body.h",
+    "csrc/kernels/kernel_isa.h",
+    "csrc/kernels/vector_math.h",
+]
+# ISA name -> (source, flags). Order matters only for the log.
+ISA_KERNELS = {
+    "AVX2": ("csrc/kernels/kernels_avx2.c", ["-mavx2", "-mfma"]),
+    "AVX512": (
+        "csrc/kernels/kernels_avx512.c",
+        ["-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx2", "-mfma"],
+    ),
+}
+
+
+def _base_flags(compiler_type):
+    if compiler_type == "msvc":
+        return ["/O2"]
+    flags = ["-std=gnu99", "-fvisibility=hidden", "-Wall", "-Wno-unused-function"]
+    if os.environ.get("LSTM_FAST_DEBUG") == "1":
+        flags += ["-O0", "-g", "-UNDEBUG"]
+    else:
+        # No -ffast-math: NaN propagation and saturation are part of the contract.
+        flags += ["-O3"]
+    sanitizer = os.environ.get("LSTM_FAST_SANITIZE")
+    if sanitizer:
+        flags += [f"-fsanitize={sanitizer}", "-fno-omit-frame-pointer", "-g"]
+    return flags
+
+
+def _is_x86_64():
+    return platform.machine().lower() in ("x86_64", "amd64")
+
+
+class BuildExt(build_ext):
+    def run(self):
+        super().run()
+        # The package sits at the top of the checkout, and `python -m ...`
+        # puts the checkout first on sys.path: after a plain `pip install .`
+        # the source folder would shadow the installed package without its
+        # compiled core. Leaving the built module in the source folder too (as
+        # an in-place build does) makes both imports the same code.
+        if not self.inplace:
+            self.copy_extensions_to_source()
+
+    def build_extension(self, ext):
+        ctype = self.compiler.compiler_type
+        base = _base_flags(ctype)
+        ext.extra_compile_args = list(ext.extra_compile_args or []) + base
+        if os.environ.get("LSTM_FAST_SANITIZE"):
+            ext.extra_link_args = list(ext.extra_link_args or []) + [
+                f"-fsanitize={os.environ['LSTM_FAST_SANITIZE']}"
+            ]
+        if ext.name == "lstm_fast._core" and ctype != "msvc" and _is_x86_64():
+            for isa, (source, flags) in ISA_KERNELS.items():
+                try:
+                    objects = self.compiler.compile(
+                        [source],
+                        output_dir=self.build_temp,
+                        include_dirs=[CSRC],
+                        extra_postargs=base + flags,
+                        depends=HEADERS,
+                    )
+                except Exception as exc:  # an old compiler: keep the build, lose the ISA
+                    print(f"lstm_fast: {isa} kernels not built ({exc}); portable path remains")
+                    continue
+                ext.extra_objects = list(ext.extra_objects or []) + objects
+                ext.define_macros = list(ext.define_macros or []) + [(f"LF_HAVE_{isa}", "1")]
+        super().build_extension(ext)
+
+
+def _extensions():
+    from Cython.Build import cythonize
+
+    ext = Extension(
+        "lstm_fast._core",
+        sources=["lstm_fast/_core.pyx"] + CORE_SOURCES,
+        include_dirs=[CSRC],
+        depends=HEADERS + ["lstm_fast/_core.pxd"] + [s for s, _ in ISA_KERNELS.values()],
+    )
+    return cythonize(
+        [ext],
+        compiler_directives={
+            "language_level": 3,
+            "boundscheck": False,
+            "wraparound": False,
+            "cdivision": True,
+        },
+    )
+
+
+setup(ext_modules=_extensions(), cmdclass={"build_ext": BuildExt})
