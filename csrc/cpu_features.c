@@ -1,0 +1,51 @@
+/*
+ * cpu_features.c -- can this CPU and OS run an ISA?
+ *
+ * Compiled at the baseline (no -m flags) because it runs before anything
+ * knows what the CPU supports. The CPU flag alone is not enough: the OS must
+ * also save the wide registers on context switch, which XGETBV reports
+ * (XCR0). Nothing is cached: detection costs well under a microsecond and is
+ * only asked for when a plan is made, and a cache would be shared mutable
+ * state.
+ */
+#include "internal.h"
+
+#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
+#define LF_X86 1
+#include <cpuid.h>
+
+static uint64_t read_xcr0(void) {
+    uint32_t eax, edx;
+    /* Raw opcode rather than _xgetbv(): that intrinsic needs -mxsave. */
+    __asm__ volatile(".byte 0x0f, 0x01, 0xd0" : "=a"(eax), "=d"(edx) : "c"(0));
+    return ((uint64_t)edx << 32) | eax;
+}
+
+static int x86_supports(lf_isa isa) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
+    const int has_fma = (c >> 12) & 1, has_osxsave = (c >> 27) & 1, has_avx = (c >> 28) & 1;
+    if (!(has_osxsave && has_avx && has_fma)) return 0;
+    const uint64_t xcr0 = read_xcr0();
+    if ((xcr0 & 0x6) != 0x6) return 0; /* XMM and YMM state */
+    if (__get_cpuid_max(0, 0) < 7) return 0;
+    __cpuid_count(7, 0, a, b, c, d);
+    const int has_avx2 = (b >> 5) & 1;
+    if (isa == LF_ISA_AVX2) return has_avx2;
+    if (isa == LF_ISA_AVX512) {
+        const int f = (b >> 16) & 1, dq = (b >> 17) & 1, bw = (b >> 30) & 1, vl = (b >> 31) & 1;
+        /* opmask, upper halves of ZMM0-15, ZMM16-31 */
+        return has_avx2 && f && dq && bw && vl && (xcr0 & 0xE0) == 0xE0;
+    }
+    return 0;
+}
+#endif
+
+LF_HIDDEN int lf_cpu_supports(lf_isa isa) {
+    if (isa == LF_ISA_PORTABLE) return 1;
+#ifdef LF_X86
+    return x86_supports(isa);
+#else
+    return 0;
+#endif
+}

@@ -1,0 +1,117 @@
+/*
+ * internal.h -- private to csrc/: checked size arithmetic, the kernel table
+ * type shared by every ISA build, and the byte layouts that plan.c, pack.c
+ * and grid.c must agree on (computed in exactly one place, plan.c).
+ */
+#ifndef LSTM_FAST_INTERNAL_H
+#define LSTM_FAST_INTERNAL_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include "lstm_fast.h"
+
+#if defined(__GNUC__) || defined(__clang__)
+#define LF_INLINE inline __attribute__((always_inline))
+#define LF_HIDDEN __attribute__((visibility("hidden")))
+#else
+#define LF_INLINE inline
+#define LF_HIDDEN
+#endif
+
+/* Every buffer the kernels read as whole vectors starts on a cache line. */
+#define LF_ALIGN 64
+
+/* ---- checked size arithmetic: 1 on success, 0 on overflow ------------- */
+static inline int lf_mul(size_t a, size_t b, size_t *out) {
+    return !__builtin_mul_overflow(a, b, out);
+}
+static inline int lf_add(size_t a, size_t b, size_t *out) {
+    return !__builtin_add_overflow(a, b, out);
+}
+static inline int lf_round_up(size_t a, size_t multiple, size_t *out) {
+    size_t t;
+    if (!lf_add(a, multiple - 1, &t)) return 0;
+    *out = t - t % multiple;
+    return 1;
+}
+static inline void *lf_align_ptr(void *p) {
+    uintptr_t u = (uintptr_t)p;
+    return (void *)((u + (LF_ALIGN - 1)) & ~(uintptr_t)(LF_ALIGN - 1));
+}
+
+/* ---- kernel arguments ---------------------------------------------------
+ * Weights are packed into panels (pack.c): for a matrix W of shape (G*N, K)
+ * in torch's layout, panel p holds hidden units [p*NB, p*NB+NB) of all G
+ * gates as K rows of G*NB contiguous values, gate-interleaved:
+ *     panel[p][k][g*NB + u] = W[g*N + p*NB + u][k]   (zero past N).
+ * One panel therefore yields every gate of NB hidden units, so the cell
+ * update runs while the gate values are still in registers.
+ */
+typedef struct lf_gemm_args {
+    int64_t M, K;          /* rows of A, shared dimension */
+    const void *A;         /* (M, K), row stride lda */
+    int64_t lda;
+    const void *panels;    /* n_panels panels of K x (gates*NB) */
+    int64_t n_panels;
+    int64_t gates;         /* 1, 3 or 4 */
+    const void *bias;      /* n_panels*gates*NB values in panel order, or NULL */
+    void *C;               /* (M, ldc) */
+    int64_t ldc;
+    int64_t n_cols;        /* store only columns [0, n_cols) of the panel order */
+} lf_gemm_args;
+
+/* One time step of one layer-direction for rows [0, B) of the batch. */
+typedef struct lf_step_args {
+    lf_cell_kind cell;
+    int64_t B, H, R;       /* R = K of the recurrent product */
+    int64_t n_panels;      /* ceil(H / NB) */
+    const void *w_hh;      /* recurrent panels, K = R */
+    const void *gx;        /* (B, G*Hp) input projection incl. biases, panel order */
+    const void *b_hn;      /* GRU: (Hp) recurrent bias of the n gate; NULL otherwise */
+    const void *h_prev;    /* (B, R) */
+    void *h_next;          /* (B, R); LSTMP: written by the projection, not here */
+    void *c;               /* (B, H) LSTM cell state, updated in place */
+    void *m;               /* LSTMP: (B, H) o*tanh(c) before projection; else NULL */
+    void *y;               /* output row of batch 0 at this step; NULL with LSTMP */
+    int64_t ldy;           /* stride between batch rows of y */
+    const unsigned char *active; /* (B) 1 = sequence still running; NULL = all */
+} lf_step_args;
+
+typedef void (*lf_gemm_fn)(const lf_gemm_args *);
+typedef void (*lf_step_fn)(const lf_step_args *);
+typedef void (*lf_map_fn)(const void *x, void *y, int64_t n);
+
+/* One table per ISA, read-only, defined in kernels/kernels_<isa>.c. */
+typedef struct lf_kernels {
+    lf_isa isa;
+    int64_t block[2];            /* NB per dtype: elements per vector */
+    lf_gemm_fn gemm[2];          /* index: lf_dtype */
+    lf_step_fn step[2];
+    lf_map_fn sigmoid[2];
+    lf_map_fn tanh[2];
+} lf_kernels;
+
+LF_HIDDEN const lf_kernels *lf_kernels_for(lf_isa isa);
+LF_HIDDEN int lf_cpu_supports(lf_isa isa);
+
+/* ---- layouts ------------------------------------------------------------ */
+/* Byte offsets inside one layer-direction's packed buffer, relative to its
+ * first LF_ALIGN-aligned address. */
+typedef struct lf_packed_layout {
+    int64_t in_size;       /* I_l */
+    size_t w_ih, w_hh, bias, b_hn, w_hr; /* offsets; b_hn/w_hr unused unless GRU/LSTMP */
+    size_t total;          /* bytes including alignment slack */
+} lf_packed_layout;
+
+LF_HIDDEN lf_status lf_packed_layout_of(const lf_plan *plan, int64_t layer, lf_packed_layout *out);
+
+typedef struct lf_workspace_layout {
+    int64_t chunk_steps;   /* time steps per input-projection chunk */
+    size_t gx, between_layers, h_a, h_b, c, m, active;
+    size_t total;
+} lf_workspace_layout;
+
+LF_HIDDEN lf_status lf_workspace_layout_of(const lf_plan *plan, int64_t T, int64_t B,
+                                           lf_workspace_layout *out);
+
+#endif /* LSTM_FAST_INTERNAL_H */

@@ -1,0 +1,71 @@
+/*
+ * kernel_isa.h -- instantiate every kernel for one ISA.
+ *
+ * A kernels_<isa>.c file defines LF_ISA_SUFFIX, LF_ISA_ID, LF_VECTOR_BYTES
+ * and LF_MR, is compiled with that ISA's -m flags (setup.py), and includes
+ * this file. The vector extensions then lower to that ISA's instructions,
+ * and the file exports exactly one symbol: its const kernel table.
+ */
+#include <string.h>
+#include "../internal.h"
+
+typedef float lf_vf __attribute__((vector_size(LF_VECTOR_BYTES)));
+typedef int32_t lf_vi32 __attribute__((vector_size(LF_VECTOR_BYTES)));
+typedef double lf_vd __attribute__((vector_size(LF_VECTOR_BYTES)));
+
+#include "vector_math.h"
+
+#if LF_MR == 2
+#define LF_ROW_CASES_ABOVE_2(CALL)
+#elif LF_MR == 4
+#define LF_ROW_CASES_ABOVE_2(CALL) case 3: CALL(3); break; case 4: CALL(4); break;
+#elif LF_MR == 6
+#define LF_ROW_CASES_ABOVE_2(CALL) \
+    case 3: CALL(3); break; case 4: CALL(4); break; case 5: CALL(5); break; case 6: CALL(6); break;
+#else
+#error "LF_MR must be 2, 4 or 6"
+#endif
+
+#define LF_PASTE_(a, b) a##_##b
+#define LF_PASTE(a, b) LF_PASTE_(a, b)
+
+#define REAL float
+#define VEC lf_vf
+#define NB LF_NB_F32
+#define F(name) LF_PASTE(name, f32)
+#define VSIGMOID vf_sigmoid
+#define VTANH vf_tanh
+#define VRELU vf_relu
+#include "kernel_body.h"
+#undef REAL
+#undef VEC
+#undef NB
+#undef F
+#undef VSIGMOID
+#undef VTANH
+#undef VRELU
+
+#define REAL double
+#define VEC lf_vd
+#define NB LF_NB_F64
+#define F(name) LF_PASTE(name, f64)
+#define VSIGMOID vd_sigmoid
+#define VTANH vd_tanh
+#define VRELU vd_relu
+#include "kernel_body.h"
+#undef REAL
+#undef VEC
+#undef NB
+#undef F
+#undef VSIGMOID
+#undef VTANH
+#undef VRELU
+
+LF_HIDDEN const lf_kernels LF_PASTE(lf_kernels, LF_ISA_SUFFIX) = {
+    .isa = LF_ISA_ID,
+    .block = {LF_NB_F32, LF_NB_F64},
+    .gemm = {gemm_f32, gemm_f64},
+    .step = {step_f32, step_f64},
+    .sigmoid = {map_sigmoid_f32, map_sigmoid_f64},
+    .tanh = {map_tanh_f32, map_tanh_f64},
+};

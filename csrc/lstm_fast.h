@@ -1,0 +1,173 @@
+/*
+ * lstm_fast.h -- the one public header of the lstm_fast C core.
+ *
+ * Plain C99, no Python. Every function returns an lf_status (or a plain
+ * value that cannot fail); nothing aborts or prints. Memory is owned by the
+ * caller: ask a plan how many bytes it needs, hand the buffers in.
+ *
+ * Dimension letters, used everywhere in csrc/:
+ *   T  time steps            B  batch size
+ *   I  input features        H  hidden units (cell state width)
+ *   P  projection width (LSTMP; 0 = no projection)
+ *   R  width of the recurrent state h: P when P > 0, else H
+ *   G  gates per cell: LSTM 4 (i, f, g, o), GRU 3 (r, z, n), RNN 1
+ *   L  layers                D  directions (1 or 2)
+ *
+ * Weight conventions are torch.nn's: W_ih is (G*H, I_l), W_hh is (G*H, R),
+ * b_ih and b_hh are (G*H), W_hr is (P, H), gates stacked in torch's order.
+ * I_l is I for layer 0 and D*R above it.
+ *
+ * Life cycle:
+ *   lf_plan_init        validate a description, decide every size once
+ *   lf_plan_packed_size bytes for the packed weights of the whole network
+ *   lf_pack_weights     lay one layer-direction's weights out for the kernels
+ *   lf_plan_workspace_size / lf_forward
+ *                       run a batch of sequences, as often as wanted,
+ *                       concurrently from several threads (the plan and the
+ *                       packed weights are only read).
+ */
+#ifndef LSTM_FAST_H
+#define LSTM_FAST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define LF_VERSION_STRING "0.1.0"
+
+typedef enum lf_status {
+    LF_OK = 0,
+    LF_ERR_NULL_POINTER,      /* a required pointer was NULL */
+    LF_ERR_BAD_DIMENSION,     /* a size is negative, zero where it must not be, or inconsistent */
+    LF_ERR_OVERFLOW,          /* a size computation would overflow size_t / int64 */
+    LF_ERR_BAD_CELL_KIND,     /* unknown lf_cell_kind, or an option the kind lacks (P>0 on a GRU) */
+    LF_ERR_BAD_DTYPE,         /* unknown lf_dtype */
+    LF_ERR_BAD_LENGTH,        /* a sequence length outside [0, T] */
+    LF_ERR_BAD_ISA,           /* unknown ISA name */
+    LF_ERR_ISA_UNAVAILABLE,   /* the ISA was not compiled in or the CPU/OS cannot run it */
+    LF_ERR_BAD_INDEX,         /* layer or direction index out of range */
+    LF_ERR_BUFFER_TOO_SMALL,  /* a caller buffer is smaller than the plan asked for */
+    LF_STATUS_COUNT
+} lf_status;
+
+/* A static, human-readable sentence for a status code (never NULL). */
+const char *lf_status_string(lf_status status);
+
+typedef enum lf_cell_kind {
+    LF_CELL_LSTM = 0,
+    LF_CELL_GRU = 1,       /* torch convention: reset applied after the recurrent product */
+    LF_CELL_RNN_TANH = 2,
+    LF_CELL_RNN_RELU = 3
+} lf_cell_kind;
+
+typedef enum lf_dtype { LF_FLOAT32 = 0, LF_FLOAT64 = 1 } lf_dtype;
+
+/* Instruction sets with a kernel table. Ordered from least to most capable. */
+typedef enum lf_isa {
+    LF_ISA_PORTABLE = 0,   /* plain C, baseline compiler flags: runs anywhere */
+    LF_ISA_AVX2 = 1,       /* x86-64 AVX2 + FMA */
+    LF_ISA_AVX512 = 2,     /* x86-64 AVX-512 F/BW/DQ/VL */
+    LF_ISA_COUNT
+} lf_isa;
+
+/* Name used by LSTM_FAST_ISA and cpu_info(): "portable", "avx2", "avx512". */
+const char *lf_isa_name(lf_isa isa);
+/* Strict parse of an ISA name; "auto" yields the best available ISA. */
+lf_status lf_isa_parse(const char *name, lf_isa *out);
+/* 1 if kernels for the ISA were compiled into this build. */
+int lf_isa_compiled(lf_isa isa);
+/* 1 if compiled and the CPU and OS can run it (cpuid + XGETBV). Cheap and
+ * stateless: detection is repeated rather than cached, so there is no global
+ * state to race on. */
+int lf_isa_available(lf_isa isa);
+/* The most capable available ISA. */
+lf_isa lf_isa_best(void);
+
+/* Elements per SIMD vector for an ISA and dtype: the hidden-unit block width
+ * of the packed weights (informational; packing handles it). */
+int64_t lf_isa_vector_width(lf_isa isa, lf_dtype dtype);
+
+/* What a network is. Filled by the caller, validated by lf_plan_init. */
+typedef struct lf_desc {
+    lf_cell_kind cell;
+    lf_dtype dtype;
+    lf_isa isa;
+    int64_t input_size;     /* I  >= 1 */
+    int64_t hidden_size;    /* H  >= 1 */
+    int64_t proj_size;      /* P, 0 <= P < H, LSTM only */
+    int64_t num_layers;     /* L  >= 1 */
+    int64_t num_directions; /* D  1 or 2 */
+    int has_bias;           /* 0: the network has no bias vectors */
+} lf_desc;
+
+/* Every decision about a network, made once. Read-only after lf_plan_init;
+ * fields are public for inspection but set only by lf_plan_init. */
+typedef struct lf_plan {
+    lf_desc desc;
+    int64_t gates;          /* G */
+    int64_t state_size;     /* R */
+    int64_t block;          /* hidden units per packed block (SIMD width) */
+    int64_t hidden_padded;  /* H rounded up to a multiple of block */
+    size_t elem_size;       /* bytes per element of desc.dtype */
+    const void *kernels;    /* const lf_kernels * of desc.isa (internal.h) */
+} lf_plan;
+
+/* Validate desc and fill plan. No allocation. */
+lf_status lf_plan_init(lf_plan *plan, const lf_desc *desc);
+
+/* Bytes of packed weights for one layer and direction. */
+lf_status lf_plan_packed_size(const lf_plan *plan, int64_t layer, int64_t direction, size_t *bytes);
+
+/* Lay out one layer-direction's weights (torch layout, dtype of the plan,
+ * C-contiguous) into `packed` (at least lf_plan_packed_size bytes, any
+ * alignment). b_ih/b_hh must be NULL exactly when the plan has no bias;
+ * w_hr must be non-NULL exactly when P > 0. */
+lf_status lf_pack_weights(const lf_plan *plan, int64_t layer, int64_t direction,
+                          const void *w_ih, const void *w_hh,
+                          const void *b_ih, const void *b_hh, const void *w_hr,
+                          void *packed, size_t packed_bytes);
+
+/* Bytes of scratch lf_forward needs for T steps of batch B. */
+lf_status lf_plan_workspace_size(const lf_plan *plan, int64_t T, int64_t B, size_t *bytes);
+
+/* Arguments of one forward call. Arrays are C-contiguous in the plan's dtype.
+ *   x        (T, B, I)
+ *   h0       (L*D, B, R) or NULL for zeros
+ *   c0       (L*D, B, H) or NULL for zeros (LSTM only)
+ *   lengths  (B) int64 in [0, T], or NULL for "all T". Follows
+ *            pack_padded_sequence: outputs past a sequence's end are zero,
+ *            final states are taken at each sequence's own last step, and the
+ *            reverse direction starts at that step.
+ *   y        (T, B, D*R) output
+ *   h_n      (L*D, B, R) output
+ *   c_n      (L*D, B, H) output (LSTM only; may be NULL to discard)
+ *   packed   per layer-direction packed weights, index l*D + d
+ */
+typedef struct lf_forward_args {
+    int64_t T, B;
+    const void *x;
+    const void *h0;
+    const void *c0;
+    const int64_t *lengths;
+    void *y;
+    void *h_n;
+    void *c_n;
+    const void *const *packed;
+    void *workspace;
+    size_t workspace_bytes;
+} lf_forward_args;
+
+lf_status lf_forward(const lf_plan *plan, const lf_forward_args *args);
+
+/* Elementwise activations with the kernels of `isa`, exposed so their
+ * accuracy can be tested on their own. dtype selects float/double. */
+lf_status lf_vector_sigmoid(lf_isa isa, lf_dtype dtype, const void *x, void *y, int64_t n);
+lf_status lf_vector_tanh(lf_isa isa, lf_dtype dtype, const void *x, void *y, int64_t n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LSTM_FAST_H */

@@ -1,0 +1,73 @@
+/*
+ * pack.c -- torch-layout weights -> gate-interleaved panels (layout in
+ * internal.h). Done once per parameter change, never per call. Padding
+ * columns are zero so the kernels never need a tail case inside a panel.
+ */
+#include <string.h>
+#include "internal.h"
+
+#define DEFINE_PACKERS(REAL, SFX)                                                         \
+    /* W: (gates*n, K) row-major -> panels of K x (gates*NB). */                          \
+    static void pack_panels_##SFX(const REAL *W, int64_t gates, int64_t n, int64_t K,     \
+                                  int64_t NB, REAL *out) {                                \
+        const int64_t n_panels = (n + NB - 1) / NB, width = gates * NB;                   \
+        memset(out, 0, (size_t)(n_panels * K * width) * sizeof(REAL));                    \
+        for (int64_t g = 0; g < gates; ++g)                                               \
+            for (int64_t j = 0; j < n; ++j) {                                             \
+                const REAL *src = W + (g * n + j) * K;                                    \
+                REAL *dst = out + (j / NB) * K * width + g * NB + j % NB;                 \
+                for (int64_t k = 0; k < K; ++k) dst[k * width] = src[k];                  \
+            }                                                                             \
+    }                                                                                     \
+    /* The biases that can be added before the recurrent product, in panel order.        \
+     * GRU keeps b_hn out: it sits inside r * (W_hn h + b_hn). */                          \
+    static void pack_bias_##SFX(const lf_plan *p, const REAL *b_ih, const REAL *b_hh,     \
+                                REAL *bias, REAL *b_hn) {                                 \
+        const int64_t G = p->gates, H = p->desc.hidden_size, NB = p->block;               \
+        const int64_t n_panels = p->hidden_padded / NB;                                   \
+        memset(bias, 0, (size_t)(n_panels * G * NB) * sizeof(REAL));                      \
+        if (b_hn) memset(b_hn, 0, (size_t)p->hidden_padded * sizeof(REAL));               \
+        if (!b_ih) return;                                                                \
+        for (int64_t g = 0; g < G; ++g)                                                   \
+            for (int64_t j = 0; j < H; ++j) {                                             \
+                const int recurrent_inside = b_hn && g == 2;                              \
+                REAL v = b_ih[g * H + j] + (recurrent_inside ? 0 : b_hh[g * H + j]);      \
+                bias[(j / NB) * G * NB + g * NB + j % NB] = v;                            \
+                if (recurrent_inside) b_hn[j] = b_hh[g * H + j];                          \
+            }                                                                             \
+    }
+
+DEFINE_PACKERS(float, f32)
+DEFINE_PACKERS(double, f64)
+
+lf_status lf_pack_weights(const lf_plan *plan, int64_t layer, int64_t direction,
+                          const void *w_ih, const void *w_hh,
+                          const void *b_ih, const void *b_hh, const void *w_hr,
+                          void *packed, size_t packed_bytes) {
+    if (!plan || !w_ih || !w_hh || !packed) return LF_ERR_NULL_POINTER;
+    const lf_desc *d = &plan->desc;
+    if (layer < 0 || layer >= d->num_layers || direction < 0 || direction >= d->num_directions)
+        return LF_ERR_BAD_INDEX;
+    if (d->has_bias ? (!b_ih || !b_hh) : (b_ih || b_hh)) return LF_ERR_NULL_POINTER;
+    if ((d->proj_size > 0) != (w_hr != NULL)) return LF_ERR_NULL_POINTER;
+    lf_packed_layout L;
+    lf_status st = lf_packed_layout_of(plan, layer, &L);
+    if (st != LF_OK) return st;
+    if (packed_bytes < L.total) return LF_ERR_BUFFER_TOO_SMALL;
+
+    char *base = lf_align_ptr(packed);
+    const int64_t G = plan->gates, H = d->hidden_size, R = plan->state_size, NB = plan->block;
+    const int gru = d->cell == LF_CELL_GRU;
+    if (d->dtype == LF_FLOAT32) {
+        pack_panels_f32(w_ih, G, H, L.in_size, NB, (float *)(base + L.w_ih));
+        pack_panels_f32(w_hh, G, H, R, NB, (float *)(base + L.w_hh));
+        pack_bias_f32(plan, b_ih, b_hh, (float *)(base + L.bias), gru ? (float *)(base + L.b_hn) : NULL);
+        if (w_hr) pack_panels_f32(w_hr, 1, d->proj_size, H, NB, (float *)(base + L.w_hr));
+    } else {
+        pack_panels_f64(w_ih, G, H, L.in_size, NB, (double *)(base + L.w_ih));
+        pack_panels_f64(w_hh, G, H, R, NB, (double *)(base + L.w_hh));
+        pack_bias_f64(plan, b_ih, b_hh, (double *)(base + L.bias), gru ? (double *)(base + L.b_hn) : NULL);
+        if (w_hr) pack_panels_f64(w_hr, 1, d->proj_size, H, NB, (double *)(base + L.w_hr));
+    }
+    return LF_OK;
+}

@@ -1,0 +1,157 @@
+/*
+ * plan.c -- validate a network description once and decide every size:
+ * gates, padded hidden width, packed-weight layout per layer, workspace
+ * layout per call shape. pack.c and grid.c only follow these numbers.
+ */
+#include "internal.h"
+
+static int64_t gates_of(lf_cell_kind cell) {
+    switch (cell) {
+    case LF_CELL_LSTM: return 4;
+    case LF_CELL_GRU: return 3;
+    case LF_CELL_RNN_TANH:
+    case LF_CELL_RNN_RELU: return 1;
+    default: return 0;
+    }
+}
+
+/* Largest dimension accepted: keeps every int64 product of two dimensions
+ * and a gate count far from overflow before the size_t checks even start. */
+#define LF_MAX_DIM ((int64_t)1 << 31)
+
+lf_status lf_plan_init(lf_plan *plan, const lf_desc *desc) {
+    if (!plan || !desc) return LF_ERR_NULL_POINTER;
+    const int64_t G = gates_of(desc->cell);
+    if (G == 0) return LF_ERR_BAD_CELL_KIND;
+    if (desc->dtype != LF_FLOAT32 && desc->dtype != LF_FLOAT64) return LF_ERR_BAD_DTYPE;
+    if (desc->isa < 0 || desc->isa >= LF_ISA_COUNT) return LF_ERR_BAD_ISA;
+    if (!lf_isa_available(desc->isa)) return LF_ERR_ISA_UNAVAILABLE;
+    if (desc->input_size < 1 || desc->hidden_size < 1 || desc->num_layers < 1 ||
+        desc->proj_size < 0 || (desc->num_directions != 1 && desc->num_directions != 2))
+        return LF_ERR_BAD_DIMENSION;
+    if (desc->input_size > LF_MAX_DIM || desc->hidden_size > LF_MAX_DIM ||
+        desc->num_layers > LF_MAX_DIM)
+        return LF_ERR_OVERFLOW;
+    if (desc->proj_size > 0 && desc->cell != LF_CELL_LSTM) return LF_ERR_BAD_CELL_KIND;
+    if (desc->proj_size >= desc->hidden_size) return LF_ERR_BAD_DIMENSION;
+
+    const lf_kernels *k = lf_kernels_for(desc->isa);
+    lf_plan p;
+    p.desc = *desc;
+    p.gates = G;
+    p.state_size = desc->proj_size > 0 ? desc->proj_size : desc->hidden_size;
+    p.block = k->block[desc->dtype];
+    p.elem_size = desc->dtype == LF_FLOAT32 ? sizeof(float) : sizeof(double);
+    size_t hp;
+    if (!lf_round_up((size_t)desc->hidden_size, (size_t)p.block, &hp)) return LF_ERR_OVERFLOW;
+    p.hidden_padded = (int64_t)hp;
+    p.kernels = k;
+
+    /* Refuse now, not at the first call, if any layer's packed size overflows. */
+    lf_packed_layout layout;
+    for (int64_t layer = 0; layer < (desc->num_layers > 1 ? 2 : 1); ++layer) {
+        lf_status st = lf_packed_layout_of(&p, layer, &layout);
+        if (st != LF_OK) return st;
+    }
+    *plan = p;
+    return LF_OK;
+}
+
+/* Bytes of a panel-packed matrix with n_rows = G*N outputs over K inputs. */
+static int panels_bytes(const lf_plan *p, int64_t gates, int64_t n, int64_t K, size_t *out) {
+    size_t np, t;
+    if (!lf_round_up((size_t)n, (size_t)p->block, &np)) return 0;
+    return lf_mul(np, (size_t)gates, &t) && lf_mul(t, (size_t)K, &t) &&
+           lf_mul(t, p->elem_size, &t) && lf_round_up(t, LF_ALIGN, out);
+}
+
+LF_HIDDEN lf_status lf_packed_layout_of(const lf_plan *plan, int64_t layer, lf_packed_layout *out) {
+    const lf_desc *d = &plan->desc;
+    const int64_t G = plan->gates, H = d->hidden_size, R = plan->state_size;
+    const int64_t in_size = layer == 0 ? d->input_size : d->num_directions * R;
+    size_t w_ih, w_hh, bias, b_hn = 0, w_hr = 0, total;
+    if (!panels_bytes(plan, G, H, in_size, &w_ih) || !panels_bytes(plan, G, H, R, &w_hh) ||
+        !panels_bytes(plan, G, H, 1, &bias))
+        return LF_ERR_OVERFLOW;
+    if (d->cell == LF_CELL_GRU && !panels_bytes(plan, 1, H, 1, &b_hn)) return LF_ERR_OVERFLOW;
+    if (d->proj_size > 0 && !panels_bytes(plan, 1, d->proj_size, H, &w_hr)) return LF_ERR_OVERFLOW;
+    out->in_size = in_size;
+    out->w_ih = 0;
+    out->w_hh = w_ih;
+    if (!lf_add(out->w_hh, w_hh, &out->bias) || !lf_add(out->bias, bias, &out->b_hn) ||
+        !lf_add(out->b_hn, b_hn, &out->w_hr) || !lf_add(out->w_hr, w_hr, &total) ||
+        !lf_add(total, LF_ALIGN, &out->total))
+        return LF_ERR_OVERFLOW;
+    return LF_OK;
+}
+
+lf_status lf_plan_packed_size(const lf_plan *plan, int64_t layer, int64_t direction, size_t *bytes) {
+    if (!plan || !bytes) return LF_ERR_NULL_POINTER;
+    if (layer < 0 || layer >= plan->desc.num_layers || direction < 0 ||
+        direction >= plan->desc.num_directions)
+        return LF_ERR_BAD_INDEX;
+    lf_packed_layout layout;
+    lf_status st = lf_packed_layout_of(plan, layer, &layout);
+    if (st == LF_OK) *bytes = layout.total;
+    return st;
+}
+
+/* The input projection for all time steps is one matrix product, but done in
+ * chunks of time so the scratch stays bounded however long the sequence:
+ * about this many values per chunk (1 MiB of float32), at least one step. */
+#define LF_GX_CHUNK_VALUES ((int64_t)1 << 18)
+
+static int add_region(size_t *cursor, size_t count, size_t elem, size_t *offset) {
+    size_t bytes;
+    if (!lf_mul(count, elem, &bytes) || !lf_round_up(bytes, LF_ALIGN, &bytes)) return 0;
+    *offset = *cursor;
+    return lf_add(*cursor, bytes, cursor);
+}
+
+LF_HIDDEN lf_status lf_workspace_layout_of(const lf_plan *plan, int64_t T, int64_t B,
+                                           lf_workspace_layout *out) {
+    if (T < 0 || B < 0) return LF_ERR_BAD_DIMENSION;
+    const lf_desc *d = &plan->desc;
+    const size_t e = plan->elem_size;
+    size_t row, step_values, seq_values, state_values, cell_values;
+    if (!lf_mul((size_t)plan->gates, (size_t)plan->hidden_padded, &row) ||
+        !lf_mul(row, (size_t)B, &step_values))
+        return LF_ERR_OVERFLOW;
+    int64_t chunk = 1;
+    if (step_values > 0 && (int64_t)step_values < LF_GX_CHUNK_VALUES)
+        chunk = LF_GX_CHUNK_VALUES / (int64_t)step_values;
+    if (chunk > T) chunk = T > 0 ? T : 1;
+    out->chunk_steps = chunk;
+
+    size_t gx_values, between = 0;
+    if (!lf_mul(step_values, (size_t)chunk, &gx_values) ||
+        !lf_mul((size_t)B, (size_t)plan->state_size, &state_values) ||
+        !lf_mul((size_t)B, (size_t)d->hidden_size, &cell_values))
+        return LF_ERR_OVERFLOW;
+    if (d->num_layers > 1) {
+        /* Layers ping-pong between y and this buffer, so only one extra
+         * full-sequence buffer exists whatever the depth. */
+        if (!lf_mul((size_t)T, state_values, &seq_values) ||
+            !lf_mul(seq_values, (size_t)d->num_directions, &between))
+            return LF_ERR_OVERFLOW;
+    }
+    size_t cursor = 0;
+    if (!add_region(&cursor, gx_values, e, &out->gx) ||
+        !add_region(&cursor, between, e, &out->between_layers) ||
+        !add_region(&cursor, state_values, e, &out->h_a) ||
+        !add_region(&cursor, state_values, e, &out->h_b) ||
+        !add_region(&cursor, cell_values, e, &out->c) ||
+        !add_region(&cursor, d->proj_size > 0 ? cell_values : 0, e, &out->m) ||
+        !add_region(&cursor, (size_t)B, 1, &out->active) ||
+        !lf_add(cursor, LF_ALIGN, &out->total))
+        return LF_ERR_OVERFLOW;
+    return LF_OK;
+}
+
+lf_status lf_plan_workspace_size(const lf_plan *plan, int64_t T, int64_t B, size_t *bytes) {
+    if (!plan || !bytes) return LF_ERR_NULL_POINTER;
+    lf_workspace_layout layout;
+    lf_status st = lf_workspace_layout_of(plan, T, B, &layout);
+    if (st == LF_OK) *bytes = layout.total;
+    return st;
+}
