@@ -1,0 +1,23 @@
+"""lstm_fast: fast CPU LSTM, GRU and RNN layers with torch.nn's interface, on NumPy arrays.
+
+The layers run a C core with kernels for several instruction sets, picked at
+run time (LSTM_FAST_ISA=auto|portable|avx2|avx512 forces one; see
+show_config()). Importing this package never imports torch.
+"""
+from ._config import cpu_info, show_config
+from ._core import version as _core_version
+from .layers import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
+
+__version__ = _core_version()
+
+__all__ = [
+    "LSTM",
+    "GRU",
+    "RNN",
+    "LSTMCell",
+    "GRUCell",
+    "RNNCell",
+    "cpu_info",
+    "show_config",
+    "__version__",
+]

@@ -1,0 +1,463 @@
+"""Thin wrappers of the lstm_fast C core (csrc/lstm_fast.h).
+
+This module is called directly by tests as well as by lstm_fast.layers, so it
+checks every array's dtype, shape and contiguity itself before a pointer is
+taken: a wrong array must raise, never reach C. The C status -> exception
+mapping lives in _check alone.
+
+The GIL is released around every C call whose cost grows with the network or
+the data (planning, packing, forward, the vector functions). The O(1) queries
+(names, sizes, CPU feature bits) keep it: handing the GIL over costs more than
+they do, and in Engine.forward a second release would make concurrent callers
+queue for the GIL twice per call.
+"""
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from libc.stdint cimport int64_t
+
+import operator
+
+import numpy as np
+
+_FLOAT32 = np.dtype(np.float32)
+_FLOAT64 = np.dtype(np.float64)
+_INT64 = np.dtype(np.int64)
+
+_CELL_KINDS = {
+    "lstm": LF_CELL_LSTM,
+    "gru": LF_CELL_GRU,
+    "rnn_tanh": LF_CELL_RNN_TANH,
+    "rnn_relu": LF_CELL_RNN_RELU,
+}
+
+
+cdef int _check(lf_status status, str context) except -1:
+    """Raise the exception the contract assigns to a C status; return 0 for LF_OK."""
+    if status == LF_OK:
+        return 0
+    message = f"{context}: {lf_status_string(status).decode('utf-8', 'replace')}"
+    if status in (LF_ERR_BAD_DIMENSION, LF_ERR_OVERFLOW, LF_ERR_BAD_CELL_KIND, LF_ERR_BAD_LENGTH,
+                  LF_ERR_BAD_ISA, LF_ERR_ISA_UNAVAILABLE, LF_ERR_BAD_INDEX):
+        raise ValueError(message)
+    if status == LF_ERR_BAD_DTYPE:
+        raise TypeError(message)
+    # NULL pointers and short buffers are this wrapper's job to prevent, so they
+    # mean a bug in lstm_fast rather than bad input.
+    raise RuntimeError(f"{message} (status {<int>status}; this is a bug in lstm_fast)")
+
+
+cdef int _parse_isa(object name, lf_isa *out) except -1:
+    cdef lf_status status
+    if not isinstance(name, str):
+        raise TypeError(f"isa must be a str, got {type(name).__name__}")
+    status = lf_isa_parse(name.encode("utf-8"), out)
+    if status != LF_OK:
+        _check(status, f"isa {name!r}")
+    return 0
+
+
+cdef int _parse_dtype(object dtype, str name, lf_dtype *out) except -1:
+    resolved = None
+    # numpy.dtype(None) means float64; here None is a mistake, not a default.
+    if dtype is not None:
+        try:
+            resolved = np.dtype(dtype)
+        except (TypeError, ValueError):
+            pass
+    if resolved is not None and resolved == _FLOAT32:
+        out[0] = LF_FLOAT32
+    elif resolved is not None and resolved == _FLOAT64:
+        out[0] = LF_FLOAT64
+    else:
+        raise TypeError(f"{name} must be float32 or float64, got {dtype!r}")
+    return 0
+
+
+cdef int64_t _size(str name, object value) except? -1:
+    try:
+        number = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}") from None
+    if not -2**63 <= number < 2**63:
+        raise ValueError(f"{name}={number} does not fit in int64")
+    return number
+
+
+cdef str _shape_text(tuple shape):
+    trailing_comma = "," if len(shape) == 1 else ""
+    return "(" + ", ".join([str(extent) for extent in shape]) + trailing_comma + ")"
+
+
+cdef int _require_array(str name, object array, object dtype, tuple shape) except -1:
+    """Check what the C core assumes of an array. Entries of `shape` that are not
+    ints (e.g. "T") name a free extent."""
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(array).__name__}")
+    if array.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {dtype}, got {array.dtype}")
+    actual = array.shape
+    matches = len(actual) == len(shape)
+    if matches:
+        for expected, extent in zip(shape, actual):
+            if isinstance(expected, int) and expected != extent:
+                matches = False
+                break
+    if not matches:
+        raise ValueError(f"{name} must have shape {_shape_text(shape)}, got {actual}")
+    if not array.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous")
+    return 0
+
+
+# The data helpers below take arrays already checked by _require_array (or
+# created here). A memoryview is released when the helper returns; the pointer
+# stays valid because the caller keeps the array that owns the data alive for
+# the whole C call. Empty arrays give NULL, which the C core accepts for zero
+# elements (and an empty view has no element 0 to point at).
+#
+# The views are const so that read-only inputs pass. The same helpers serve the
+# outputs, which are writable arrays created here, so writing through the
+# returned (non-const) pointer is sound.
+#
+# Engine.forward's arrays are all 3-D and use 3-D views: flattening first would
+# cost a reshape per array per call. Weights (packed once) and the vector
+# functions' 1-D arrays use flat views.
+
+cdef void *_data3(object array, bint is_double) except? NULL:
+    cdef const float[:, :, ::1] floats
+    cdef const double[:, :, ::1] doubles
+    if array is None:
+        return NULL
+    if is_double:
+        doubles = array
+        if doubles.shape[0] == 0 or doubles.shape[1] == 0 or doubles.shape[2] == 0:
+            return NULL
+        return <void *>&doubles[0, 0, 0]
+    floats = array
+    if floats.shape[0] == 0 or floats.shape[1] == 0 or floats.shape[2] == 0:
+        return NULL
+    return <void *>&floats[0, 0, 0]
+
+
+cdef void *_data(object array, bint is_double) except? NULL:
+    cdef const float[::1] floats
+    cdef const double[::1] doubles
+    if array is None or array.size == 0:
+        return NULL
+    if is_double:
+        doubles = array.reshape(-1)
+        return <void *>&doubles[0]
+    floats = array.reshape(-1)
+    return <void *>&floats[0]
+
+
+cdef const int64_t *_lengths_data(object lengths) except? NULL:
+    cdef const int64_t[::1] view
+    if lengths is None:
+        return NULL
+    view = lengths
+    return &view[0] if view.shape[0] else NULL
+
+
+cdef void *_bytes_data(object buffer) except? NULL:
+    cdef unsigned char[::1] view = buffer
+    return &view[0] if view.shape[0] else NULL
+
+
+def version():
+    """Version of the C core (LF_VERSION_STRING)."""
+    return LF_VERSION_STRING.decode("ascii")
+
+
+def isa_names():
+    """Every ISA the C core knows, least to most capable."""
+    cdef int index
+    return tuple([lf_isa_name(<lf_isa>index).decode("ascii") for index in range(<int>LF_ISA_COUNT)])
+
+
+def isa_compiled(name):
+    """True if kernels for the ISA `name` were compiled into this build."""
+    cdef lf_isa isa
+    _parse_isa(name, &isa)
+    return lf_isa_compiled(isa) != 0
+
+
+def isa_available(name):
+    """True if the ISA `name` was compiled in and this CPU and OS can run it."""
+    cdef lf_isa isa
+    _parse_isa(name, &isa)
+    return lf_isa_available(isa) != 0
+
+
+def isa_best():
+    """Name of the most capable available ISA."""
+    return lf_isa_name(lf_isa_best()).decode("ascii")
+
+
+def isa_vector_width(name, dtype):
+    """Elements per SIMD vector of the ISA `name` for float32 or float64."""
+    cdef lf_isa isa
+    cdef lf_dtype parsed_dtype
+    _parse_isa(name, &isa)
+    _parse_dtype(dtype, "dtype", &parsed_dtype)
+    return lf_isa_vector_width(isa, parsed_dtype)
+
+
+cdef object _vector(object x, object isa_name, bint sigmoid):
+    cdef lf_isa isa
+    cdef lf_dtype dtype
+    cdef lf_status status
+    cdef const void *source
+    cdef void *target
+    cdef int64_t count
+    cdef bint is_double
+    _parse_isa(isa_name, &isa)
+    array = np.asarray(x)
+    _parse_dtype(array.dtype, "x", &dtype)
+    if array.ndim != 1:
+        raise ValueError(f"x must be 1-D, got shape {array.shape}")
+    array = np.ascontiguousarray(array)
+    result = np.empty_like(array)
+    is_double = dtype == LF_FLOAT64
+    source = _data(array, is_double)
+    target = _data(result, is_double)
+    count = array.shape[0]
+    with nogil:
+        if sigmoid:
+            status = lf_vector_sigmoid(isa, dtype, source, target, count)
+        else:
+            status = lf_vector_tanh(isa, dtype, source, target, count)
+    _check(status, "vector_sigmoid" if sigmoid else "vector_tanh")
+    return result
+
+
+def vector_sigmoid(x, isa):
+    """Elementwise logistic sigmoid of a 1-D float32/float64 array with the kernels of `isa`."""
+    return _vector(x, isa, True)
+
+
+def vector_tanh(x, isa):
+    """Elementwise tanh of a 1-D float32/float64 array with the kernels of `isa`."""
+    return _vector(x, isa, False)
+
+
+cdef class Engine:
+    """A planned network with packed weights, ready to run forward passes.
+
+    Immutable once built, so one Engine can serve several threads at once; a
+    change of parameters means building a new Engine.
+
+    Parameters
+    ----------
+    cell : {"lstm", "gru", "rnn_tanh", "rnn_relu"}
+    input_size, hidden_size, proj_size, num_layers, num_directions : int
+    bias : bool
+    dtype : numpy.float32 or numpy.float64
+    isa : str
+        "auto" or one of isa_names().
+    weights : sequence of num_layers * num_directions tuples
+        Index l * num_directions + d holds (w_ih, w_hh, b_ih, b_hh, w_hr) in
+        torch's layout and shapes, C-contiguous arrays of `dtype`; b_ih and
+        b_hh are None iff bias is False, w_hr is None iff proj_size == 0.
+    """
+    cdef lf_plan _plan
+    # Per layer-direction pointers into _packed_buffers, in the form lf_forward takes.
+    cdef const void **_packed
+    cdef list _packed_buffers
+    cdef bint _is_double
+    cdef readonly str cell
+    cdef readonly object dtype
+
+    def __cinit__(self, str cell not None, input_size, hidden_size, proj_size, num_layers,
+                  num_directions, bias, dtype, isa, weights):
+        cdef lf_desc desc
+        cdef lf_status status
+        cdef Py_ssize_t count, index
+        if cell not in _CELL_KINDS:
+            raise ValueError(f"cell must be one of {', '.join(_CELL_KINDS)}, got {cell!r}")
+        desc.cell = _CELL_KINDS[cell]
+        _parse_dtype(dtype, "dtype", &desc.dtype)
+        _parse_isa(isa, &desc.isa)
+        desc.input_size = _size("input_size", input_size)
+        desc.hidden_size = _size("hidden_size", hidden_size)
+        desc.proj_size = _size("proj_size", proj_size)
+        desc.num_layers = _size("num_layers", num_layers)
+        desc.num_directions = _size("num_directions", num_directions)
+        desc.has_bias = 1 if bias else 0
+        with nogil:
+            status = lf_plan_init(&self._plan, &desc)
+        _check(status, f"Engine(cell={cell!r}, input_size={input_size}, hidden_size={hidden_size}, "
+                       f"proj_size={proj_size}, num_layers={num_layers}, "
+                       f"num_directions={num_directions})")
+        self.cell = cell
+        self._is_double = desc.dtype == LF_FLOAT64
+        self.dtype = _FLOAT64 if self._is_double else _FLOAT32
+
+        count = desc.num_layers * desc.num_directions
+        if len(weights) != count:
+            raise ValueError(f"weights must hold num_layers * num_directions = {count} tuples, "
+                             f"got {len(weights)}")
+        self._packed = <const void **>PyMem_Malloc(count * sizeof(void *))
+        if self._packed == NULL:
+            raise MemoryError()
+        self._packed_buffers = []
+        for index in range(count):
+            self._packed_buffers.append(self._pack(index, weights[index]))
+
+    def __dealloc__(self):
+        PyMem_Free(self._packed)
+
+    cdef object _pack(self, Py_ssize_t index, object group):
+        """Check and pack weights[index]; store its pointer and return the buffer owning it."""
+        cdef const lf_desc *desc = &self._plan.desc
+        cdef int64_t layer = index // desc.num_directions
+        cdef int64_t direction = index % desc.num_directions
+        cdef int64_t gate_rows = self._plan.gates * desc.hidden_size
+        cdef int64_t layer_input = (desc.input_size if layer == 0
+                                    else desc.num_directions * self._plan.state_size)
+        cdef bint has_bias = desc.has_bias != 0
+        cdef bint has_projection = desc.proj_size > 0
+        cdef const void *w_ih_data
+        cdef const void *w_hh_data
+        cdef const void *b_ih_data
+        cdef const void *b_hh_data
+        cdef const void *w_hr_data
+        cdef void *packed
+        cdef size_t packed_bytes
+        cdef lf_status status
+        name = f"weights[{index}]"
+        try:
+            w_ih, w_hh, b_ih, b_hh, w_hr = group
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be a tuple (w_ih, w_hh, b_ih, b_hh, w_hr), "
+                             f"got {type(group).__name__}") from None
+        _require_array(f"{name} w_ih", w_ih, self.dtype, (gate_rows, layer_input))
+        _require_array(f"{name} w_hh", w_hh, self.dtype, (gate_rows, self._plan.state_size))
+        for part, array in ((" b_ih", b_ih), (" b_hh", b_hh)):
+            if has_bias:
+                _require_array(name + part, array, self.dtype, (gate_rows,))
+            elif array is not None:
+                raise ValueError(f"{name}{part} must be None because bias is False")
+        if has_projection:
+            _require_array(f"{name} w_hr", w_hr, self.dtype, (desc.proj_size, desc.hidden_size))
+        elif w_hr is not None:
+            raise ValueError(f"{name} w_hr must be None because proj_size is 0")
+
+        _check(lf_plan_packed_size(&self._plan, layer, direction, &packed_bytes),
+               f"{name} packed size")
+        # Any alignment will do: the size includes slack the C core aligns within.
+        buffer = np.empty(packed_bytes, dtype=np.uint8)
+        packed = _bytes_data(buffer)
+        w_ih_data = _data(w_ih, self._is_double)
+        w_hh_data = _data(w_hh, self._is_double)
+        b_ih_data = _data(b_ih, self._is_double)
+        b_hh_data = _data(b_hh, self._is_double)
+        w_hr_data = _data(w_hr, self._is_double)
+        with nogil:
+            status = lf_pack_weights(&self._plan, layer, direction, w_ih_data, w_hh_data,
+                                     b_ih_data, b_hh_data, w_hr_data, packed, packed_bytes)
+        _check(status, f"packing {name}")
+        self._packed[index] = packed
+        return buffer
+
+    @property
+    def isa(self):
+        """Name of the ISA whose kernels this engine runs."""
+        return lf_isa_name(self._plan.desc.isa).decode("ascii")
+
+    @property
+    def input_size(self):
+        return self._plan.desc.input_size
+
+    @property
+    def hidden_size(self):
+        return self._plan.desc.hidden_size
+
+    @property
+    def proj_size(self):
+        return self._plan.desc.proj_size
+
+    @property
+    def num_layers(self):
+        return self._plan.desc.num_layers
+
+    @property
+    def num_directions(self):
+        return self._plan.desc.num_directions
+
+    @property
+    def bias(self):
+        return self._plan.desc.has_bias != 0
+
+    @property
+    def state_size(self):
+        """Width of h: proj_size when projecting, else hidden_size."""
+        return self._plan.state_size
+
+    def __repr__(self):
+        return (f"Engine(cell={self.cell!r}, input_size={self.input_size}, "
+                f"hidden_size={self.hidden_size}, proj_size={self.proj_size}, "
+                f"num_layers={self.num_layers}, num_directions={self.num_directions}, "
+                f"bias={self.bias}, dtype={self.dtype}, isa={self.isa!r})")
+
+    def forward(self, x, h0=None, c0=None, lengths=None):
+        """Run the network over a batch of sequences.
+
+        Parameters
+        ----------
+        x : ndarray (T, B, input_size), C-contiguous, of the engine's dtype
+        h0 : ndarray (num_layers * num_directions, B, state_size) or None for zeros
+        c0 : ndarray (num_layers * num_directions, B, hidden_size) or None for
+            zeros; must be None unless the cell is an LSTM
+        lengths : int64 ndarray (B,) with values in [0, T], or None for all T
+
+        Returns
+        -------
+        y : ndarray (T, B, num_directions * state_size)
+        h_n : ndarray (num_layers * num_directions, B, state_size)
+        c_n : ndarray (num_layers * num_directions, B, hidden_size), or None
+            unless the cell is an LSTM
+        """
+        cdef const lf_desc *desc = &self._plan.desc
+        cdef int64_t stacked = desc.num_layers * desc.num_directions
+        cdef int64_t state_size = self._plan.state_size
+        cdef bint is_lstm = desc.cell == LF_CELL_LSTM
+        cdef int64_t steps, batch
+        cdef size_t workspace_bytes
+        cdef lf_forward_args args
+        cdef lf_status status
+        _require_array("x", x, self.dtype, ("T", "B", desc.input_size))
+        steps = x.shape[0]
+        batch = x.shape[1]
+        if h0 is not None:
+            _require_array("h0", h0, self.dtype, (stacked, batch, state_size))
+        if c0 is not None:
+            if not is_lstm:
+                raise ValueError(f"c0 must be None: a {self.cell} network has no cell state")
+            _require_array("c0", c0, self.dtype, (stacked, batch, desc.hidden_size))
+        if lengths is not None:
+            _require_array("lengths", lengths, _INT64, (batch,))
+
+        _check(lf_plan_workspace_size(&self._plan, steps, batch, &workspace_bytes),
+               "workspace size")
+        # A fresh workspace per call keeps concurrent calls on one engine independent.
+        workspace = np.empty(workspace_bytes, dtype=np.uint8)
+        y = np.empty((steps, batch, desc.num_directions * state_size), dtype=self.dtype)
+        h_n = np.empty((stacked, batch, state_size), dtype=self.dtype)
+        c_n = np.empty((stacked, batch, desc.hidden_size), dtype=self.dtype) if is_lstm else None
+
+        args.T = steps
+        args.B = batch
+        args.x = _data3(x, self._is_double)
+        args.h0 = _data3(h0, self._is_double)
+        args.c0 = _data3(c0, self._is_double)
+        args.lengths = _lengths_data(lengths)
+        args.y = _data3(y, self._is_double)
+        args.h_n = _data3(h_n, self._is_double)
+        args.c_n = _data3(c_n, self._is_double)
+        args.packed = self._packed
+        args.workspace = _bytes_data(workspace)
+        args.workspace_bytes = workspace_bytes
+        with nogil:
+            status = lf_forward(&self._plan, &args)
+        _check(status, "forward")
+        return y, h_n, c_n

@@ -1,0 +1,792 @@
+"""LSTM, GRU and RNN layers and cells with torch.nn's interface, on NumPy arrays.
+
+A module keeps its parameters in a dict of read-only arrays. The C engine that
+runs them is built lazily from that dict, and a parameter change replaces the
+engine instead of mutating it, so calls from several threads on one module are
+safe.
+"""
+import math
+import numbers
+import sys
+import threading
+import warnings
+from collections import namedtuple
+from collections.abc import Mapping
+
+import numpy as np
+
+from . import _core
+from ._config import resolve_isa
+
+__all__ = ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell"]
+
+_GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
+_RNN_MODES = {"tanh": "RNN_TANH", "relu": "RNN_RELU"}
+_FLOAT32 = np.dtype(np.float32)
+_FLOAT64 = np.dtype(np.float64)
+
+IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
+IncompatibleKeys.__doc__ = "Keys load_state_dict did not find, and keys it did not use (as torch)."
+
+
+# ---------------------------------------------------------------- argument checks
+
+def _check_int(name, value):
+    # bool is an int subclass, but LSTM(4, 8, True) is a slipped positional
+    # argument, not a layer count.
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} should be of type int, got: {type(value).__name__}")
+    return int(value)
+
+
+def _check_positive(name, value):
+    value = _check_int(name, value)
+    if value <= 0:
+        raise ValueError(f"{name} must be greater than zero, got {value}")
+    return value
+
+
+def _check_bool(name, value):
+    # Strict like torch: a number here is almost always a misplaced argument.
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} should be of type bool, got: {type(value).__name__}")
+    return bool(value)
+
+
+def _check_dtype(dtype):
+    # numpy.dtype(None) is float64; here None is a mistake, not a default.
+    try:
+        resolved = None if dtype is None else np.dtype(dtype)
+    except (TypeError, ValueError):
+        resolved = None
+    if resolved is None or resolved not in (_FLOAT32, _FLOAT64):
+        raise TypeError(f"dtype must be numpy.float32 or numpy.float64, got {dtype!r}")
+    return resolved
+
+
+def _check_dropout(dropout, num_layers):
+    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout <= 1:
+        raise ValueError(
+            "dropout should be a number in range [0, 1] representing the probability of an "
+            f"element being zeroed, got {dropout!r}"
+        )
+    if dropout > 0 and num_layers == 1:
+        # stacklevel 4: this function, _RNNBase.__init__, LSTM/GRU/RNN.__init__, the caller.
+        warnings.warn(
+            "dropout option adds dropout after all but last recurrent layer, so non-zero dropout "
+            f"expects num_layers greater than 1, but got dropout={dropout} and "
+            f"num_layers={num_layers}",
+            stacklevel=4,
+        )
+    return float(dropout)
+
+
+def _rnn_mode(nonlinearity):
+    mode = _RNN_MODES.get(nonlinearity) if isinstance(nonlinearity, str) else None
+    if mode is None:
+        raise ValueError(f"Unknown nonlinearity {nonlinearity!r}. Select from 'tanh' or 'relu'.")
+    return mode
+
+
+def _generator(seed):
+    message = (
+        f"seed must be None, a non-negative int or a numpy SeedSequence/Generator, got {seed!r}"
+    )
+    try:
+        return np.random.default_rng(seed)
+    except TypeError as error:
+        raise TypeError(message) from error
+    except ValueError as error:
+        raise ValueError(message) from error
+
+
+# ---------------------------------------------------------------- array conversion
+
+def _to_numpy(name, value):
+    if isinstance(value, np.ndarray):
+        return value
+    try:
+        # torch tensors, duck-typed so torch is never imported here: one that
+        # requires grad or lives off the CPU refuses numpy.asarray.
+        if callable(getattr(value, "detach", None)) and callable(getattr(value, "numpy", None)):
+            return value.detach().cpu().numpy()
+        return np.asarray(value)
+    except ValueError as error:
+        raise ValueError(f"{name} could not be converted to a NumPy array: {error}") from error
+    except TypeError as error:
+        raise TypeError(f"{name} could not be converted to a NumPy array: {error}") from error
+
+
+def _float_array(name, value):
+    """`value` as an ndarray of any floating dtype (not yet cast or made contiguous)."""
+    array = _to_numpy(name, value)
+    # Integers, bools and complex numbers are refused rather than cast: casting
+    # would hide a wrong argument, such as token ids passed instead of features.
+    if array.dtype.kind != "f":
+        raise TypeError(
+            f"{name} must hold floating-point values (float16, float32 or float64), "
+            f"got dtype {array.dtype}"
+        )
+    return array
+
+
+def _lengths_array(lengths, batch, steps):
+    """Check per-sequence lengths and return them as the engine takes them (int64)."""
+    array = _to_numpy("lengths", lengths)
+    kind = array.dtype.kind
+    if kind == "f":
+        if not (np.isfinite(array).all() and (array == np.trunc(array)).all()):
+            raise TypeError("lengths must be integers, got non-integral values")
+    elif kind not in ("i", "u"):
+        raise TypeError(f"lengths must be integers, got dtype {array.dtype}")
+    if array.shape != (batch,):
+        raise ValueError(
+            f"lengths must be 1-D with one length per batch element, shape ({batch},), "
+            f"got shape {array.shape}"
+        )
+    if batch and (array.min() < 0 or array.max() > steps):
+        raise ValueError(
+            f"lengths must be in [0, {steps}] (the sequence length), got values from "
+            f"{array.min()} to {array.max()}"
+        )
+    return np.ascontiguousarray(array, dtype=np.int64)
+
+
+def _split_lstm_hx(hx):
+    if hx is None:
+        return None, None
+    if not isinstance(hx, (tuple, list)):
+        raise TypeError(f"hx must be a tuple (h_0, c_0) for an LSTM, got {type(hx).__name__}")
+    if len(hx) != 2:
+        raise ValueError(f"hx must be a tuple (h_0, c_0) of two arrays, got {len(hx)} items")
+    return hx
+
+
+def _frozen(array):
+    # Read-only because an in-place edit would never reach the packed weights
+    # of the engine; failing loudly beats silently computing with old values.
+    array.setflags(write=False)
+    return array
+
+
+def _parameter_layout(gates, input_size, hidden_size, proj_size, bias, num_layers,
+                      num_directions, suffix):
+    """Names and shapes of a module's parameters, in torch's order.
+
+    Returns (groups, shapes). groups[l * num_directions + d] is the tuple of
+    names (weight_ih, weight_hh, bias_ih, bias_hh, weight_hr) the engine takes
+    for that layer-direction, None where a parameter is absent; shapes maps
+    every name to its shape, in torch's _flat_weights_names order.
+    """
+    state_size = proj_size or hidden_size
+    gate_rows = gates * hidden_size
+    groups = []
+    shapes = {}
+    for layer in range(num_layers):
+        layer_input = input_size if layer == 0 else num_directions * state_size
+        for direction in range(num_directions):
+            tail = suffix(layer, direction)
+            entries = (
+                ("weight_ih", (gate_rows, layer_input)),
+                ("weight_hh", (gate_rows, state_size)),
+                ("bias_ih", (gate_rows,) if bias else None),
+                ("bias_hh", (gate_rows,) if bias else None),
+                ("weight_hr", (proj_size, hidden_size) if proj_size else None),
+            )
+            names = tuple(None if shape is None else stem + tail for stem, shape in entries)
+            groups.append(names)
+            shapes.update((name, shape) for name, (_, shape) in zip(names, entries) if name)
+    return groups, shapes
+
+
+def _check_addressable(layout, num_layers, num_directions, itemsize):
+    """Refuse sizes whose parameters could not fit in memory, before anything is
+    listed or allocated (a huge num_layers would otherwise take ages to fail)."""
+    # Layers above the first all have the same shapes: two layers tell the total.
+    groups, shapes = _parameter_layout(*layout, min(num_layers, 2), num_directions, _layer_suffix)
+    sizes = [sum(math.prod(shapes[name]) for name in group if name) for group in groups]
+    first, above = sum(sizes[:num_directions]), sum(sizes[num_directions:])
+    total = (first + (num_layers - 1) * above) * itemsize
+    if total > sys.maxsize:
+        _, input_size, hidden_size, proj_size, _ = layout
+        raise ValueError(
+            f"input_size={input_size}, hidden_size={hidden_size}, proj_size={proj_size}, "
+            f"num_layers={num_layers}: the parameters would take {total} bytes, more than this "
+            "platform can address"
+        )
+
+
+def _layer_suffix(layer, direction):
+    return f"_l{layer}" + ("_reverse" if direction else "")
+
+
+def _cell_suffix(layer, direction):
+    return ""
+
+
+# ---------------------------------------------------------------- shared machinery
+
+# The `nonlinearity` attribute of RNN and RNNCell.
+_NONLINEARITY = property(
+    lambda self: "relu" if self._mode == "RNN_RELU" else "tanh",
+    doc="'tanh' or 'relu'.",
+)
+
+
+class _RecurrentBase:
+    """Parameters, lazy engine, state dicts and torch interop of layers and cells."""
+
+    # Name of the torch.nn class with the same interface.
+    _TORCH_CLASS = None
+    # Constructor arguments shared with that class; both classes also expose
+    # them as attributes, which is what from_torch and to_torch rely on.
+    _TORCH_ARGS = ()
+    # Accepted values of a torch module's `mode` (torch cells have none).
+    _TORCH_MODES = ()
+
+    def _setup(self, mode, input_size, hidden_size, proj_size, bias, dtype, seed,
+               num_layers, num_directions, suffix):
+        input_size = _check_positive("input_size", input_size)
+        hidden_size = _check_positive("hidden_size", hidden_size)
+        proj_size = _check_int("proj_size", proj_size)
+        if proj_size < 0:
+            raise ValueError(
+                f"proj_size should be a positive integer or zero to disable projections, "
+                f"got {proj_size}"
+            )
+        if proj_size >= hidden_size:
+            raise ValueError(
+                f"proj_size has to be smaller than hidden_size, got proj_size={proj_size} "
+                f"and hidden_size={hidden_size}"
+            )
+        self._mode = mode
+        self._input_size = input_size
+        self._hidden_size = hidden_size
+        self._proj_size = proj_size
+        self._bias = _check_bool("bias", bias)
+        self._dtype = _check_dtype(dtype)
+        self._num_layers = num_layers
+        self._num_directions = num_directions
+        layout = (_GATES[mode], input_size, hidden_size, proj_size, self._bias)
+        _check_addressable(layout, num_layers, num_directions, self._dtype.itemsize)
+        self._groups, self._shapes = _parameter_layout(*layout, num_layers, num_directions, suffix)
+        generator = _generator(seed)
+        bound = 1.0 / math.sqrt(hidden_size)
+        # Drawn in float64 in torch's parameter order, so one seed gives the same
+        # values (up to rounding) whatever the dtype.
+        self._parameters = {
+            name: _frozen(generator.uniform(-bound, bound, shape).astype(self._dtype))
+            for name, shape in self._shapes.items()
+        }
+        self._lock = threading.Lock()
+        self._engine = None
+        # Fixed at construction: a bad LSTM_FAST_ISA fails here rather than at the
+        # first call, and a parameter change never moves the module to other kernels.
+        self._isa = resolve_isa()
+
+    # -- attributes: parameters read as read-only arrays, assign with checks
+
+    def __getattr__(self, name):
+        # Only reached when normal lookup fails, i.e. for parameter names.
+        parameters = self.__dict__.get("_parameters")
+        if parameters is not None and name in parameters:
+            return parameters[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __setattr__(self, name, value):
+        parameters = self.__dict__.get("_parameters")
+        if parameters is not None and name in parameters:
+            self._update_parameters({name: self._checked_parameter(name, value)})
+        elif parameters is not None and name.startswith(("weight_", "bias_")):
+            # A misspelt parameter, or a bias of a bias=False module, would
+            # otherwise become a plain attribute that nothing reads.
+            raise AttributeError(
+                f"{type(self).__name__} has no parameter {name!r}; its parameters are "
+                f"{', '.join(parameters)}"
+            )
+        else:
+            object.__setattr__(self, name, value)
+
+    def __dir__(self):
+        return sorted(set(super().__dir__()) | set(self.__dict__.get("_parameters", ())))
+
+    def __getstate__(self):
+        # A lock cannot be pickled and the engine holds C pointers; both are
+        # recreated on demand.
+        state = dict(self.__dict__)
+        del state["_lock"], state["_engine"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        # Unpickled arrays come back writable.
+        for array in self._parameters.values():
+            array.setflags(write=False)
+        self._lock = threading.Lock()
+        self._engine = None
+        # A copy is a module built now, possibly on another machine.
+        self._isa = resolve_isa()
+
+    def _checked_parameter(self, name, value):
+        array = _float_array(name, value)
+        shape = self._shapes[name]
+        if array.shape != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {array.shape}")
+        return _frozen(np.array(array, dtype=self._dtype, order="C"))
+
+    def _update_parameters(self, updates):
+        with self._lock:
+            # A new dict, never an in-place update: shallow copies of this module
+            # share the old one.
+            self._parameters = {**self._parameters, **updates}
+            self._engine = None
+
+    # -- engine
+
+    def _current_engine(self):
+        engine = self._engine
+        if engine is None:
+            # Under the lock, so a parameter assigned meanwhile waits and then
+            # invalidates this engine instead of being lost.
+            with self._lock:
+                engine = self._engine
+                if engine is None:
+                    engine = self._engine = self._build_engine()
+        return engine
+
+    def _build_engine(self):
+        parameters = self._parameters
+        weights = [
+            tuple(None if name is None else parameters[name] for name in group)
+            for group in self._groups
+        ]
+        return _core.Engine(
+            self._mode.lower(), self._input_size, self._hidden_size, self._proj_size,
+            self._num_layers, self._num_directions, self._bias, self._dtype, self._isa, weights,
+        )
+
+    def _initial_states(self, hx, batch, h_shape, c_shape, batched):
+        """Check hx against the shapes the caller expects; return (h_0, c_0) as the
+        engine takes them, None for zeros."""
+        stacked = self._num_layers * self._num_directions
+        engine_h_shape = (stacked, batch, self._proj_size or self._hidden_size)
+        engine_c_shape = (stacked, batch, self._hidden_size)
+        if self._mode == "LSTM":
+            h_value, c_value = _split_lstm_hx(hx)
+            return (
+                self._state("h_0", h_value, h_shape, engine_h_shape, batched),
+                self._state("c_0", c_value, c_shape, engine_c_shape, batched),
+            )
+        if isinstance(hx, tuple):
+            raise TypeError(
+                f"hx must be a single array h_0 for {type(self).__name__}; "
+                "only LSTM takes a tuple (h_0, c_0)"
+            )
+        return self._state("hx", hx, h_shape, engine_h_shape, batched), None
+
+    def _state(self, name, value, shape, engine_shape, batched):
+        if value is None:
+            return None
+        array = _float_array(name, value)
+        if array.shape != shape:
+            kind = "batched" if batched else "unbatched"
+            raise ValueError(
+                f"{name} must have shape {shape} for this {kind} input, got {array.shape}"
+            )
+        return np.ascontiguousarray(array, dtype=self._dtype).reshape(engine_shape)
+
+    # -- public
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def __repr__(self):
+        parts = [str(self._input_size), str(self._hidden_size)] + self._repr_options()
+        if self._mode == "RNN_RELU":
+            parts.append("nonlinearity='relu'")
+        if self._dtype != _FLOAT32:
+            parts.append(f"dtype={self._dtype}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+    @property
+    def input_size(self):
+        return self._input_size
+
+    @property
+    def hidden_size(self):
+        return self._hidden_size
+
+    @property
+    def bias(self):
+        return self._bias
+
+    @property
+    def dtype(self):
+        """numpy.dtype of parameters and outputs (float32 or float64)."""
+        return self._dtype
+
+    @property
+    def isa(self):
+        """Name of the ISA whose kernels run this module: what LSTM_FAST_ISA selected
+        when it was constructed."""
+        return self._isa
+
+    def state_dict(self):
+        """Copies of the parameters, keyed and ordered as torch's state_dict()."""
+        return {name: array.copy() for name, array in self._parameters.items()}
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Replace parameters from a mapping of names to array-likes (torch tensors too).
+
+        Every entry is checked (floating dtype, shape) before any is stored, so
+        a bad entry leaves the module unchanged. With strict=True the keys must
+        match state_dict() exactly. Returns IncompatibleKeys(missing_keys,
+        unexpected_keys), as torch does.
+        """
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(
+                f"state_dict must be a mapping of parameter names to arrays, "
+                f"got {type(state_dict).__name__}"
+            )
+        missing = [name for name in self._shapes if name not in state_dict]
+        unexpected = [key for key in state_dict if key not in self._shapes]
+        if strict and (missing or unexpected):
+            raise ValueError(
+                f"state_dict does not match {type(self).__name__}: missing keys {missing}, "
+                f"unexpected keys {unexpected}"
+            )
+        self._update_parameters({
+            name: self._checked_parameter(name, state_dict[name])
+            for name in self._shapes if name in state_dict
+        })
+        return IncompatibleKeys(missing, unexpected)
+
+    @classmethod
+    def from_torch(cls, module):
+        """Build a copy of a torch.nn module of the same kind.
+
+        Duck-typed: reads the module's constructor attributes and state_dict(),
+        so torch is not imported. float64 modules give float64 copies, all
+        others float32.
+        """
+        mode = getattr(module, "mode", None)
+        if cls._TORCH_MODES and mode is not None and mode not in cls._TORCH_MODES:
+            raise ValueError(
+                f"module must be a torch.nn.{cls._TORCH_CLASS}, got one with mode {mode!r}"
+            )
+        try:
+            arguments = {name: getattr(module, name) for name in cls._TORCH_ARGS}
+            state = module.state_dict()
+        except AttributeError as error:
+            raise TypeError(
+                f"module does not look like a torch.nn.{cls._TORCH_CLASS}: {error}"
+            ) from error
+        arrays = {name: _to_numpy(name, tensor) for name, tensor in state.items()}
+        first = next(iter(arrays.values()), None)
+        dtype = np.float64 if first is not None and first.dtype == _FLOAT64 else np.float32
+        copy = cls(**arguments, dtype=dtype)
+        copy.load_state_dict(arrays)
+        return copy
+
+    def to_torch(self):
+        """Build the equivalent torch.nn module (imports torch).
+
+        It is returned in eval mode, the mode whose outputs match this module
+        (dropout inactive); call .train() on it to train.
+        """
+        import torch
+
+        torch_class = getattr(torch.nn, self._TORCH_CLASS)
+        dtype = torch.float64 if self._dtype == _FLOAT64 else torch.float32
+        arguments = {name: getattr(self, name) for name in self._TORCH_ARGS}
+        module = torch_class(**arguments, dtype=dtype)
+        module.load_state_dict(
+            {name: torch.from_numpy(array) for name, array in self.state_dict().items()}
+        )
+        return module.eval()
+
+
+# ---------------------------------------------------------------- layers
+
+class _RNNBase(_RecurrentBase):
+    """Multi-layer recurrent network over whole sequences (torch.nn.RNNBase)."""
+
+    _TORCH_ARGS = ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout",
+                   "bidirectional")
+
+    def __init__(self, mode, input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                 bidirectional, proj_size, dtype, seed):
+        num_layers = _check_positive("num_layers", num_layers)
+        self._dropout = _check_dropout(dropout, num_layers)
+        self._batch_first = _check_bool("batch_first", batch_first)
+        self._bidirectional = _check_bool("bidirectional", bidirectional)
+        self._setup(mode, input_size, hidden_size, proj_size, bias, dtype, seed,
+                    num_layers=num_layers, num_directions=2 if self._bidirectional else 1,
+                    suffix=_layer_suffix)
+
+    @property
+    def mode(self):
+        """The cell kind as torch names it: LSTM, GRU, RNN_TANH or RNN_RELU."""
+        return self._mode
+
+    @property
+    def num_layers(self):
+        return self._num_layers
+
+    @property
+    def batch_first(self):
+        return self._batch_first
+
+    @property
+    def dropout(self):
+        """Kept for torch compatibility; inactive, as in torch's eval mode."""
+        return self._dropout
+
+    @property
+    def bidirectional(self):
+        return self._bidirectional
+
+    @property
+    def proj_size(self):
+        return self._proj_size
+
+    @property
+    def all_weights(self):
+        """Parameters per layer-direction, as torch's all_weights."""
+        return [[self._parameters[name] for name in group if name] for group in self._groups]
+
+    def _repr_options(self):
+        options = []
+        if self._proj_size:
+            options.append(f"proj_size={self._proj_size}")
+        if self._num_layers != 1:
+            options.append(f"num_layers={self._num_layers}")
+        if not self._bias:
+            options.append("bias=False")
+        if self._batch_first:
+            options.append("batch_first=True")
+        if self._dropout:
+            options.append(f"dropout={self._dropout}")
+        if self._bidirectional:
+            options.append("bidirectional=True")
+        return options
+
+    def forward(self, input, hx=None, lengths=None):
+        """Run the network over a batch of sequences, or one unbatched sequence.
+
+        Shapes (D = 2 if bidirectional else 1, R = proj_size or hidden_size,
+        S = D * num_layers):
+
+        input : (L, N, input_size), or (N, L, input_size) with batch_first, or
+            (L, input_size) unbatched. Any floating array-like; cast to dtype.
+        hx : initial state, zeros when None. LSTM: tuple (h_0, c_0) of shapes
+            (S, N, R) and (S, N, hidden_size); GRU/RNN: h_0 of shape
+            (S, N, hidden_size). Unbatched: without the N axis.
+        lengths : optional, one int per batch element in [0, L], any order;
+            pack_padded_sequence semantics: outputs past a sequence's end are
+            0 and final states are taken at its last step. Batched input only.
+
+        Returns
+        -------
+        LSTM: (output, (h_n, c_n)); GRU/RNN: (output, h_n). output is
+        (L, N, D * R), or (N, L, D * R) with batch_first, or (L, D * R)
+        unbatched; h_n and c_n have the shapes of h_0 and c_0.
+        """
+        x = _float_array("input", input)
+        if x.ndim not in (2, 3):
+            layout = "(N, L, input_size)" if self._batch_first else "(L, N, input_size)"
+            raise ValueError(
+                f"input must be 3-D {layout} or 2-D (L, input_size) for one unbatched sequence, "
+                f"got shape {x.shape}"
+            )
+        if x.shape[-1] != self._input_size:
+            raise ValueError(
+                f"input must have input_size={self._input_size} features in its last dimension, "
+                f"got shape {x.shape}"
+            )
+        batched = x.ndim == 3
+        if not batched:
+            if lengths is not None:
+                raise ValueError("lengths needs batched (3-D) input, got an unbatched (2-D) input")
+            x = x.reshape(x.shape[0], 1, x.shape[1])
+        elif self._batch_first:
+            x = x.transpose(1, 0, 2)
+        x = np.ascontiguousarray(x, dtype=self._dtype)
+        steps, batch = x.shape[0], x.shape[1]
+
+        stacked = self._num_layers * self._num_directions
+        state_size = self._proj_size or self._hidden_size
+        h_shape = (stacked, batch, state_size) if batched else (stacked, state_size)
+        c_shape = (stacked, batch, self._hidden_size) if batched else (stacked, self._hidden_size)
+        h_0, c_0 = self._initial_states(hx, batch, h_shape, c_shape, batched)
+        if lengths is not None:
+            lengths = _lengths_array(lengths, batch, steps)
+
+        output, h_n, c_n = self._current_engine().forward(x, h_0, c_0, lengths)
+        if not batched:
+            output = output.reshape(steps, output.shape[2])
+        elif self._batch_first:
+            output = np.ascontiguousarray(output.transpose(1, 0, 2))
+        h_n = h_n.reshape(h_shape)
+        if self._mode == "LSTM":
+            return output, (h_n, c_n.reshape(c_shape))
+        return output, h_n
+
+
+class LSTM(_RNNBase):
+    """Multi-layer long short-term memory network, with torch.nn.LSTM's interface.
+
+    Parameters
+    ----------
+    input_size, hidden_size : int
+    num_layers : int, default 1
+    bias : bool, default True
+    batch_first : bool, default False
+    dropout : float in [0, 1], default 0.0
+        Kept for torch compatibility; inactive (inference, as torch's eval mode).
+    bidirectional : bool, default False
+    proj_size : int, default 0
+        Width of the projected hidden state (LSTMP), 0 < proj_size < hidden_size.
+    dtype : numpy.float32 or numpy.float64, default float32
+    seed : optional, for numpy.random.default_rng
+        Parameters start as U(-1/sqrt(hidden_size), 1/sqrt(hidden_size)).
+
+    Call as ``lstm(input, hx=None, lengths=None)`` -> ``(output, (h_n, c_n))``;
+    see forward.
+    """
+
+    _TORCH_CLASS = "LSTM"
+    _TORCH_ARGS = _RNNBase._TORCH_ARGS + ("proj_size",)
+    _TORCH_MODES = ("LSTM",)
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, proj_size=0, dtype=np.float32, seed=None):
+        super().__init__("LSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, proj_size, dtype, seed)
+
+
+class GRU(_RNNBase):
+    """Multi-layer gated recurrent unit network, with torch.nn.GRU's interface.
+
+    Parameters as LSTM, without proj_size. Call as ``gru(input, hx=None,
+    lengths=None)`` -> ``(output, h_n)``; see forward.
+    """
+
+    _TORCH_CLASS = "GRU"
+    _TORCH_MODES = ("GRU",)
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, dtype=np.float32, seed=None):
+        super().__init__("GRU", input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, 0, dtype, seed)
+
+
+class RNN(_RNNBase):
+    """Multi-layer Elman network with tanh or ReLU, with torch.nn.RNN's interface.
+
+    Parameters as LSTM without proj_size, plus nonlinearity ('tanh' or 'relu'),
+    which comes fourth positionally, as in torch. Call as ``rnn(input, hx=None,
+    lengths=None)`` -> ``(output, h_n)``; see forward.
+    """
+
+    _TORCH_CLASS = "RNN"
+    _TORCH_ARGS = _RNNBase._TORCH_ARGS + ("nonlinearity",)
+    _TORCH_MODES = ("RNN_TANH", "RNN_RELU")
+
+    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
+                 batch_first=False, dropout=0.0, bidirectional=False, dtype=np.float32,
+                 seed=None):
+        super().__init__(_rnn_mode(nonlinearity), input_size, hidden_size, num_layers, bias,
+                         batch_first, dropout, bidirectional, 0, dtype, seed)
+
+    nonlinearity = _NONLINEARITY
+
+
+# ---------------------------------------------------------------- cells
+
+class _RNNCellBase(_RecurrentBase):
+    """One time step of one layer (torch.nn.RNNCellBase)."""
+
+    _TORCH_ARGS = ("input_size", "hidden_size", "bias")
+
+    def __init__(self, mode, input_size, hidden_size, bias, dtype, seed):
+        self._setup(mode, input_size, hidden_size, 0, bias, dtype, seed,
+                    num_layers=1, num_directions=1, suffix=_cell_suffix)
+
+    def _repr_options(self):
+        return [] if self._bias else ["bias=False"]
+
+    def forward(self, input, hx=None):
+        """Advance the state by one step.
+
+        input : (N, input_size), or (input_size,) unbatched; any floating array-like.
+        hx : state, zeros when None. LSTMCell: tuple (h, c), each
+            (N, hidden_size) or (hidden_size,); GRUCell/RNNCell: h alone.
+
+        Returns LSTMCell: (h', c'); GRUCell/RNNCell: h'. Shapes as the state's.
+        """
+        x = _float_array("input", input)
+        if x.ndim not in (1, 2):
+            raise ValueError(
+                f"input must be 2-D (N, input_size) or 1-D (input_size,), got shape {x.shape}"
+            )
+        if x.shape[-1] != self._input_size:
+            raise ValueError(
+                f"input must have input_size={self._input_size} features in its last dimension, "
+                f"got shape {x.shape}"
+            )
+        batched = x.ndim == 2
+        batch = x.shape[0] if batched else 1
+        x = np.ascontiguousarray(x, dtype=self._dtype).reshape(1, batch, self._input_size)
+        state_shape = (batch, self._hidden_size) if batched else (self._hidden_size,)
+        h_0, c_0 = self._initial_states(hx, batch, state_shape, state_shape, batched)
+        _, h_n, c_n = self._current_engine().forward(x, h_0, c_0, None)
+        if self._mode == "LSTM":
+            return h_n.reshape(state_shape), c_n.reshape(state_shape)
+        return h_n.reshape(state_shape)
+
+
+class LSTMCell(_RNNCellBase):
+    """An LSTM cell, with torch.nn.LSTMCell's interface.
+
+    Parameters: input_size, hidden_size, bias=True, dtype=numpy.float32,
+    seed=None. Parameters weight_ih (4*hidden_size, input_size), weight_hh
+    (4*hidden_size, hidden_size), bias_ih and bias_hh (4*hidden_size,). Call as
+    ``cell(input, hx=None)`` -> ``(h', c')``; see forward.
+    """
+
+    _TORCH_CLASS = "LSTMCell"
+
+    def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, seed=None):
+        super().__init__("LSTM", input_size, hidden_size, bias, dtype, seed)
+
+
+class GRUCell(_RNNCellBase):
+    """A GRU cell, with torch.nn.GRUCell's interface.
+
+    Parameters as LSTMCell, with 3*hidden_size gate rows. Call as
+    ``cell(input, hx=None)`` -> ``h'``; see forward.
+    """
+
+    _TORCH_CLASS = "GRUCell"
+
+    def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, seed=None):
+        super().__init__("GRU", input_size, hidden_size, bias, dtype, seed)
+
+
+class RNNCell(_RNNCellBase):
+    """An Elman cell with tanh or ReLU, with torch.nn.RNNCell's interface.
+
+    Parameters as LSTMCell plus nonlinearity ('tanh' or 'relu', fourth
+    positionally as in torch), with hidden_size gate rows. Call as
+    ``cell(input, hx=None)`` -> ``h'``; see forward.
+    """
+
+    _TORCH_CLASS = "RNNCell"
+    _TORCH_ARGS = _RNNCellBase._TORCH_ARGS + ("nonlinearity",)
+
+    def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", dtype=np.float32,
+                 seed=None):
+        super().__init__(_rnn_mode(nonlinearity), input_size, hidden_size, bias, dtype, seed)
+
+    nonlinearity = _NONLINEARITY
