@@ -1,0 +1,74 @@
+"""Per-group ratios vs lstm_fast from a pytest-benchmark JSON file.
+
+    python -m pytest bench --benchmark-only --benchmark-json=out.json
+    python bench/compare.py out.json
+
+Prints the same table as `python -m lstm_fast bench`: median and min per call
+(per step for streaming cases), GFLOP/s, and ratio = peer median / lstm_fast
+median (> 1: lstm_fast is faster). Checks were asserted by the benchmarks, so
+every row present passed its own.
+"""
+import argparse
+import json
+import sys
+from collections import defaultdict
+
+from lstm_fast import bench as lb
+
+
+def rows(data):
+    """Table cells per benchmark, grouped by case, lstm_fast first."""
+    groups = defaultdict(dict)
+    for entry in data["benchmarks"]:
+        info = entry.get("extra_info", {})
+        if "peer" not in info:  # not one of ours
+            continue
+        groups[info["case"]][info["peer"]] = (entry["stats"], info)
+    order = {peer: i for i, peer in enumerate(lb.PEERS)}
+    out = []
+    for case_name, peers in groups.items():
+        base = peers.get("lstm_fast")
+        base_median = base[0]["median"] if base else None
+        for peer in sorted(peers, key=lambda p: order.get(p, len(order))):
+            stats, info = peers[peer]
+            median = stats["median"]
+            out.append(
+                lb.table_row(
+                    case_name,
+                    peer,
+                    info.get("streaming", False),
+                    median,
+                    stats["min"],
+                    info["flops_per_call"] / median / 1e9 if median > 0 else None,
+                    median / base_median if base_median else None,
+                    "" if base else "no lstm_fast result in this group",
+                )
+            )
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("json", help="a file written by --benchmark-json")
+    args = parser.parse_args(argv)
+    with open(args.json, encoding="utf-8") as f:
+        data = json.load(f)
+    table_rows = rows(data)
+    if not table_rows:
+        print(f"{args.json}: no lstm_fast benchmark results", file=sys.stderr)
+        return 1
+    machine = data.get("machine_info", {})
+    print(
+        f"{machine.get('cpu', {}).get('brand_raw', 'unknown CPU')}, "
+        f"python {machine.get('python_version', '?')}, {data.get('datetime', '')}"
+    )
+    print("ratio = peer median / lstm_fast median (> 1: lstm_fast is faster)\n")
+    table = lb.Table({r[0] for r in table_rows}, {r[1] for r in table_rows})
+    table.header()
+    for r in table_rows:
+        table.row(r)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
