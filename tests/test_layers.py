@@ -1,0 +1,294 @@
+"""lstm_fast.LSTM / GRU / RNN against the float64 NumPy reference, on every available ISA."""
+import numpy as np
+import pytest
+
+import lstm_fast  # noqa: F401  (a collection error here means the package is not built)
+import reference
+from helpers import (MODES, assert_close, assert_result, is_lstm, make_hx, make_input, make_layer,
+                     make_rng, params64, proj_for, ref_mode, split, tol)
+
+DTYPES = [np.float32, np.float64]
+
+BASE = dict(T=5, B=3, I=4, H=8, L=1, bidir=False, bias=True, batch_first=False, hx=False,
+            lengths=None, unbatched=False)
+# Each entry covers a feature; the set as a whole covers every feature at least twice.
+CONFIGS = {
+    "basic": {},
+    "odd-sizes": dict(T=7, B=5, I=17, H=33),
+    "size1-B1": dict(T=3, B=1, I=1, H=1),                 # lstmp skipped (needs H >= 2)
+    "H2-B1-hx": dict(T=4, B=1, I=3, H=2, hx=True),
+    "vec16": dict(T=3, B=8, I=16, H=16, hx=True),
+    "wide-bidir": dict(T=4, B=3, I=32, H=35, bidir=True),
+    "deep3-bidir-hx": dict(T=6, B=4, I=3, H=5, L=3, bidir=True, hx=True),
+    "nobias-hx": dict(T=5, B=3, I=5, H=9, L=2, bias=False, hx=True),
+    "nobias-bidir-bf": dict(T=4, B=2, I=7, H=17, L=2, bias=False, bidir=True, batch_first=True),
+    "lengths-bidir-bf-hx": dict(T=6, B=5, I=4, H=6, L=2, bidir=True, batch_first=True, hx=True,
+                                lengths=[3, 6, 0, 1, 6]),
+    "lengths-deep": dict(T=8, B=4, I=3, H=7, L=3, lengths=[8, 2, 5, 0]),
+    "lengths-all0-hx": dict(T=4, B=2, I=3, H=4, bidir=True, hx=True, lengths=[0, 0]),
+    "lengths-odd-bidir": dict(T=5, B=7, I=9, H=11, bidir=True, lengths=[5, 1, 4, 2, 5, 3, 0]),
+    "T0-hx": dict(T=0, B=3, L=2, bidir=True, hx=True),
+    "T0": dict(T=0, B=2),
+    "T1-lengths-hx": dict(T=1, B=2, L=2, bidir=True, hx=True, lengths=[1, 0]),
+    "B0": dict(T=3, B=0, bidir=True),
+    "batch13-hx": dict(T=4, B=13, I=6, H=20, hx=True),
+    "unbatched-bidir-hx": dict(T=5, I=3, H=7, L=2, bidir=True, unbatched=True, hx=True),
+    "unbatched-bf": dict(T=4, I=5, H=3, unbatched=True, batch_first=True),
+    "unbatched-T1": dict(T=1, I=2, H=9, L=2, unbatched=True),
+}
+
+
+# every (mode, config) pair except LSTMP with hidden_size 1 (a projection needs P < H)
+CASES = [(mode, name) for name in CONFIGS for mode in MODES
+         if not (mode == "lstmp" and {**BASE, **CONFIGS[name]}["H"] < 2)]
+
+
+def _cfg(name, mode):
+    cfg = {**BASE, **CONFIGS[name]}
+    if cfg["unbatched"]:
+        cfg["B"] = 1
+    return cfg
+
+
+def _load_random_params(layer, mode, cfg, rng, dtype):
+    """Replace the default init with larger random weights (saturating gates more often)."""
+    P = proj_for(mode, cfg["H"])
+    scale = min(0.8, 1.6 / np.sqrt(cfg["H"]))
+    p = reference.random_params(ref_mode(mode), cfg["I"], cfg["H"], cfg["L"], cfg["bidir"],
+                                cfg["bias"], P, rng=rng, scale=scale, dtype=dtype)
+    layer.load_state_dict(p)
+    return p
+
+
+def _run_case(isa, mode, dtype, name, random_params=True):
+    cfg = _cfg(name, mode)
+    T, B, I, H, L = cfg["T"], cfg["B"], cfg["I"], cfg["H"], cfg["L"]
+    D = 2 if cfg["bidir"] else 1
+    P = proj_for(mode, H)
+    rng = make_rng("layers", name, mode, np.dtype(dtype).name)   # same data on every ISA
+    layer = make_layer(mode, I, H, num_layers=L, bias=cfg["bias"], batch_first=cfg["batch_first"],
+                       bidirectional=cfg["bidir"], dtype=dtype, seed=7)
+    assert layer.isa == isa
+    if random_params:
+        _load_random_params(layer, mode, cfg, rng, dtype)
+    x = make_input(rng, T, B, I, dtype, cfg["batch_first"], cfg["unbatched"])
+    hx = make_hx(mode, rng, L * D, B, H, P, dtype, cfg["unbatched"]) if cfg["hx"] else None
+    lengths = cfg["lengths"]
+    x_before = x.copy()
+    expected = reference.module_forward(ref_mode(mode), params64(layer), x, hx, lengths,
+                                        cfg["batch_first"])
+    got = layer(x, hx=hx, lengths=lengths) if lengths is not None else layer(x, hx)
+    assert_result(mode, got, expected, dtype)
+    np.testing.assert_array_equal(x, x_before)   # input untouched
+    return layer, x, hx, got, cfg
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("mode,name", CASES, ids=[f"{m}-{n}" for m, n in CASES])
+def test_matches_reference(isa, mode, name, dtype):
+    layer, x, hx, got, cfg = _run_case(isa, mode, dtype, name)
+    y, h, c = split(mode, got)
+    # shapes exactly as torch
+    D = 2 if cfg["bidir"] else 1
+    R = proj_for(mode, cfg["H"]) or cfg["H"]
+    LD, T, B, H = cfg["L"] * D, cfg["T"], cfg["B"], cfg["H"]
+    if cfg["unbatched"]:
+        assert y.shape == (T, D * R) and h.shape == (LD, R)
+        assert c is None or c.shape == (LD, H)
+    else:
+        assert y.shape == ((B, T, D * R) if cfg["batch_first"] else (T, B, D * R))
+        assert h.shape == (LD, B, R)
+        assert c is None or c.shape == (LD, B, H)
+    # padded outputs are exactly zero
+    if cfg["lengths"] is not None:
+        yt = y.transpose(1, 0, 2) if cfg["batch_first"] else y
+        for b, n in enumerate(cfg["lengths"]):
+            assert np.all(yt[n:, b] == 0), f"output past length {n} of batch element {b} not zero"
+    # stateless and deterministic: a second call gives the identical result
+    again = layer.forward(x, hx, cfg["lengths"])
+    for a, b_ in zip(split(mode, got), split(mode, again)):
+        if a is not None:
+            np.testing.assert_array_equal(a, b_)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_default_init_matches_reference(isa, mode):
+    _run_case(isa, mode, np.float64, "deep3-bidir-hx", random_params=False)
+
+
+@pytest.mark.parametrize("mode", ["lstm", "gru", "rnn_relu"])
+def test_zero_length_keeps_initial_state(isa, mode):
+    rng = make_rng("zero-len", mode)
+    T, B, I, H, L = 4, 3, 3, 5, 2
+    layer = make_layer(mode, I, H, num_layers=L, bidirectional=True, dtype=np.float64, seed=1)
+    x = make_input(rng, T, B, I)
+    hx = make_hx(mode, rng, 2 * L, B, H)
+    y, h, c = split(mode, layer(x, hx, lengths=[2, 0, 4]))
+    h0 = hx[0] if is_lstm(mode) else hx
+    np.testing.assert_array_equal(h[:, 1], h0[:, 1])
+    if is_lstm(mode):
+        np.testing.assert_array_equal(c[:, 1], hx[1][:, 1])
+    assert np.all(y[:, 1] == 0)
+    assert not np.any(h[:, 0] == h0[:, 0])   # the others did move
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_padding_values_are_ignored(isa, mode):
+    """Whatever sits in x past a sequence's length must not change anything."""
+    rng = make_rng("pad-ignored", mode)
+    T, B, I, H = 6, 4, 3, 6
+    lengths = [2, 6, 0, 4]
+    layer = make_layer(mode, I, H, num_layers=2, bidirectional=True, dtype=np.float64, seed=2)
+    x = make_input(rng, T, B, I)
+    x2 = x.copy()
+    for b, n in enumerate(lengths):
+        x2[n:, b] = rng.standard_normal((T - n, I)) * 100
+    r1 = split(mode, layer(x, lengths=lengths))
+    r2 = split(mode, layer(x2, lengths=lengths))
+    for a, b_ in zip(r1, r2):
+        if a is not None:
+            np.testing.assert_array_equal(a, b_)
+
+
+@pytest.mark.parametrize("mode", ["lstmp", "gru", "rnn_tanh"])
+def test_lengths_all_full_equals_no_lengths(isa, mode):
+    rng = make_rng("full-lengths", mode)
+    T, B, I, H = 5, 3, 4, 7
+    layer = make_layer(mode, I, H, num_layers=2, bidirectional=True, dtype=np.float64, seed=3)
+    x = make_input(rng, T, B, I)
+    r1 = split(mode, layer(x))
+    r2 = split(mode, layer(x, lengths=[T] * B))
+    for a, b_ in zip(r1, r2):
+        if a is not None:
+            np.testing.assert_allclose(a, b_, rtol=1e-13, atol=1e-14)
+
+
+@pytest.mark.parametrize("H,P", [(2, 1), (9, 8), (16, 1), (33, 17)])
+def test_projection_sizes(isa, H, P):
+    rng = make_rng("proj", H, P)
+    T, B, I = 4, 3, 5
+    for dtype in DTYPES:
+        layer = make_layer("lstm", I, H, num_layers=2, bidirectional=True, proj_size=P, dtype=dtype)
+        x = make_input(rng, T, B, I, dtype)
+        hx = make_hx("lstm", rng, 4, B, H, P, dtype)
+        expected = reference.module_forward("lstm", params64(layer), x, hx, [4, 1, 3])
+        got = layer(x, hx, lengths=[4, 1, 3])
+        assert_result("lstm", got, expected, dtype)
+        assert got[0].shape == (T, B, 2 * P) and got[1][0].shape == (4, B, P)
+        assert got[1][1].shape == (4, B, H)
+
+
+# ---------------------------------------------------------------------------
+# dtype / array-like policy
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["lstm", "gru", "rnn_tanh"])
+def test_input_precision_is_cast(isa, mode):
+    rng = make_rng("cast", mode)
+    T, B, I, H = 4, 2, 3, 5
+    layer = make_layer(mode, I, H, dtype=np.float32, seed=4)
+    x32 = make_input(rng, T, B, I, np.float32)
+    hx32 = make_hx(mode, rng, 1, B, H, 0, np.float32)
+    hx64 = tuple(a.astype(np.float64) for a in hx32) if is_lstm(mode) else hx32.astype(np.float64)
+    base = split(mode, layer(x32, hx32))
+    for x_other, hx_other in [(x32.astype(np.float64), hx64), (x32.astype(np.float16), hx32),
+                              (x32, hx64)]:
+        res = split(mode, layer(x_other, hx_other))
+        for a, b in zip(res, base):
+            if b is None:
+                continue
+            assert a.dtype == np.float32
+            if x_other.dtype == np.float16:
+                np.testing.assert_allclose(a, b, rtol=0, atol=5e-3)  # float16 rounding of x
+            else:
+                np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("mode", ["lstm", "gru"])
+def test_float32_input_to_float64_layer(isa, mode):
+    rng = make_rng("cast64", mode)
+    layer = make_layer(mode, 3, 4, dtype=np.float64)
+    x = make_input(rng, 3, 2, 3, np.float32)
+    y = split(mode, layer(x))[0]
+    assert y.dtype == np.float64
+    expected = reference.module_forward(ref_mode(mode), params64(layer), x.astype(np.float64))
+    assert_close(y, expected[0], np.float64, "output")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("mode", ["lstmp", "gru", "rnn_relu"])
+def test_array_likes(isa, mode, dtype):
+    """Read-only arrays, non-contiguous views, transposed views and nested lists all work."""
+    rng = make_rng("array-likes", mode, np.dtype(dtype).name)
+    T, B, I, H = 5, 3, 4, 6
+    P = proj_for(mode, H)
+    layer = make_layer(mode, I, H, num_layers=2, bidirectional=True, dtype=dtype, seed=5)
+    x = make_input(rng, T, B, I, dtype)
+    hx = make_hx(mode, rng, 4, B, H, P, dtype)
+    lengths = [5, 2, 3]
+    base = split(mode, layer(x, hx, lengths))
+
+    ro = x.copy()
+    ro.flags.writeable = False
+    hx_ro = tuple(a.copy() for a in hx) if is_lstm(mode) else hx.copy()
+    for a in (hx_ro if is_lstm(mode) else (hx_ro,)):
+        a.flags.writeable = False
+    big = np.zeros((T, 2 * B, 2 * I), dtype)          # strided view holding x
+    big[:, ::2, ::2] = x
+    strided = big[:, ::2, ::2]
+    assert not strided.flags.c_contiguous
+    fortran = np.asfortranarray(x)
+    hx_list = ([hx[0].tolist(), hx[1].tolist()] if is_lstm(mode) else hx.tolist())
+    hx_list = tuple(hx_list) if is_lstm(mode) else hx_list
+    variants = {
+        "read-only": (ro, hx_ro, np.array(lengths)),
+        "strided": (strided, hx, tuple(lengths)),
+        "fortran": (fortran, hx, np.array(lengths, dtype=np.int32)),
+        "lists": (x.tolist(), hx_list, lengths),
+    }
+    for vname, (xv, hv, lv) in variants.items():
+        got = split(mode, layer(xv, hv, lv))
+        for a, b in zip(got, base):
+            if b is not None:
+                assert a.dtype == np.dtype(dtype) and a.flags.c_contiguous, vname
+                np.testing.assert_array_equal(a, b, err_msg=vname)
+
+
+def test_batch_first_matches_time_major(isa):
+    rng = make_rng("bf")
+    T, B, I, H = 5, 4, 3, 6
+    a = make_layer("lstm", I, H, num_layers=2, bidirectional=True, dtype=np.float64, seed=9)
+    b = make_layer("lstm", I, H, num_layers=2, bidirectional=True, dtype=np.float64, seed=9,
+                   batch_first=True)
+    x = make_input(rng, T, B, I)
+    ya, (ha, ca) = a(x, lengths=[5, 3, 1, 4])
+    yb, (hb, cb) = b(np.ascontiguousarray(x.transpose(1, 0, 2)), lengths=[5, 3, 1, 4])
+    assert yb.flags.c_contiguous and yb.shape == (B, T, 2 * H)
+    np.testing.assert_allclose(yb, ya.transpose(1, 0, 2), **tol(np.float64))
+    np.testing.assert_allclose(hb, ha, **tol(np.float64))   # h_n is never batch-first
+    np.testing.assert_allclose(cb, ca, **tol(np.float64))
+
+
+def test_unbatched_equals_batch_of_one(isa):
+    rng = make_rng("unbatched-b1")
+    T, I, H = 6, 4, 5
+    layer = make_layer("gru", I, H, num_layers=2, bidirectional=True, dtype=np.float64)
+    x = make_input(rng, T, 1, I, unbatched=True)
+    h0 = make_hx("gru", rng, 4, 1, H, unbatched=True)
+    y1, h1 = layer(x, h0)
+    y3, h3 = layer(x[:, None, :], h0[:, None, :])
+    assert y1.shape == (T, 2 * H) and h1.shape == (4, H)
+    np.testing.assert_allclose(y1, y3[:, 0], **tol(np.float64))
+    np.testing.assert_allclose(h1, h3[:, 0], **tol(np.float64))
+
+
+def test_output_is_fresh_array(isa):
+    """Results must not alias each other or the input."""
+    rng = make_rng("fresh")
+    layer = make_layer("lstm", 3, 4, dtype=np.float64)
+    x = make_input(rng, 3, 2, 3)
+    y1, (h1, c1) = layer(x)
+    y2, (h2, c2) = layer(x)
+    assert not np.shares_memory(y1, y2) and not np.shares_memory(h1, h2)
+    assert not np.shares_memory(y1, x)
+    y1[...] = 0                                      # outputs are writable user arrays
+    np.testing.assert_array_equal(layer(x)[0], y2)
