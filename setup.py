@@ -24,6 +24,7 @@ CORE_SOURCES = [
     "csrc/plan.c",
     "csrc/pack.c",
     "csrc/grid.c",
+    "csrc/pool.c",
     "csrc/kernels/kernels_portable.c",
 ]
 HEADERS = [
@@ -46,7 +47,7 @@ ISA_KERNELS = {
 def _base_flags(compiler_type):
     if compiler_type == "msvc":
         return ["/O2"]
-    flags = ["-std=gnu99", "-fvisibility=hidden", "-Wall", "-Wno-unused-function"]
+    flags = ["-std=gnu11", "-fvisibility=hidden", "-Wall", "-Wno-unused-function"]
     if os.environ.get("LSTM_FAST_DEBUG") == "1":
         flags += ["-O0", "-g", "-UNDEBUG"]
     else:
@@ -100,12 +101,15 @@ class BuildExt(build_ext):
 
 
 def _extensions():
+    import numpy
     from Cython.Build import cythonize
 
     ext = Extension(
         "lstm_fast._core",
         sources=["lstm_fast/_core.pyx"] + CORE_SOURCES,
-        include_dirs=[CSRC],
+        include_dirs=[CSRC, numpy.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        extra_link_args=["-pthread"] if os.name == "posix" else [],
         depends=HEADERS + ["lstm_fast/_core.pxd"] + [s for s, _ in ISA_KERNELS.values()],
     )
     return cythonize(

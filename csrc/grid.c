@@ -12,128 +12,184 @@
  *   Layer l writes the full sequence that layer l+1 reads; layers alternate
  *   between y and one workspace buffer so the last one lands in y.
  *
+ * Threads split the hidden units: thread i owns a fixed range of panels
+ * (blocks of hidden units, all gates) for the whole call. It computes the
+ * input projection of exactly the gx columns its own step then reads, so the
+ * only meeting point is one barrier per step, after which every thread sees
+ * the complete new h (two with LSTMP: m must be complete before projecting).
+ * Each value is computed by one thread in a fixed order, so results are
+ * bitwise identical for any number of threads.
+ *
  * Variable lengths (pack_padded_sequence semantics) need no reordering: a
- * sequence is "active" at step t iff t < length. Inactive rows keep their
- * state and output zeros. Walking t downwards for the reverse direction, a
- * sequence's state stays at h0 until t = length-1, which is exactly where
- * its reverse pass must begin.
+ * sequence runs at step t iff t < length. Ended rows keep their state and
+ * output zeros. Walking t downwards for the reverse direction, a sequence's
+ * state stays at h0 until t = length-1, which is exactly where its reverse
+ * pass must begin.
  */
 #include <string.h>
 #include "internal.h"
 
-typedef struct layer_buffers {
-    const char *packed;         /* aligned base of this layer-direction's weights */
-    lf_packed_layout layout;
-} layer_buffers;
+typedef struct forward_job {
+    const lf_plan *plan;
+    const lf_forward_args *args;
+    const lf_workspace_layout *ws;
+    char *wbase;
+    lf_barrier barrier;
+} forward_job;
 
 static void fill_state(void *dst, const void *src, size_t bytes) {
     if (src) memcpy(dst, src, bytes);
     else memset(dst, 0, bytes);
 }
 
-/* Which rows run at step t; returns NULL when all do, so the common case
- * skips the per-row test entirely. */
-static const unsigned char *active_rows(const int64_t *lengths, int64_t B, int64_t t,
-                                        unsigned char *scratch) {
-    if (!lengths) return NULL;
-    int all = 1;
-    for (int64_t b = 0; b < B; ++b) {
-        scratch[b] = t < lengths[b];
-        all &= scratch[b];
-    }
-    return all ? NULL : scratch;
+/* Contiguous share [begin, end) of n items for thread index of count. */
+static void share(int64_t n, int index, int count, int64_t *begin, int64_t *end) {
+    *begin = n * index / count;
+    *end = n * (index + 1) / count;
 }
 
-/* LSTMP: the step kernel wrote m = o*tanh(c); project it, then restore the
- * rows whose sequence has ended and publish the rest to y. */
-static void project_state(const lf_plan *p, const lf_kernels *k, const layer_buffers *lb,
-                          const void *m, const void *h_prev, void *h_next, char *y, int64_t ldy,
-                          int64_t B, const unsigned char *active) {
-    const int64_t P = p->desc.proj_size, H = p->desc.hidden_size;
-    const size_t e = p->elem_size, row_bytes = (size_t)P * e;
+/* LSTMP: the step kernels wrote m = o*tanh(c) for all units; project this
+ * thread's share of the P outputs, then restore the rows whose sequence has
+ * ended and publish the rest to y. */
+static void project_state(const lf_plan *p, const char *packed, const lf_packed_layout *layout,
+                          const void *m, const char *h_prev, char *h_next, char *y, int64_t ldy,
+                          int64_t B, const int64_t *lengths, int64_t t, int index, int count) {
+    const int64_t P = p->desc.proj_size, H = p->desc.hidden_size, NB = p->block;
+    const size_t e = p->elem_size;
+    int64_t p0, p1;
+    share((P + NB - 1) / NB, index, count, &p0, &p1);
+    if (p0 == p1) return;
+    const int64_t col0 = p0 * NB, cols = (p1 * NB < P ? p1 * NB : P) - col0;
     lf_gemm_args g = {
         .M = B, .K = H, .A = m, .lda = H,
-        .panels = lb->packed + lb->layout.w_hr, .n_panels = (P + p->block - 1) / p->block,
-        .gates = 1, .bias = NULL, .C = h_next, .ldc = P, .n_cols = P,
+        .panels = packed + layout->w_hr + (size_t)(p0 * H * NB) * e, .n_panels = p1 - p0,
+        .gates = 1, .bias = NULL, .C = h_next + (size_t)col0 * e, .ldc = P, .n_cols = cols,
     };
-    k->gemm[p->desc.dtype](&g);
+    ((const lf_kernels *)p->kernels)->gemm[p->desc.dtype](&g);
+    const size_t bytes = (size_t)cols * e;
     for (int64_t b = 0; b < B; ++b) {
-        char *y_row = y + (size_t)(b * ldy) * e;
-        char *h_row = (char *)h_next + (size_t)b * row_bytes;
-        if (active && !active[b]) {
-            memcpy(h_row, (const char *)h_prev + (size_t)b * row_bytes, row_bytes);
-            memset(y_row, 0, row_bytes);
+        char *y_row = y + (size_t)(b * ldy + col0) * e;
+        char *h_row = h_next + (size_t)(b * P + col0) * e;
+        if (lengths && t >= lengths[b]) {
+            memcpy(h_row, h_prev + (size_t)(b * P + col0) * e, bytes);
+            memset(y_row, 0, bytes);
         } else {
-            memcpy(y_row, h_row, row_bytes);
+            memcpy(y_row, h_row, bytes);
         }
     }
 }
 
-static void run_direction(const lf_plan *p, const lf_forward_args *a, const lf_workspace_layout *ws,
-                          char *wbase, int64_t layer, int64_t dir, const char *in, char *out) {
+static void run_direction(forward_job *job, int64_t layer, int64_t dir, const char *in, char *out,
+                          int index, int count) {
+    const lf_plan *p = job->plan;
+    const lf_forward_args *a = job->args;
+    const lf_workspace_layout *ws = job->ws;
     const lf_desc *d = &p->desc;
     const lf_kernels *k = p->kernels;
     const int64_t T = a->T, B = a->B, H = d->hidden_size, R = p->state_size;
-    const int64_t D = d->num_directions, G = p->gates, NB = p->block;
-    const int64_t n_panels = p->hidden_padded / NB, ld_out = D * R;
+    const int64_t D = d->num_directions, G = p->gates, NB = p->block, Hp = p->hidden_padded;
+    const int64_t n_panels = Hp / NB, ld_out = D * R, slot = layer * D + dir;
     const size_t e = p->elem_size;
-    const int64_t slot = layer * D + dir;
+    const char *packed = lf_align_ptr((void *)a->packed[slot]);
+    lf_packed_layout layout;
+    lf_packed_layout_of(p, layer, &layout); /* cannot fail: lf_plan_init checked it */
+    const int64_t I = layout.in_size;
 
-    layer_buffers lb;
-    lb.packed = lf_align_ptr((void *)a->packed[slot]);
-    lf_packed_layout_of(p, layer, &lb.layout); /* validated by lf_plan_init */
-    const int64_t I = lb.layout.in_size;
-
+    char *wbase = job->wbase;
     char *gx = wbase + ws->gx;
     char *h_prev = wbase + ws->h_a, *h_next = wbase + ws->h_b;
     char *c = wbase + ws->c;
     char *m = d->proj_size > 0 ? wbase + ws->m : NULL;
-    unsigned char *active_scratch = (unsigned char *)(wbase + ws->active);
     const size_t h_bytes = (size_t)(B * R) * e, c_bytes = (size_t)(B * H) * e;
 
-    fill_state(h_prev, a->h0 ? (const char *)a->h0 + (size_t)slot * h_bytes : NULL, h_bytes);
-    if (d->cell == LF_CELL_LSTM)
-        fill_state(c, a->c0 ? (const char *)a->c0 + (size_t)slot * c_bytes : NULL, c_bytes);
-    if (m) memset(m, 0, c_bytes); /* rows of ended sequences are projected too */
+    /* The previous direction's last reads of the shared state are done. */
+    lf_barrier_wait(&job->barrier, count);
+    if (index == 0) {
+        fill_state(h_prev, a->h0 ? (const char *)a->h0 + (size_t)slot * h_bytes : NULL, h_bytes);
+        if (d->cell == LF_CELL_LSTM)
+            fill_state(c, a->c0 ? (const char *)a->c0 + (size_t)slot * c_bytes : NULL, c_bytes);
+        if (m) memset(m, 0, c_bytes); /* rows of ended sequences are projected too */
+    }
+    lf_barrier_wait(&job->barrier, count);
 
+    int64_t p0, p1;
+    share(n_panels, index, count, &p0, &p1);
+    const int64_t width = G * NB;
     const int64_t chunk = ws->chunk_steps, n_chunks = (T + chunk - 1) / chunk;
     for (int64_t ci = 0; ci < n_chunks; ++ci) {
         const int64_t chunk_index = dir == 0 ? ci : n_chunks - 1 - ci;
         const int64_t t0 = chunk_index * chunk, t1 = t0 + chunk < T ? t0 + chunk : T;
-        lf_gemm_args g = {
-            .M = (t1 - t0) * B, .K = I, .A = in + (size_t)(t0 * B * I) * e, .lda = I,
-            .panels = lb.packed + lb.layout.w_ih, .n_panels = n_panels, .gates = G,
-            .bias = lb.packed + lb.layout.bias, .C = gx, .ldc = G * p->hidden_padded,
-            .n_cols = G * p->hidden_padded,
-        };
-        k->gemm[d->dtype](&g);
-
+        if (p1 > p0) {
+            lf_gemm_args g = {
+                .M = (t1 - t0) * B, .K = I, .A = in + (size_t)(t0 * B * I) * e, .lda = I,
+                .panels = packed + layout.w_ih + (size_t)(p0 * I * width) * e,
+                .n_panels = p1 - p0, .gates = G,
+                .bias = packed + layout.bias + (size_t)(p0 * width) * e,
+                .C = gx + (size_t)(p0 * width) * e, .ldc = G * Hp, .n_cols = (p1 - p0) * width,
+            };
+            k->gemm[d->dtype](&g);
+        }
         for (int64_t s = 0; s < t1 - t0; ++s) {
             const int64_t t = dir == 0 ? t0 + s : t1 - 1 - s;
-            const unsigned char *active = active_rows(a->lengths, B, t, active_scratch);
             char *y_t = out + (size_t)(t * B * ld_out + dir * R) * e;
             lf_step_args st = {
                 .cell = d->cell, .B = B, .H = H, .R = R, .n_panels = n_panels,
-                .w_hh = lb.packed + lb.layout.w_hh,
-                .gx = gx + (size_t)((t - t0) * B * G * p->hidden_padded) * e,
-                .b_hn = d->cell == LF_CELL_GRU ? lb.packed + lb.layout.b_hn : NULL,
+                .w_hh = packed + layout.w_hh,
+                .gx = gx + (size_t)((t - t0) * B * G * Hp) * e,
+                .b_hn = d->cell == LF_CELL_GRU ? packed + layout.b_hn : NULL,
                 .h_prev = h_prev, .h_next = h_next, .c = c, .m = m,
-                .y = m ? NULL : y_t, .ldy = ld_out, .active = active,
+                .y = m ? NULL : y_t, .ldy = ld_out, .lengths = a->lengths, .t = t,
+                .panel_begin = p0, .panel_end = p1,
             };
-            k->step[d->dtype](&st);
-            if (m) project_state(p, k, &lb, m, h_prev, h_next, y_t, ld_out, B, active);
+            if (p1 > p0) k->step[d->dtype](&st);
+            lf_barrier_wait(&job->barrier, count);
+            if (m) {
+                project_state(p, packed, &layout, m, h_prev, h_next, y_t, ld_out, B, a->lengths, t,
+                              index, count);
+                lf_barrier_wait(&job->barrier, count);
+            }
             char *swap = h_prev;
             h_prev = h_next;
             h_next = swap;
         }
     }
-    memcpy((char *)a->h_n + (size_t)slot * h_bytes, h_prev, h_bytes);
-    if (d->cell == LF_CELL_LSTM && a->c_n) memcpy((char *)a->c_n + (size_t)slot * c_bytes, c, c_bytes);
+    if (index == 0) {
+        memcpy((char *)a->h_n + (size_t)slot * h_bytes, h_prev, h_bytes);
+        if (d->cell == LF_CELL_LSTM && a->c_n)
+            memcpy((char *)a->c_n + (size_t)slot * c_bytes, c, c_bytes);
+    }
+}
+
+static void forward_thread(void *arg, int index, int count) {
+    forward_job *job = arg;
+    const lf_desc *d = &job->plan->desc;
+    const int64_t L = d->num_layers;
+    const char *in = job->args->x;
+    for (int64_t layer = 0; layer < L; ++layer) {
+        char *out = ((L - 1 - layer) % 2 == 0) ? (char *)job->args->y
+                                                : job->wbase + job->ws->between_layers;
+        for (int64_t dir = 0; dir < d->num_directions; ++dir)
+            run_direction(job, layer, dir, in, out, index, count);
+        in = out;
+    }
+}
+
+/* Below this many multiply-adds per step and thread, meeting at a barrier
+ * every step costs more than the second thread saves. */
+#define LF_MIN_STEP_WORK_PER_THREAD ((int64_t)24 * 1024)
+
+static int useful_threads(const lf_plan *p, int64_t B, int available, int requested) {
+    const int64_t n_panels = p->hidden_padded / p->block;
+    const int64_t step_work = B * p->state_size * p->gates * p->hidden_padded;
+    int64_t n = requested > 0 ? requested : step_work / LF_MIN_STEP_WORK_PER_THREAD;
+    if (n > n_panels) n = n_panels;
+    if (n > available) n = available;
+    return n < 1 ? 1 : (int)n;
 }
 
 static lf_status check_args(const lf_plan *p, const lf_forward_args *a, lf_workspace_layout *ws) {
     const lf_desc *d = &p->desc;
-    if (a->T < 0 || a->B < 0) return LF_ERR_BAD_DIMENSION;
+    if (a->T < 0 || a->B < 0 || a->threads < 0) return LF_ERR_BAD_DIMENSION;
     lf_status st = lf_workspace_layout_of(p, a->T, a->B, ws);
     if (st != LF_OK) return st;
     const int has_steps = a->T > 0 && a->B > 0;
@@ -156,24 +212,17 @@ lf_status lf_forward(const lf_plan *plan, const lf_forward_args *args) {
     lf_status st = check_args(plan, args, &ws);
     if (st != LF_OK) return st;
     const lf_desc *d = &plan->desc;
-    const int64_t L = d->num_layers, D = d->num_directions, B = args->B;
+    const int64_t stacked = d->num_layers * d->num_directions, B = args->B;
     const size_t e = plan->elem_size;
 
     if (args->T == 0 || B == 0) {
         /* Nothing runs: the final state is the initial state. */
-        const size_t h_bytes = (size_t)(L * D * B * plan->state_size) * e;
-        const size_t c_bytes = (size_t)(L * D * B * d->hidden_size) * e;
-        if (B > 0) fill_state(args->h_n, args->h0, h_bytes);
-        if (B > 0 && d->cell == LF_CELL_LSTM && args->c_n) fill_state(args->c_n, args->c0, c_bytes);
+        if (B > 0) fill_state(args->h_n, args->h0, (size_t)(stacked * B * plan->state_size) * e);
+        if (B > 0 && d->cell == LF_CELL_LSTM && args->c_n)
+            fill_state(args->c_n, args->c0, (size_t)(stacked * B * d->hidden_size) * e);
         return LF_OK;
     }
-
-    char *wbase = lf_align_ptr(args->workspace);
-    const char *in = args->x;
-    for (int64_t layer = 0; layer < L; ++layer) {
-        char *out = ((L - 1 - layer) % 2 == 0) ? (char *)args->y : wbase + ws.between_layers;
-        for (int64_t dir = 0; dir < D; ++dir) run_direction(plan, args, &ws, wbase, layer, dir, in, out);
-        in = out;
-    }
+    forward_job job = {.plan = plan, .args = args, .ws = &ws, .wbase = lf_align_ptr(args->workspace)};
+    lf_pool_run(args->pool, useful_threads(plan, B, lf_pool_threads(args->pool), args->threads), forward_thread, &job);
     return LF_OK;
 }

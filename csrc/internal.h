@@ -8,7 +8,16 @@
 
 #include <stdint.h>
 #include <stddef.h>
+#include <stdatomic.h>
 #include "lstm_fast.h"
+
+#if !defined(LF_HAVE_PTHREADS)
+#if defined(__unix__) || defined(__APPLE__)
+#define LF_HAVE_PTHREADS 1
+#else
+#define LF_HAVE_PTHREADS 0
+#endif
+#endif
 
 #if defined(__GNUC__) || defined(__clang__)
 #define LF_INLINE inline __attribute__((always_inline))
@@ -74,7 +83,9 @@ typedef struct lf_step_args {
     void *m;               /* LSTMP: (B, H) o*tanh(c) before projection; else NULL */
     void *y;               /* output row of batch 0 at this step; NULL with LSTMP */
     int64_t ldy;           /* stride between batch rows of y */
-    const unsigned char *active; /* (B) 1 = sequence still running; NULL = all */
+    const int64_t *lengths;/* (B) sequence lengths, or NULL when all run T steps */
+    int64_t t;             /* this step's time index: row b runs iff t < lengths[b] */
+    int64_t panel_begin, panel_end; /* the panels (hidden-unit blocks) this call updates */
 } lf_step_args;
 
 typedef void (*lf_gemm_fn)(const lf_gemm_args *);
@@ -92,6 +103,19 @@ typedef struct lf_kernels {
 } lf_kernels;
 
 LF_HIDDEN const lf_kernels *lf_kernels_for(lf_isa isa);
+
+/* ---- threads (pool.c) ---------------------------------------------------- */
+/* Runs fn(arg, index, n) on n <= n_wanted threads, the caller being index 0,
+ * and returns when all are done. */
+typedef void (*lf_job_fn)(void *arg, int index, int n);
+LF_HIDDEN void lf_pool_run(lf_pool *pool, int n_wanted, lf_job_fn fn, void *arg);
+
+/* A reusable spin barrier for the n threads of one job; zero-initialise. */
+typedef struct lf_barrier {
+    _Atomic int count;
+    _Atomic int phase;
+} lf_barrier;
+LF_HIDDEN void lf_barrier_wait(lf_barrier *barrier, int n);
 LF_HIDDEN int lf_cpu_supports(lf_isa isa);
 
 /* ---- layouts ------------------------------------------------------------ */
@@ -107,7 +131,7 @@ LF_HIDDEN lf_status lf_packed_layout_of(const lf_plan *plan, int64_t layer, lf_p
 
 typedef struct lf_workspace_layout {
     int64_t chunk_steps;   /* time steps per input-projection chunk */
-    size_t gx, between_layers, h_a, h_b, c, m, active;
+    size_t gx, between_layers, h_a, h_b, c, m;
     size_t total;
 } lf_workspace_layout;
 

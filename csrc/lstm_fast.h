@@ -50,6 +50,8 @@ typedef enum lf_status {
     LF_ERR_ISA_UNAVAILABLE,   /* the ISA was not compiled in or the CPU/OS cannot run it */
     LF_ERR_BAD_INDEX,         /* layer or direction index out of range */
     LF_ERR_BUFFER_TOO_SMALL,  /* a caller buffer is smaller than the plan asked for */
+    LF_ERR_OUT_OF_MEMORY,     /* the C library could not allocate (thread pool only) */
+    LF_ERR_THREADS,           /* the OS refused to create a thread */
     LF_STATUS_COUNT
 } lf_status;
 
@@ -133,6 +135,18 @@ lf_status lf_pack_weights(const lf_plan *plan, int64_t layer, int64_t direction,
 /* Bytes of scratch lf_forward needs for T steps of batch B. */
 lf_status lf_plan_workspace_size(const lf_plan *plan, int64_t T, int64_t B, size_t *bytes);
 
+/* A pool of worker threads for lf_forward, owned by the caller: the core
+ * keeps no global state, so the caller decides how many threads exist and
+ * who shares them. n_threads counts the calling thread (1 = no workers).
+ * Without pthreads a pool always has one thread. A pool runs one forward at
+ * a time; a concurrent forward on a busy pool runs on its caller's thread
+ * alone, with identical results (they never depend on the thread count). */
+#define LF_MAX_THREADS 1024
+typedef struct lf_pool lf_pool;
+lf_status lf_pool_create(int n_threads, lf_pool **out);
+void lf_pool_destroy(lf_pool *pool);
+int lf_pool_threads(const lf_pool *pool);
+
 /* Arguments of one forward call. Arrays are C-contiguous in the plan's dtype.
  *   x        (T, B, I)
  *   h0       (L*D, B, R) or NULL for zeros
@@ -158,6 +172,10 @@ typedef struct lf_forward_args {
     const void *const *packed;
     void *workspace;
     size_t workspace_bytes;
+    lf_pool *pool;          /* NULL: run on the calling thread only */
+    int threads;            /* 0: as many of the pool's threads as the work
+                               repays; k > 0: min(k, pool size, hidden blocks),
+                               e.g. to test threading on small shapes */
 } lf_forward_args;
 
 lf_status lf_forward(const lf_plan *plan, const lf_forward_args *args);

@@ -142,7 +142,6 @@ LF_HIDDEN lf_status lf_workspace_layout_of(const lf_plan *plan, int64_t T, int64
         !add_region(&cursor, state_values, e, &out->h_b) ||
         !add_region(&cursor, cell_values, e, &out->c) ||
         !add_region(&cursor, d->proj_size > 0 ? cell_values : 0, e, &out->m) ||
-        !add_region(&cursor, (size_t)B, 1, &out->active) ||
         !lf_add(cursor, LF_ALIGN, &out->total))
         return LF_ERR_OVERFLOW;
     return LF_OK;

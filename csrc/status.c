@@ -13,6 +13,8 @@ const char *lf_status_string(lf_status status) {
     case LF_ERR_ISA_UNAVAILABLE: return "this ISA was not compiled in, or this CPU/OS cannot run it";
     case LF_ERR_BAD_INDEX: return "layer or direction index out of range";
     case LF_ERR_BUFFER_TOO_SMALL: return "a buffer is smaller than the plan requires";
+    case LF_ERR_OUT_OF_MEMORY: return "out of memory";
+    case LF_ERR_THREADS: return "the operating system refused to create a thread";
     default: return "unknown status code";
     }
 }

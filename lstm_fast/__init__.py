@@ -2,9 +2,11 @@
 
 The layers run a C core with kernels for several instruction sets, picked at
 run time (LSTM_FAST_ISA=auto|portable|avx2|avx512 forces one; see
-show_config()). Importing this package never imports torch.
+show_config()) and split each step's hidden units over threads
+(set_num_threads, LSTM_FAST_NUM_THREADS). Importing this package never
+imports torch.
 """
-from ._config import cpu_info, show_config
+from ._config import cpu_info, get_num_threads, set_num_threads, show_config
 from ._core import version as _core_version
 from .layers import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 
@@ -19,5 +21,7 @@ __all__ = [
     "RNNCell",
     "cpu_info",
     "show_config",
+    "set_num_threads",
+    "get_num_threads",
     "__version__",
 ]

@@ -99,7 +99,7 @@ def _bench(args):
         else:
             skipped.append(f"{peer} ({reason})")
 
-    threaded = bench.set_lstm_fast_threads(args.threads)
+    bench.set_lstm_fast_threads(args.threads)
     env = bench.environment(args.threads)
     info = env["cpu_info"]
     versions = [f"lstm_fast {env['lstm_fast']} (ISA {info.get('isa_active')})", f"numpy {env['numpy']}"]
@@ -107,12 +107,7 @@ def _bench(args):
     print(" | ".join(versions))
     print(f"{info.get('cpu', 'unknown CPU')}, {env['cpu_count']} CPUs; python {env['python']} on {env['platform']}")
     print(
-        f"threads: torch and onnxruntime {args.threads}; "
-        + (
-            f"lstm_fast {args.threads}; "
-            if threaded
-            else "lstm_fast has no thread control yet and runs each call on the calling thread; "
-        )
+        f"threads: lstm_fast, torch and onnxruntime {args.threads}; "
         + "numpy's BLAS uses its own default (set OPENBLAS_NUM_THREADS before starting Python to change it)"
     )
     if skipped:

@@ -1,13 +1,16 @@
-"""Which instruction set the layers run on, and a report of the machine and build."""
+"""Which instruction set and how many threads the layers use, and a report of
+the machine and build."""
 import os
 import platform
 import sys
+import threading
 
 import numpy as np
 
 from . import _core
 
 ISA_ENV = "LSTM_FAST_ISA"
+THREADS_ENV = "LSTM_FAST_NUM_THREADS"
 _AUTO = "auto"
 
 
@@ -48,6 +51,84 @@ def resolve_isa():
             f"({reason}); available here: {available}"
         )
     return requested
+
+
+# ---------------------------------------------------------------- threads
+# The C core keeps no global state; the process-wide thread setting lives
+# here, as one ThreadPool shared by every layer (as torch.set_num_threads).
+_pool_lock = threading.Lock()
+_pool = None
+
+
+def _usable_cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _threads_from_env():
+    value = os.environ.get(THREADS_ENV)
+    if value is None or value.strip() == "":
+        return _usable_cores()
+    try:
+        threads = int(value)
+    except ValueError:
+        threads = 0
+    if threads < 1:
+        raise ValueError(f"{THREADS_ENV}={value!r} must be a positive integer")
+    return threads
+
+
+def _check_threads(n):
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"num_threads must be an int, got {type(n).__name__}")
+    if not 1 <= n <= _core.MAX_THREADS:
+        raise ValueError(f"num_threads must be in [1, {_core.MAX_THREADS}], got {n}")
+    return int(n)
+
+
+def thread_pool():
+    """The pool every layer runs on (created on first use from LSTM_FAST_NUM_THREADS,
+    default: the cores this process may use)."""
+    global _pool
+    pool = _pool
+    if pool is None:
+        with _pool_lock:
+            if _pool is None:
+                _pool = _core.ThreadPool(_check_threads(_threads_from_env()))
+            pool = _pool
+    return pool
+
+
+def set_num_threads(num_threads):
+    """Use `num_threads` threads (the calling one included) for every layer.
+
+    Results do not depend on it: each value is computed by one thread in a
+    fixed order. Calls already running keep the pool they started with."""
+    global _pool
+    pool = _core.ThreadPool(_check_threads(num_threads))
+    with _pool_lock:
+        _pool = pool
+
+
+def get_num_threads():
+    """The number of threads layers run on (the calling one included)."""
+    return thread_pool().threads
+
+
+def _forget_pool_after_fork():
+    # A forked child has no worker threads; using (or joining) the parent's
+    # would hang. Drop it; the child makes its own on first use.
+    global _pool, _pool_lock
+    if _pool is not None:
+        _pool.forget_after_fork()
+    _pool = None
+    _pool_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
 def _cpu_model():
@@ -97,6 +178,7 @@ def cpu_info():
         "platform": platform.platform(),
         "python": platform.python_version(),
         "numpy": np.__version__,
+        "num_threads": get_num_threads(),
     }
     # A diagnostic report must still print when the variable is wrong; it then
     # shows why instead of raising.
@@ -126,6 +208,7 @@ def show_config(file=None):
         ("ISA available", ", ".join(info["isa_available"]) or "none"),
         ("ISA compiled", ", ".join(info["isa_compiled"]) or "none"),
         ("vector width", widths),
+        ("threads", str(info["num_threads"])),
         ("CPU", info["cpu"]),
         ("machine", info["machine"]),
         ("platform", info["platform"]),

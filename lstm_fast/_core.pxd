@@ -18,6 +18,8 @@ cdef extern from "lstm_fast.h" nogil:
         LF_ERR_ISA_UNAVAILABLE
         LF_ERR_BAD_INDEX
         LF_ERR_BUFFER_TOO_SMALL
+        LF_ERR_OUT_OF_MEMORY
+        LF_ERR_THREADS
         LF_STATUS_COUNT
 
     const char *lf_status_string(lf_status status)
@@ -74,6 +76,13 @@ cdef extern from "lstm_fast.h" nogil:
                               void *packed, size_t packed_bytes)
     lf_status lf_plan_workspace_size(const lf_plan *plan, int64_t T, int64_t B, size_t *bytes)
 
+    int LF_MAX_THREADS
+    ctypedef struct lf_pool:
+        pass
+    lf_status lf_pool_create(int n_threads, lf_pool **out)
+    void lf_pool_destroy(lf_pool *pool)
+    int lf_pool_threads(const lf_pool *pool)
+
     ctypedef struct lf_forward_args:
         int64_t T
         int64_t B
@@ -87,6 +96,8 @@ cdef extern from "lstm_fast.h" nogil:
         const void *const *packed
         void *workspace
         size_t workspace_bytes
+        lf_pool *pool
+        int threads
 
     lf_status lf_forward(const lf_plan *plan, const lf_forward_args *args)
 

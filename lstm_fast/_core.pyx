@@ -14,13 +14,21 @@ queue for the GIL twice per call.
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport int64_t
 
+cimport numpy as cnp
+
 import operator
 
 import numpy as np
 
+# Engine.forward is on the path of every streaming step, so it reads array
+# pointers and allocates its outputs through NumPy's C API: a typed memoryview
+# per array cost more than the step of a small layer.
+cnp.import_array()
+
 _FLOAT32 = np.dtype(np.float32)
 _FLOAT64 = np.dtype(np.float64)
 _INT64 = np.dtype(np.int64)
+MAX_THREADS = LF_MAX_THREADS
 
 _CELL_KINDS = {
     "lstm": LF_CELL_LSTM,
@@ -40,6 +48,10 @@ cdef int _check(lf_status status, str context) except -1:
         raise ValueError(message)
     if status == LF_ERR_BAD_DTYPE:
         raise TypeError(message)
+    if status == LF_ERR_OUT_OF_MEMORY:
+        raise MemoryError(message)
+    if status == LF_ERR_THREADS:
+        raise OSError(message)
     # NULL pointers and short buffers are this wrapper's job to prevent, so they
     # mean a bug in lstm_fast rather than bad input.
     raise RuntimeError(f"{message} (status {<int>status}; this is a bug in lstm_fast)")
@@ -161,6 +173,44 @@ cdef const int64_t *_lengths_data(object lengths) except? NULL:
 cdef void *_bytes_data(object buffer) except? NULL:
     cdef unsigned char[::1] view = buffer
     return &view[0] if view.shape[0] else NULL
+
+
+cdef inline bint _fits(object array, int typenum, int64_t d0, int64_t d1, int64_t d2):
+    """The fast check of what C needs: an aligned, native-byte-order, C-contiguous
+    ndarray of typenum; d* are the extents, -1 for any, d1 = d2 = -2 for 1-D.
+    When it fails, the callers rerun the slow checks for a helpful message."""
+    cdef cnp.ndarray a
+    cdef cnp.npy_intp *dims
+    if not cnp.PyArray_Check(array):
+        return False
+    a = <cnp.ndarray>array
+    if (cnp.PyArray_TYPE(a) != typenum or not cnp.PyArray_IS_C_CONTIGUOUS(a)
+            or not cnp.PyArray_ISALIGNED(a) or not cnp.PyArray_ISNOTSWAPPED(a)):
+        return False
+    dims = cnp.PyArray_DIMS(a)
+    if d1 == -2:
+        return cnp.PyArray_NDIM(a) == 1 and dims[0] == d0
+    return (cnp.PyArray_NDIM(a) == 3 and (d0 < 0 or dims[0] == d0)
+            and (d1 < 0 or dims[1] == d1) and dims[2] == d2)
+
+
+cdef int _refuse_unusual(str name, object array) except -1:
+    """Raise for what _require_array lets through but _fits does not."""
+    raise ValueError(f"{name} must be an aligned array in native byte order")
+
+
+cdef inline void *_pointer(object array):
+    if array is None or cnp.PyArray_SIZE(<cnp.ndarray>array) == 0:
+        return NULL
+    return cnp.PyArray_DATA(<cnp.ndarray>array)
+
+
+cdef object _empty(int ndim, int64_t d0, int64_t d1, int64_t d2, int typenum):
+    cdef cnp.npy_intp dims[3]
+    dims[0] = d0
+    dims[1] = d1
+    dims[2] = d2
+    return cnp.PyArray_EMPTY(ndim, dims, typenum, 0)
 
 
 def version():
@@ -399,7 +449,7 @@ cdef class Engine:
                 f"num_layers={self.num_layers}, num_directions={self.num_directions}, "
                 f"bias={self.bias}, dtype={self.dtype}, isa={self.isa!r})")
 
-    def forward(self, x, h0=None, c0=None, lengths=None):
+    def forward(self, x, h0=None, c0=None, lengths=None, ThreadPool pool=None, int threads=0):
         """Run the network over a batch of sequences.
 
         Parameters
@@ -409,6 +459,10 @@ cdef class Engine:
         c0 : ndarray (num_layers * num_directions, B, hidden_size) or None for
             zeros; must be None unless the cell is an LSTM
         lengths : int64 ndarray (B,) with values in [0, T], or None for all T
+        pool : ThreadPool or None (the calling thread alone)
+        threads : 0 to use as many of the pool's threads as the work repays,
+            k > 0 for exactly min(k, pool threads, hidden blocks). Results are
+            bitwise identical either way.
 
         Returns
         -------
@@ -421,43 +475,85 @@ cdef class Engine:
         cdef int64_t stacked = desc.num_layers * desc.num_directions
         cdef int64_t state_size = self._plan.state_size
         cdef bint is_lstm = desc.cell == LF_CELL_LSTM
+        cdef int typenum = cnp.NPY_FLOAT64 if self._is_double else cnp.NPY_FLOAT32
         cdef int64_t steps, batch
         cdef size_t workspace_bytes
         cdef lf_forward_args args
         cdef lf_status status
-        _require_array("x", x, self.dtype, ("T", "B", desc.input_size))
-        steps = x.shape[0]
-        batch = x.shape[1]
-        if h0 is not None:
+        if not _fits(x, typenum, -1, -1, desc.input_size):
+            _require_array("x", x, self.dtype, ("T", "B", desc.input_size))
+            _refuse_unusual("x", x)
+        steps = cnp.PyArray_DIMS(<cnp.ndarray>x)[0]
+        batch = cnp.PyArray_DIMS(<cnp.ndarray>x)[1]
+        if h0 is not None and not _fits(h0, typenum, stacked, batch, state_size):
             _require_array("h0", h0, self.dtype, (stacked, batch, state_size))
+            _refuse_unusual("h0", h0)
         if c0 is not None:
             if not is_lstm:
                 raise ValueError(f"c0 must be None: a {self.cell} network has no cell state")
-            _require_array("c0", c0, self.dtype, (stacked, batch, desc.hidden_size))
-        if lengths is not None:
+            if not _fits(c0, typenum, stacked, batch, desc.hidden_size):
+                _require_array("c0", c0, self.dtype, (stacked, batch, desc.hidden_size))
+                _refuse_unusual("c0", c0)
+        if lengths is not None and not _fits(lengths, cnp.NPY_INT64, batch, -2, -2):
             _require_array("lengths", lengths, _INT64, (batch,))
+            _refuse_unusual("lengths", lengths)
+        if threads < 0:
+            raise ValueError(f"threads must be >= 0, got {threads}")
 
         _check(lf_plan_workspace_size(&self._plan, steps, batch, &workspace_bytes),
                "workspace size")
         # A fresh workspace per call keeps concurrent calls on one engine independent.
-        workspace = np.empty(workspace_bytes, dtype=np.uint8)
-        y = np.empty((steps, batch, desc.num_directions * state_size), dtype=self.dtype)
-        h_n = np.empty((stacked, batch, state_size), dtype=self.dtype)
-        c_n = np.empty((stacked, batch, desc.hidden_size), dtype=self.dtype) if is_lstm else None
+        workspace = _empty(1, <int64_t>workspace_bytes, 0, 0, cnp.NPY_UINT8)
+        y = _empty(3, steps, batch, desc.num_directions * state_size, typenum)
+        h_n = _empty(3, stacked, batch, state_size, typenum)
+        c_n = _empty(3, stacked, batch, desc.hidden_size, typenum) if is_lstm else None
 
         args.T = steps
         args.B = batch
-        args.x = _data3(x, self._is_double)
-        args.h0 = _data3(h0, self._is_double)
-        args.c0 = _data3(c0, self._is_double)
-        args.lengths = _lengths_data(lengths)
-        args.y = _data3(y, self._is_double)
-        args.h_n = _data3(h_n, self._is_double)
-        args.c_n = _data3(c_n, self._is_double)
+        args.x = _pointer(x)
+        args.h0 = _pointer(h0)
+        args.c0 = _pointer(c0)
+        args.lengths = <const int64_t *>_pointer(lengths)
+        args.y = _pointer(y)
+        args.h_n = _pointer(h_n)
+        args.c_n = _pointer(c_n)
         args.packed = self._packed
-        args.workspace = _bytes_data(workspace)
+        args.workspace = _pointer(workspace)
         args.workspace_bytes = workspace_bytes
+        args.pool = pool._pool if pool is not None else NULL
+        args.threads = threads
         with nogil:
             status = lf_forward(&self._plan, &args)
         _check(status, "forward")
         return y, h_n, c_n
+
+
+cdef class ThreadPool:
+    """Worker threads for Engine.forward; n_threads counts the calling thread.
+
+    A pool runs one forward at a time; a forward that finds it busy runs on its
+    own thread alone, with identical results.
+    """
+    cdef lf_pool *_pool
+
+    def __cinit__(self, int n_threads):
+        cdef lf_status status
+        if n_threads < 1 or n_threads > LF_MAX_THREADS:
+            raise ValueError(f"n_threads must be in [1, {LF_MAX_THREADS}], got {n_threads}")
+        with nogil:
+            status = lf_pool_create(n_threads, &self._pool)
+        _check(status, f"ThreadPool({n_threads})")
+
+    def __dealloc__(self):
+        if self._pool != NULL:
+            with nogil:
+                lf_pool_destroy(self._pool)
+
+    def forget_after_fork(self):
+        """In a forked child the workers do not exist: drop the pool without
+        joining them (a few bytes leak; joining would hang)."""
+        self._pool = NULL
+
+    @property
+    def threads(self):
+        return lf_pool_threads(self._pool) if self._pool != NULL else 1

@@ -471,15 +471,11 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
-def set_lstm_fast_threads(threads: int) -> bool:
-    """Apply the thread count to lstm_fast if this version can take one."""
+def set_lstm_fast_threads(threads: int) -> None:
+    """Give lstm_fast the same thread count as the peers."""
     import lstm_fast
 
-    setter = getattr(lstm_fast, "set_num_threads", None)
-    if setter is None:
-        return False
-    setter(threads)
-    return True
+    lstm_fast.set_num_threads(threads)
 
 
 def run_case(case, peers, threads, repeat=20, max_time=3.0, seed=0, report=None) -> List[Result]:

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from . import _core
+from . import _config
 from ._config import resolve_isa
 
 __all__ = ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell"]
@@ -622,7 +623,9 @@ class _RNNBase(_RecurrentBase):
         if lengths is not None:
             lengths = _lengths_array(lengths, batch, steps)
 
-        output, h_n, c_n = self._current_engine().forward(x, h_0, c_0, lengths)
+        output, h_n, c_n = self._current_engine().forward(
+            x, h_0, c_0, lengths, _config.thread_pool()
+        )
         if not batched:
             output = output.reshape(steps, output.shape[2])
         elif self._batch_first:
@@ -740,7 +743,7 @@ class _RNNCellBase(_RecurrentBase):
         x = np.ascontiguousarray(x, dtype=self._dtype).reshape(1, batch, self._input_size)
         state_shape = (batch, self._hidden_size) if batched else (self._hidden_size,)
         h_0, c_0 = self._initial_states(hx, batch, state_shape, state_shape, batched)
-        _, h_n, c_n = self._current_engine().forward(x, h_0, c_0, None)
+        _, h_n, c_n = self._current_engine().forward(x, h_0, c_0, None, _config.thread_pool())
         if self._mode == "LSTM":
             return h_n.reshape(state_shape), c_n.reshape(state_shape)
         return h_n.reshape(state_shape)

@@ -128,7 +128,7 @@ static LF_INLINE void F(finish_row)(const lf_cell_kind cell, const lf_step_args 
     const REAL *h_prev = (const REAL *)s->h_prev + b * s->R + u0;
     REAL *h_next = (REAL *)s->h_next + b * s->R + u0;
     REAL *y = s->y ? (REAL *)s->y + b * s->ldy + u0 : NULL;
-    if (s->active && !s->active[b]) {
+    if (s->lengths && s->t >= s->lengths[b]) {
         /* Ended sequence: state frozen, output zero. With LSTMP the
          * projection step in grid.c does this for the projected h. */
         if (!s->m) {
@@ -183,7 +183,7 @@ static LF_INLINE void F(step_tile)(const int rows, const int G, const lf_cell_ki
 }
 
 static LF_INLINE void F(step_cell)(const int G, const lf_cell_kind cell, const lf_step_args *s) {
-    for (int64_t p = 0; p < s->n_panels; ++p)
+    for (int64_t p = s->panel_begin; p < s->panel_end; ++p)
         for (int64_t r0 = 0; r0 < s->B; r0 += LF_MR) {
             const int64_t left = s->B - r0;
             const int rows = left < LF_MR ? (int)left : LF_MR;

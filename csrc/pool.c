@@ -1,0 +1,205 @@
+/*
+ * pool.c -- a tiny thread pool for one job at a time, owned by its caller.
+ *
+ * The engine's parallel work is fine-grained: a recurrent step of a small
+ * layer takes a few microseconds, and threads meet at a barrier after every
+ * step. So workers spin for a while before sleeping (a futex wake-up costs
+ * more than a step), and the barrier spins too, yielding after a while so an
+ * oversubscribed machine still makes progress.
+ *
+ * A pool runs one job at a time. A second caller that finds it busy runs its
+ * job on its own thread alone: results do not depend on the thread count, so
+ * this changes speed, never numbers.
+ */
+#include <stdlib.h>
+#include "internal.h"
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ volatile("yield");
+#endif
+}
+
+#define LF_SPIN_BEFORE_YIELD (1 << 12)
+
+#if LF_HAVE_PTHREADS
+#include <pthread.h>
+#include <sched.h>
+
+static void relax_or_yield(int *spins) {
+    if (++*spins < LF_SPIN_BEFORE_YIELD) cpu_relax();
+    else sched_yield();
+}
+
+#define LF_SPIN_BEFORE_SLEEP (1 << 17) /* of the order of 100 us */
+
+struct lf_pool {
+    int n_threads;                 /* including the calling thread */
+    int n_started;                 /* workers running */
+    pthread_t *threads;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    atomic_flag busy;
+    _Atomic uint64_t generation;   /* one increment per job */
+    _Atomic int sleepers;
+    _Atomic int pending;           /* workers still inside the current job */
+    _Atomic int shutdown;
+    lf_job_fn fn;
+    void *arg;
+    int n_active;
+};
+
+typedef struct worker_start {
+    lf_pool *pool;
+    int index;
+} worker_start;
+
+static void *worker_main(void *start_) {
+    const worker_start start = *(worker_start *)start_;
+    free(start_);
+    lf_pool *pool = start.pool;
+    uint64_t seen = 0;
+    for (;;) {
+        uint64_t generation = atomic_load(&pool->generation);
+        for (int spin = 0; generation == seen && spin < LF_SPIN_BEFORE_SLEEP; ++spin) {
+            cpu_relax();
+            generation = atomic_load(&pool->generation);
+        }
+        if (generation == seen) {
+            pthread_mutex_lock(&pool->lock);
+            atomic_fetch_add(&pool->sleepers, 1);
+            while ((generation = atomic_load(&pool->generation)) == seen)
+                pthread_cond_wait(&pool->wake, &pool->lock);
+            atomic_fetch_sub(&pool->sleepers, 1);
+            pthread_mutex_unlock(&pool->lock);
+        }
+        seen = generation;
+        if (atomic_load(&pool->shutdown)) return NULL;
+        if (start.index < pool->n_active) {
+            pool->fn(pool->arg, start.index, pool->n_active);
+            atomic_fetch_sub(&pool->pending, 1);
+        }
+    }
+}
+
+static void publish(lf_pool *pool) {
+    /* Sequentially consistent with the sleepers count a worker raises before
+     * its last look at the generation: one of the two sees the other. */
+    atomic_fetch_add(&pool->generation, 1);
+    if (atomic_load(&pool->sleepers) > 0) {
+        pthread_mutex_lock(&pool->lock);
+        pthread_cond_broadcast(&pool->wake);
+        pthread_mutex_unlock(&pool->lock);
+    }
+}
+
+void lf_pool_destroy(lf_pool *pool) {
+    if (!pool) return;
+    atomic_store(&pool->shutdown, 1);
+    publish(pool);
+    for (int i = 0; i < pool->n_started; ++i) pthread_join(pool->threads[i], NULL);
+    free(pool->threads);
+    pthread_cond_destroy(&pool->wake);
+    pthread_mutex_destroy(&pool->lock);
+    free(pool);
+}
+
+lf_status lf_pool_create(int n_threads, lf_pool **out) {
+    if (!out) return LF_ERR_NULL_POINTER;
+    *out = NULL;
+    if (n_threads < 1 || n_threads > LF_MAX_THREADS) return LF_ERR_BAD_DIMENSION;
+    lf_pool *pool = calloc(1, sizeof *pool);
+    if (!pool) return LF_ERR_OUT_OF_MEMORY;
+    pool->threads = calloc((size_t)n_threads, sizeof(pthread_t));
+    if (!pool->threads || pthread_mutex_init(&pool->lock, NULL) != 0) {
+        free(pool->threads);
+        free(pool);
+        return LF_ERR_OUT_OF_MEMORY;
+    }
+    if (pthread_cond_init(&pool->wake, NULL) != 0) {
+        pthread_mutex_destroy(&pool->lock);
+        free(pool->threads);
+        free(pool);
+        return LF_ERR_THREADS;
+    }
+    atomic_flag_clear(&pool->busy);
+    pool->n_threads = n_threads;
+    for (int i = 1; i < n_threads; ++i) {
+        worker_start *start = malloc(sizeof *start);
+        if (start) {
+            start->pool = pool;
+            start->index = i;
+        }
+        if (!start || pthread_create(&pool->threads[i - 1], NULL, worker_main, start) != 0) {
+            free(start);
+            lf_pool_destroy(pool);
+            return LF_ERR_THREADS;
+        }
+        pool->n_started = i;
+    }
+    *out = pool;
+    return LF_OK;
+}
+
+int lf_pool_threads(const lf_pool *pool) { return pool ? pool->n_threads : 1; }
+
+LF_HIDDEN void lf_pool_run(lf_pool *pool, int n_wanted, lf_job_fn fn, void *arg) {
+    if (!pool || n_wanted <= 1 || pool->n_threads <= 1 || atomic_flag_test_and_set(&pool->busy)) {
+        fn(arg, 0, 1);
+        return;
+    }
+    const int n = n_wanted < pool->n_threads ? n_wanted : pool->n_threads;
+    pool->fn = fn;
+    pool->arg = arg;
+    pool->n_active = n;
+    atomic_store(&pool->pending, n - 1);
+    publish(pool);
+    fn(arg, 0, n);
+    int spins = 0;
+    while (atomic_load(&pool->pending) > 0) relax_or_yield(&spins);
+    atomic_flag_clear(&pool->busy);
+}
+
+#else /* no pthreads: a pool of one, so the API stays the same everywhere */
+
+struct lf_pool {
+    int n_threads;
+};
+
+lf_status lf_pool_create(int n_threads, lf_pool **out) {
+    if (!out) return LF_ERR_NULL_POINTER;
+    *out = NULL;
+    if (n_threads < 1 || n_threads > LF_MAX_THREADS) return LF_ERR_BAD_DIMENSION;
+    lf_pool *pool = calloc(1, sizeof *pool);
+    if (!pool) return LF_ERR_OUT_OF_MEMORY;
+    pool->n_threads = 1;
+    *out = pool;
+    return LF_OK;
+}
+
+void lf_pool_destroy(lf_pool *pool) { free(pool); }
+
+int lf_pool_threads(const lf_pool *pool) { return 1; }
+
+LF_HIDDEN void lf_pool_run(lf_pool *pool, int n_wanted, lf_job_fn fn, void *arg) {
+    (void)pool;
+    (void)n_wanted;
+    fn(arg, 0, 1);
+}
+
+static void relax_or_yield(int *spins) { (void)spins; cpu_relax(); }
+#endif
+
+LF_HIDDEN void lf_barrier_wait(lf_barrier *barrier, int n) {
+    if (n <= 1) return;
+    const int phase = atomic_load(&barrier->phase);
+    if (atomic_fetch_add(&barrier->count, 1) == n - 1) {
+        atomic_store(&barrier->count, 0);
+        atomic_fetch_add(&barrier->phase, 1);
+        return;
+    }
+    int spins = 0;
+    while (atomic_load(&barrier->phase) == phase) relax_or_yield(&spins);
+}

@@ -1,0 +1,115 @@
+"""Work split over threads: identical numbers for any thread count, and the
+thread-count controls."""
+import multiprocessing
+import os
+
+import numpy as np
+import pytest
+
+import lstm_fast
+from lstm_fast import _config, _core
+from helpers import make_hx, make_input, make_layer, make_rng, proj_for, split
+
+MODES = ["lstm", "lstmp", "gru", "rnn_tanh", "rnn_relu"]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("mode", MODES)
+def test_results_bitwise_identical_for_any_thread_count(isa, mode, dtype):
+    # 33 hidden units (and a projection of 17) give several SIMD blocks on
+    # every ISA, so 2 and 3 threads really split the step; lengths and two
+    # directions exercise the frozen rows and the reverse walk under threads.
+    rng = make_rng("thread-count", mode, np.dtype(dtype).name)
+    I, H, L, T, B = 7, 33, 2, 9, 5
+    layer = make_layer(mode, I, H, num_layers=L, bidirectional=True, dtype=dtype, seed=3)
+    engine = layer._current_engine()
+    x = np.ascontiguousarray(make_input(rng, T, B, I, dtype))
+    hx = make_hx(mode, rng, 2 * L, B, H, proj_for(mode, H), dtype)
+    h0, c0 = (hx if mode.startswith("lstm") else (hx, None))
+    h0 = np.ascontiguousarray(h0, dtype)
+    c0 = None if c0 is None else np.ascontiguousarray(c0, dtype)
+    lengths = np.array([9, 0, 4, 9, 1], dtype=np.int64)
+
+    serial = engine.forward(x, h0, c0, lengths)
+    pool = _core.ThreadPool(3)
+    for threads in (1, 2, 3, 0):
+        threaded = engine.forward(x, h0, c0, lengths, pool, threads)
+        for got, want in zip(threaded, serial):
+            if want is None:
+                assert got is None
+            else:
+                np.testing.assert_array_equal(got, want, err_msg=f"threads={threads}")
+
+
+def test_layer_results_do_not_depend_on_set_num_threads(isa):
+    rng = make_rng("set-num-threads")
+    layer = make_layer("lstm", 16, 40, num_layers=2, dtype=np.float32, seed=1)
+    x = make_input(rng, 12, 3, 16, np.float32)
+    before = lstm_fast.get_num_threads()
+    try:
+        results = []
+        for n in (1, 2, 4):
+            lstm_fast.set_num_threads(n)
+            assert lstm_fast.get_num_threads() == n
+            results.append(split("lstm", layer(x)))
+    finally:
+        lstm_fast.set_num_threads(before)
+    for other in results[1:]:
+        for got, want in zip(other, results[0]):
+            np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("bad", [0, -1, _core.MAX_THREADS + 1])
+def test_set_num_threads_out_of_range(bad):
+    with pytest.raises(ValueError, match="num_threads"):
+        lstm_fast.set_num_threads(bad)
+
+
+@pytest.mark.parametrize("bad", [1.5, True, "2", None])
+def test_set_num_threads_wrong_type(bad):
+    with pytest.raises(TypeError, match="num_threads"):
+        lstm_fast.set_num_threads(bad)
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "two", "1.5"])
+def test_bad_thread_env_variable_is_named(monkeypatch, value):
+    monkeypatch.setenv("LSTM_FAST_NUM_THREADS", value)
+    monkeypatch.setattr(_config, "_pool", None)
+    with pytest.raises(ValueError, match="LSTM_FAST_NUM_THREADS"):
+        lstm_fast.get_num_threads()
+
+
+def test_thread_env_variable_sets_the_default(monkeypatch):
+    monkeypatch.setenv("LSTM_FAST_NUM_THREADS", "3")
+    monkeypatch.setattr(_config, "_pool", None)
+    assert lstm_fast.get_num_threads() == 3
+    assert lstm_fast.cpu_info()["num_threads"] == 3
+
+
+def test_engine_refuses_negative_threads():
+    layer = make_layer("gru", 4, 8, dtype=np.float32, seed=0)
+    x = np.zeros((2, 1, 4), np.float32)
+    with pytest.raises(ValueError, match="threads"):
+        layer._current_engine().forward(x, None, None, None, _core.ThreadPool(2), -1)
+
+
+def _child_runs_a_layer(queue):
+    layer = make_layer("lstm", 8, 64, dtype=np.float32, seed=0)
+    y, _ = layer(np.ones((20, 4, 8), np.float32))
+    queue.put(float(y.sum()))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_child_can_run_layers():
+    # The parent's pool has live workers; a forked child has none and must not
+    # wait for them.
+    lstm_fast.set_num_threads(2)
+    layer = make_layer("lstm", 8, 64, dtype=np.float32, seed=0)
+    expected = float(layer(np.ones((20, 4, 8), np.float32))[0].sum())
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_child_runs_a_layer, args=(queue,))
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    assert queue.get(timeout=5) == expected
