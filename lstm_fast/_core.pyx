@@ -476,14 +476,10 @@ cdef class Engine:
         cdef int64_t state_size = self._plan.state_size
         cdef bint is_lstm = desc.cell == LF_CELL_LSTM
         cdef int typenum = cnp.NPY_FLOAT64 if self._is_double else cnp.NPY_FLOAT32
-        cdef int64_t steps, batch
-        cdef size_t workspace_bytes
-        cdef lf_forward_args args
-        cdef lf_status status
+        cdef int64_t batch
         if not _fits(x, typenum, -1, -1, desc.input_size):
             _require_array("x", x, self.dtype, ("T", "B", desc.input_size))
             _refuse_unusual("x", x)
-        steps = cnp.PyArray_DIMS(<cnp.ndarray>x)[0]
         batch = cnp.PyArray_DIMS(<cnp.ndarray>x)[1]
         if h0 is not None and not _fits(h0, typenum, stacked, batch, state_size):
             _require_array("h0", h0, self.dtype, (stacked, batch, state_size))
@@ -499,6 +495,49 @@ cdef class Engine:
             _refuse_unusual("lengths", lengths)
         if threads < 0:
             raise ValueError(f"threads must be >= 0, got {threads}")
+        return self._run(x, h0, c0, lengths, pool, threads)
+
+    def call_like_torch(self, input, hx, ThreadPool pool):
+        """The per-call fast path of the layers: when `input` is already a
+        (T, B, input_size) C-contiguous array of the engine's dtype and `hx` is
+        None or states of exactly the engine's shapes, run and return torch's
+        result structure ((y, (h_n, c_n)) for an LSTM, else (y, h_n)).
+        Otherwise return None and let the caller convert and validate."""
+        cdef const lf_desc *desc = &self._plan.desc
+        cdef int typenum = cnp.NPY_FLOAT64 if self._is_double else cnp.NPY_FLOAT32
+        cdef int64_t stacked = desc.num_layers * desc.num_directions
+        cdef int64_t batch
+        cdef bint is_lstm = desc.cell == LF_CELL_LSTM
+        h0 = c0 = None
+        if not _fits(input, typenum, -1, -1, desc.input_size):
+            return None
+        batch = cnp.PyArray_DIMS(<cnp.ndarray>input)[1]
+        if hx is not None:
+            if is_lstm:
+                if type(hx) is not tuple or len(<tuple>hx) != 2:
+                    return None
+                h0, c0 = <tuple>hx
+                if not _fits(c0, typenum, stacked, batch, desc.hidden_size):
+                    return None
+            else:
+                h0 = hx
+            if not _fits(h0, typenum, stacked, batch, self._plan.state_size):
+                return None
+        y, h_n, c_n = self._run(input, h0, c0, None, pool, 0)
+        return (y, (h_n, c_n)) if is_lstm else (y, h_n)
+
+    cdef tuple _run(self, x, h0, c0, lengths, ThreadPool pool, int threads):
+        """forward() after its checks."""
+        cdef const lf_desc *desc = &self._plan.desc
+        cdef int64_t stacked = desc.num_layers * desc.num_directions
+        cdef int64_t state_size = self._plan.state_size
+        cdef bint is_lstm = desc.cell == LF_CELL_LSTM
+        cdef int typenum = cnp.NPY_FLOAT64 if self._is_double else cnp.NPY_FLOAT32
+        cdef int64_t steps = cnp.PyArray_DIMS(<cnp.ndarray>x)[0]
+        cdef int64_t batch = cnp.PyArray_DIMS(<cnp.ndarray>x)[1]
+        cdef size_t workspace_bytes
+        cdef lf_forward_args args
+        cdef lf_status status
 
         _check(lf_plan_workspace_size(&self._plan, steps, batch, &workspace_bytes),
                "workspace size")

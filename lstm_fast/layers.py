@@ -150,7 +150,13 @@ def _lengths_array(lengths, batch, steps):
             f"lengths must be in [0, {steps}] (the sequence length), got values from "
             f"{array.min()} to {array.max()}"
         )
-    return np.ascontiguousarray(array, dtype=np.int64)
+    return _engine_array(array, np.int64)
+
+
+def _engine_array(array, dtype):
+    """`array` as the C core reads it: C-contiguous, aligned, native byte order,
+    of `dtype` (a copy only when one of these is missing)."""
+    return np.require(array, dtype=dtype, requirements=("C", "A"))
 
 
 def _split_lstm_hx(hx):
@@ -394,7 +400,7 @@ class _RecurrentBase:
             raise ValueError(
                 f"{name} must have shape {shape} for this {kind} input, got {array.shape}"
             )
-        return np.ascontiguousarray(array, dtype=self._dtype).reshape(engine_shape)
+        return _engine_array(array, self._dtype).reshape(engine_shape)
 
     # -- public
 
@@ -593,6 +599,15 @@ class _RNNBase(_RecurrentBase):
         (L, N, D * R), or (N, L, D * R) with batch_first, or (L, D * R)
         unbatched; h_n and c_n have the shapes of h_0 and c_0.
         """
+        if lengths is None and not self._batch_first:
+            engine = self._engine
+            if engine is not None:
+                # Streaming calls (one step at a time, state carried) live or
+                # die by per-call overhead: arrays that already have the exact
+                # dtype, layout and shapes skip the conversions below.
+                result = engine.call_like_torch(input, hx, _config.thread_pool())
+                if result is not None:
+                    return result
         x = _float_array("input", input)
         if x.ndim not in (2, 3):
             layout = "(N, L, input_size)" if self._batch_first else "(L, N, input_size)"
@@ -612,7 +627,7 @@ class _RNNBase(_RecurrentBase):
             x = x.reshape(x.shape[0], 1, x.shape[1])
         elif self._batch_first:
             x = x.transpose(1, 0, 2)
-        x = np.ascontiguousarray(x, dtype=self._dtype)
+        x = _engine_array(x, self._dtype)
         steps, batch = x.shape[0], x.shape[1]
 
         stacked = self._num_layers * self._num_directions
@@ -740,7 +755,7 @@ class _RNNCellBase(_RecurrentBase):
             )
         batched = x.ndim == 2
         batch = x.shape[0] if batched else 1
-        x = np.ascontiguousarray(x, dtype=self._dtype).reshape(1, batch, self._input_size)
+        x = _engine_array(x, self._dtype).reshape(1, batch, self._input_size)
         state_shape = (batch, self._hidden_size) if batched else (self._hidden_size,)
         h_0, c_0 = self._initial_states(hx, batch, state_shape, state_shape, batched)
         _, h_n, c_n = self._current_engine().forward(x, h_0, c_0, None, _config.thread_pool())

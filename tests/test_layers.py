@@ -292,3 +292,24 @@ def test_output_is_fresh_array(isa):
     assert not np.shares_memory(y1, x)
     y1[...] = 0                                      # outputs are writable user arrays
     np.testing.assert_array_equal(layer(x)[0], y2)
+
+
+@pytest.mark.parametrize("mode", ["lstm", "gru"])
+def test_unusual_arrays_match_native_ones(isa, mode):
+    # The per-call fast path takes only aligned, native-byte-order, contiguous
+    # arrays of the exact dtype; anything else must take the converting path
+    # and give the same numbers, never be read raw.
+    rng = make_rng("unusual-arrays", mode)
+    layer = make_layer(mode, 6, 20, num_layers=2, dtype=np.float32, seed=2)
+    x = make_input(rng, 5, 3, 6, np.float32)
+    hx = make_hx(mode, rng, 2, 3, 20, 0, np.float32)
+    expected = split(mode, layer(x, hx))
+
+    swapped = x.astype(x.dtype.newbyteorder(">"))
+    raw = np.zeros(x.nbytes + 1, np.uint8)
+    misaligned = raw[1:].view(np.float32).reshape(x.shape)
+    misaligned[...] = x
+    as_list_hx = list(hx) if isinstance(hx, tuple) else hx
+    for variant_x, variant_hx in ((swapped, hx), (misaligned, hx), (x, as_list_hx)):
+        for got, want in zip(split(mode, layer(variant_x, variant_hx)), expected):
+            np.testing.assert_array_equal(got, want)
