@@ -72,15 +72,25 @@ static LF_INLINE void F(accumulate)(const int rows, const int G, int64_t K, cons
     default: break;                        \
     }
 
+/* One register tile of C over the shared dimension [k0, k1): starts from the
+ * bias (first slice) or from the partial sums stored in C by the previous
+ * slice. Partial sums are stored at full precision and resumed in the same
+ * order, so slicing K does not change a single bit of the result. */
 static LF_INLINE void F(gemm_tile)(const int rows, const int G, const lf_gemm_args *g,
-                                   int64_t r0, int64_t p) {
+                                   int64_t r0, int64_t p, int64_t k0, int64_t k1) {
     const int64_t PW = G * NB;
     const REAL *bias = g->bias ? (const REAL *)g->bias + p * PW : NULL;
     VEC acc[LF_MR][4];
-    for (int r = 0; r < rows; ++r)
-        for (int gg = 0; gg < G; ++gg) acc[r][gg] = bias ? F(load)(bias + gg * NB) : F(splat)(0);
-    F(accumulate)(rows, G, g->K, (const REAL *)g->A + r0 * g->lda, g->lda,
-                  (const REAL *)g->panels + p * g->K * PW, acc);
+    for (int r = 0; r < rows; ++r) {
+        const REAL *c = (const REAL *)g->C + (r0 + r) * g->ldc;
+        for (int gg = 0; gg < G; ++gg) {
+            const int64_t col = p * PW + gg * NB, n = g->n_cols - col;
+            if (k0 > 0) acc[r][gg] = n >= NB ? F(load)(c + col) : n > 0 ? F(load_n)(c + col, n) : F(splat)(0);
+            else acc[r][gg] = bias ? F(load)(bias + gg * NB) : F(splat)(0);
+        }
+    }
+    F(accumulate)(rows, G, k1 - k0, (const REAL *)g->A + r0 * g->lda + k0, g->lda,
+                  (const REAL *)g->panels + (p * g->K + k0) * PW, acc);
     for (int r = 0; r < rows; ++r) {
         REAL *c = (REAL *)g->C + (r0 + r) * g->ldc;
         for (int gg = 0; gg < G; ++gg) {
@@ -91,22 +101,32 @@ static LF_INLINE void F(gemm_tile)(const int rows, const int G, const lf_gemm_ar
     }
 }
 
-/* Rows of A per cache block: the block (rows x K) stays in L2 while every
- * panel streams past it, instead of re-reading all of A once per panel. */
-#define LF_GEMM_BLOCK_BYTES ((int64_t)192 * 1024)
+/* Cache blocking: a block of rows of A (about LF_GEMM_ROWS_BYTES) stays in L2
+ * while every panel streams past it, and each panel is cut into slices of
+ * the shared dimension small enough (LF_GEMM_SLICE_BYTES) to stay in L1
+ * while all the row tiles of the block use it. */
+#define LF_GEMM_ROWS_BYTES ((int64_t)192 * 1024)
+#define LF_GEMM_SLICE_BYTES ((int64_t)32 * 1024)
 
 static LF_INLINE void F(gemm_gates)(const int G, const lf_gemm_args *g) {
-    int64_t block_rows = LF_GEMM_BLOCK_BYTES / ((g->K > 0 ? g->K : 1) * (int64_t)sizeof(REAL));
+    const int64_t K = g->K > 0 ? g->K : 1;
+    int64_t block_rows = LF_GEMM_ROWS_BYTES / (K * (int64_t)sizeof(REAL));
     block_rows = block_rows < LF_MR ? LF_MR : block_rows - block_rows % LF_MR;
+    int64_t slice = LF_GEMM_SLICE_BYTES / (G * NB * (int64_t)sizeof(REAL));
+    if (slice < 16) slice = 16;
     for (int64_t m0 = 0; m0 < g->M; m0 += block_rows) {
         const int64_t m1 = m0 + block_rows < g->M ? m0 + block_rows : g->M;
         for (int64_t p = 0; p < g->n_panels; ++p)
-            for (int64_t r0 = m0; r0 < m1; r0 += LF_MR) {
-                const int64_t left = m1 - r0;
-                const int rows = left < LF_MR ? (int)left : LF_MR;
-#define LF_GEMM_CALL(n) F(gemm_tile)(n, G, g, r0, p)
-                LF_ROW_SWITCH(rows, LF_GEMM_CALL)
+            for (int64_t k0 = 0; k0 < g->K || k0 == 0; k0 += slice) {
+                const int64_t k1 = k0 + slice < g->K ? k0 + slice : g->K;
+                for (int64_t r0 = m0; r0 < m1; r0 += LF_MR) {
+                    const int64_t left = m1 - r0;
+                    const int rows = left < LF_MR ? (int)left : LF_MR;
+#define LF_GEMM_CALL(n) F(gemm_tile)(n, G, g, r0, p, k0, k1)
+                    LF_ROW_SWITCH(rows, LF_GEMM_CALL)
 #undef LF_GEMM_CALL
+                }
+                if (k1 >= g->K) break;
             }
     }
 }
