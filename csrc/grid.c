@@ -90,6 +90,10 @@ static void run_direction(const lf_plan *p, const lf_forward_args *a, const lf_w
     char *m = d->proj_size > 0 ? wbase + ws->m : NULL;
     unsigned char *active_scratch = (unsigned char *)(wbase + ws->active);
     const size_t h_bytes = (size_t)(B * R) * e, c_bytes = (size_t)(B * H) * e;
+    /* Variants: the kernels' general path reads these; NULL keeps the default one. */
+    lf_cell_opts opts;
+    if (p->generic) lf_cell_opts_of(p, dir, &opts);
+    const int reset_before = (d->flags & LF_GRU_RESET_BEFORE_PRODUCT) != 0;
 
     fill_state(h_prev, a->h0 ? (const char *)a->h0 + (size_t)slot * h_bytes : NULL, h_bytes);
     if (d->cell == LF_CELL_LSTM)
@@ -116,9 +120,14 @@ static void run_direction(const lf_plan *p, const lf_forward_args *a, const lf_w
                 .cell = d->cell, .B = B, .H = H, .R = R, .n_panels = n_panels,
                 .w_hh = lb.packed + lb.layout.w_hh,
                 .gx = gx + (size_t)((t - t0) * B * G * p->hidden_padded) * e,
-                .b_hn = d->cell == LF_CELL_GRU ? lb.packed + lb.layout.b_hn : NULL,
+                .b_hn = d->cell == LF_CELL_GRU && !reset_before ? lb.packed + lb.layout.b_hn : NULL,
                 .h_prev = h_prev, .h_next = h_next, .c = c, .m = m,
                 .y = m ? NULL : y_t, .ldy = ld_out, .active = active,
+                .opts = p->generic ? &opts : NULL,
+                .peephole = (d->flags & LF_LSTM_PEEPHOLE) ? lb.packed + lb.layout.peephole : NULL,
+                .w_hn = reset_before ? lb.packed + lb.layout.w_hn : NULL,
+                .rh = reset_before ? wbase + ws->gru_rh : NULL,
+                .z = reset_before ? wbase + ws->gru_z : NULL,
             };
             k->step[d->dtype](&st);
             if (m) project_state(p, k, &lb, m, h_prev, h_next, y_t, ld_out, B, active);

@@ -13,6 +13,9 @@ const char *lf_status_string(lf_status status) {
     case LF_ERR_ISA_UNAVAILABLE: return "this ISA was not compiled in, or this CPU/OS cannot run it";
     case LF_ERR_BAD_INDEX: return "layer or direction index out of range";
     case LF_ERR_BUFFER_TOO_SMALL: return "a buffer is smaller than the plan requires";
+    case LF_ERR_BAD_OPTION:
+        return "invalid cell option: unknown activation or flag, non-finite alpha/beta, "
+               "or clip negative or not finite";
     default: return "unknown status code";
     }
 }
