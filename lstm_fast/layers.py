@@ -571,6 +571,28 @@ class _RNNBase(_RecurrentBase):
                     num_layers=num_layers, num_directions=2 if self._bidirectional else 1,
                     suffix=_layer_suffix, variant=variant)
 
+    @classmethod
+    def from_keras(cls, layer=None, *, kernel=None, recurrent_kernel=None, bias=None,
+                   activation="tanh", recurrent_activation="sigmoid", reset_after=True,
+                   dtype=None):
+        """Build a layer from a Keras 3 LSTM / GRU / SimpleRNN, or from its raw arrays.
+
+        The result is batch_first and returns what the Keras layer with
+        return_sequences=True, return_state=True returns (h_n/c_n with a
+        leading num_layers axis of 1). Duck-typed: reads layer.get_config()
+        and layer.get_weights(), so keras is not imported. Without a layer,
+        give kernel (input_size, G*units), recurrent_kernel (units, G*units)
+        and bias (G*units,) or, for a GRU with reset_after=True, (2, 3*units),
+        in Keras's layout and gate order; activation/recurrent_activation
+        are Keras names (tanh, sigmoid, relu, linear, hard_sigmoid, softsign,
+        softplus, elu; RNN uses activation only). dtype defaults to float64
+        for float64 weights, else float32.
+        """
+        from . import keras as _keras
+
+        return _keras.build(cls, layer, kernel, recurrent_kernel, bias, activation,
+                            recurrent_activation, reset_after, dtype)
+
     @property
     def mode(self):
         """The cell kind as torch names it: LSTM, GRU, RNN_TANH or RNN_RELU."""
