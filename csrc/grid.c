@@ -101,6 +101,10 @@ static void run_direction(forward_job *job, int64_t layer, int64_t dir, const ch
     char *c = wbase + ws->c;
     char *m = d->proj_size > 0 ? wbase + ws->m : NULL;
     const size_t h_bytes = (size_t)(B * R) * e, c_bytes = (size_t)(B * H) * e;
+    /* Variants: the kernels' general path reads these; NULL keeps the default one. */
+    lf_cell_opts opts;
+    if (p->generic) lf_cell_opts_of(p, dir, &opts);
+    const int reset_before = (d->flags & LF_GRU_RESET_BEFORE_PRODUCT) != 0;
 
     /* The previous direction's last reads of the shared state are done. */
     lf_barrier_wait(&job->barrier, count);
@@ -136,10 +140,15 @@ static void run_direction(forward_job *job, int64_t layer, int64_t dir, const ch
                 .cell = d->cell, .B = B, .H = H, .R = R, .n_panels = n_panels,
                 .w_hh = packed + layout.w_hh,
                 .gx = gx + (size_t)((t - t0) * B * G * Hp) * e,
-                .b_hn = d->cell == LF_CELL_GRU ? packed + layout.b_hn : NULL,
+                .b_hn = d->cell == LF_CELL_GRU && !reset_before ? packed + layout.b_hn : NULL,
                 .h_prev = h_prev, .h_next = h_next, .c = c, .m = m,
                 .y = m ? NULL : y_t, .ldy = ld_out, .lengths = a->lengths, .t = t,
                 .panel_begin = p0, .panel_end = p1,
+                .opts = p->generic ? &opts : NULL,
+                .peephole = (d->flags & LF_LSTM_PEEPHOLE) ? packed + layout.peephole : NULL,
+                .w_hn = reset_before ? packed + layout.w_hn : NULL,
+                .rh = reset_before ? wbase + ws->gru_rh : NULL,
+                .z = reset_before ? wbase + ws->gru_z : NULL,
             };
             if (p1 > p0) k->step[d->dtype](&st);
             lf_barrier_wait(&job->barrier, count);
@@ -179,6 +188,10 @@ static void forward_thread(void *arg, int index, int count) {
 #define LF_MIN_STEP_WORK_PER_THREAD ((int64_t)24 * 1024)
 
 static int useful_threads(const lf_plan *p, int64_t B, int available, int requested) {
+    /* Its second phase reads r*h of every hidden unit, which the first phase
+     * writes across all panels: splitting panels would need a barrier inside
+     * the step, so this variant runs on one thread. */
+    if (p->desc.flags & LF_GRU_RESET_BEFORE_PRODUCT) return 1;
     const int64_t n_panels = p->hidden_padded / p->block;
     const int64_t step_work = B * p->state_size * p->gates * p->hidden_padded;
     int64_t n = requested > 0 ? requested : step_work / LF_MIN_STEP_WORK_PER_THREAD;

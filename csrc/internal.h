@@ -69,6 +69,17 @@ typedef struct lf_gemm_args {
     int64_t n_cols;        /* store only columns [0, n_cols) of the panel order */
 } lf_gemm_args;
 
+/* A plan's variant options for one direction, with every LF_ACT_DEFAULT
+ * resolved to the cell's own function, so the kernels never look at the
+ * cell kind to pick an activation. */
+typedef struct lf_cell_opts {
+    unsigned flags;
+    double clip;                          /* 0: none */
+    lf_activation_spec act[LF_ROLES];
+} lf_cell_opts;
+
+LF_HIDDEN void lf_cell_opts_of(const lf_plan *plan, int64_t direction, lf_cell_opts *out);
+
 /* One time step of one layer-direction for rows [0, B) of the batch. */
 typedef struct lf_step_args {
     lf_cell_kind cell;
@@ -86,6 +97,13 @@ typedef struct lf_step_args {
     const int64_t *lengths;/* (B) sequence lengths, or NULL when all run T steps */
     int64_t t;             /* this step's time index: row b runs iff t < lengths[b] */
     int64_t panel_begin, panel_end; /* the panels (hidden-unit blocks) this call updates */
+    /* Variants; all NULL unless plan->generic. */
+    const lf_cell_opts *opts;    /* non-NULL selects the kernels' general path */
+    const void *peephole;        /* LSTM peephole: n_panels x (3*NB) p_i, p_f, p_o */
+    const void *w_hn;            /* GRU reset-before: 1-gate panels of W_hn, K = R;
+                                    w_hh then holds 2-gate (r, z) panels */
+    void *rh;                    /* GRU reset-before scratch: (B, R) r * h_prev */
+    void *z;                     /* GRU reset-before scratch: (B, Hp) update gate */
 } lf_step_args;
 
 typedef void (*lf_gemm_fn)(const lf_gemm_args *);
@@ -124,6 +142,7 @@ LF_HIDDEN int lf_cpu_supports(lf_isa isa);
 typedef struct lf_packed_layout {
     int64_t in_size;       /* I_l */
     size_t w_ih, w_hh, bias, b_hn, w_hr; /* offsets; b_hn/w_hr unused unless GRU/LSTMP */
+    size_t peephole, w_hn; /* unused unless LF_LSTM_PEEPHOLE / LF_GRU_RESET_BEFORE_PRODUCT */
     size_t total;          /* bytes including alignment slack */
 } lf_packed_layout;
 
@@ -132,6 +151,7 @@ LF_HIDDEN lf_status lf_packed_layout_of(const lf_plan *plan, int64_t layer, lf_p
 typedef struct lf_workspace_layout {
     int64_t chunk_steps;   /* time steps per input-projection chunk */
     size_t gx, between_layers, h_a, h_b, c, m;
+    size_t gru_rh, gru_z;  /* LF_GRU_RESET_BEFORE_PRODUCT only */
     size_t total;
 } lf_workspace_layout;
 

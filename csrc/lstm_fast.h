@@ -52,6 +52,8 @@ typedef enum lf_status {
     LF_ERR_BUFFER_TOO_SMALL,  /* a caller buffer is smaller than the plan asked for */
     LF_ERR_OUT_OF_MEMORY,     /* the C library could not allocate (thread pool only) */
     LF_ERR_THREADS,           /* the OS refused to create a thread */
+    LF_ERR_BAD_OPTION,        /* unknown activation, non-finite alpha/beta/clip, negative clip,
+                                 unknown flag bit */
     LF_STATUS_COUNT
 } lf_status;
 
@@ -92,7 +94,59 @@ lf_isa lf_isa_best(void);
  * of the packed weights (informational; packing handles it). */
 int64_t lf_isa_vector_width(lf_isa isa, lf_dtype dtype);
 
-/* What a network is. Filled by the caller, validated by lf_plan_init. */
+/* Cell variants (lf_desc.flags). Variants of the existing cells, not new
+ * kinds: weights keep torch's layout and gate order; ONNX/Keras conversions
+ * reorder gates before packing. A flag the cell kind lacks is
+ * LF_ERR_BAD_CELL_KIND. */
+/* Gers & Schmidhuber peepholes, as ONNX: i and f also see p_i*c(t-1) and
+ * p_f*c(t-1), o sees p_o*c(t) (the new cell). Vectors passed to
+ * lf_pack_weights_ex as `peephole`, (3*H) in the order i, f, o. */
+#define LF_LSTM_PEEPHOLE 0x1u
+/* Coupled input and forget gates, as ONNX Runtime computes input_forget=1:
+ * f = 1 - i. The forget rows of the weights and p_f are then unused. */
+#define LF_LSTM_COUPLED_INPUT_FORGET 0x2u
+/* GRU with the reset gate applied before the recurrent product (ONNX
+ * linear_before_reset=0, Keras reset_after=False):
+ *   n = g(W_in x + b_in + W_hn (r * h) + b_hn)
+ * instead of torch's g(W_in x + b_in + r * (W_hn h + b_hn)). */
+#define LF_GRU_RESET_BEFORE_PRODUCT 0x4u
+#define LF_FLAGS_ALL 0x7u
+
+/* Activation functions of ONNX's recurrent operators. alpha and beta are
+ * used as given (the caller applies ONNX's defaults):
+ *   AFFINE alpha*x+beta   LEAKY_RELU x>=0 ? x : alpha*x   THRESHOLDED_RELU x>=alpha ? x : 0
+ *   SCALED_TANH alpha*tanh(beta*x)   HARD_SIGMOID min(max(alpha*x+beta, 0), 1)
+ *   ELU x>=0 ? x : alpha*(e^x-1)   SOFTSIGN x/(1+|x|)   SOFTPLUS log(1+e^x)
+ * LF_ACT_DEFAULT is the cell's own function for that role. */
+typedef enum lf_activation {
+    LF_ACT_DEFAULT = 0,
+    LF_ACT_SIGMOID,
+    LF_ACT_TANH,
+    LF_ACT_RELU,
+    LF_ACT_AFFINE,
+    LF_ACT_LEAKY_RELU,
+    LF_ACT_THRESHOLDED_RELU,
+    LF_ACT_SCALED_TANH,
+    LF_ACT_HARD_SIGMOID,
+    LF_ACT_ELU,
+    LF_ACT_SOFTSIGN,
+    LF_ACT_SOFTPLUS,
+    LF_ACT_COUNT
+} lf_activation;
+
+typedef struct lf_activation_spec {
+    lf_activation kind;
+    double alpha, beta;
+} lf_activation_spec;
+
+/* Activation roles, ONNX's f, g, h:
+ *   LSTM  f: gates i, f, o (sigmoid)  g: candidate (tanh)  h: cell output (tanh)
+ *   GRU   f: gates r, z (sigmoid)     g: candidate (tanh)
+ *   RNN   f: the one activation (tanh / relu by cell kind) */
+enum { LF_ROLE_F = 0, LF_ROLE_G = 1, LF_ROLE_H = 2, LF_ROLES = 3 };
+
+/* What a network is. Filled by the caller, validated by lf_plan_init.
+ * Zero-initialise it: every variant field's zero is torch's cell. */
 typedef struct lf_desc {
     lf_cell_kind cell;
     lf_dtype dtype;
@@ -103,6 +157,10 @@ typedef struct lf_desc {
     int64_t num_layers;     /* L  >= 1 */
     int64_t num_directions; /* D  1 or 2 */
     int has_bias;           /* 0: the network has no bias vectors */
+    unsigned flags;         /* LF_LSTM_* / LF_GRU_* variants, 0 = torch's cells */
+    double clip;            /* > 0: gate pre-activations clipped to [-clip, clip]
+                               (not the cell state, as ONNX Runtime); 0: none */
+    lf_activation_spec activations[2][LF_ROLES]; /* [direction][role] */
 } lf_desc;
 
 /* Every decision about a network, made once. Read-only after lf_plan_init;
@@ -114,6 +172,8 @@ typedef struct lf_plan {
     int64_t block;          /* hidden units per packed block (SIMD width) */
     int64_t hidden_padded;  /* H rounded up to a multiple of block */
     size_t elem_size;       /* bytes per element of desc.dtype */
+    int generic;            /* 1 when any variant, clip or non-default activation is
+                               set: the kernels take their general (slower) path */
     const void *kernels;    /* const lf_kernels * of desc.isa (internal.h) */
 } lf_plan;
 
@@ -131,6 +191,13 @@ lf_status lf_pack_weights(const lf_plan *plan, int64_t layer, int64_t direction,
                           const void *w_ih, const void *w_hh,
                           const void *b_ih, const void *b_hh, const void *w_hr,
                           void *packed, size_t packed_bytes);
+
+/* lf_pack_weights plus the peephole vectors (3*H: p_i, p_f, p_o), which must
+ * be non-NULL exactly when the plan has LF_LSTM_PEEPHOLE. */
+lf_status lf_pack_weights_ex(const lf_plan *plan, int64_t layer, int64_t direction,
+                             const void *w_ih, const void *w_hh,
+                             const void *b_ih, const void *b_hh, const void *w_hr,
+                             const void *peephole, void *packed, size_t packed_bytes);
 
 /* Bytes of scratch lf_forward needs for T steps of batch B. */
 lf_status lf_plan_workspace_size(const lf_plan *plan, int64_t T, int64_t B, size_t *bytes);

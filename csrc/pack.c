@@ -44,12 +44,21 @@ lf_status lf_pack_weights(const lf_plan *plan, int64_t layer, int64_t direction,
                           const void *w_ih, const void *w_hh,
                           const void *b_ih, const void *b_hh, const void *w_hr,
                           void *packed, size_t packed_bytes) {
+    return lf_pack_weights_ex(plan, layer, direction, w_ih, w_hh, b_ih, b_hh, w_hr, NULL, packed,
+                              packed_bytes);
+}
+
+lf_status lf_pack_weights_ex(const lf_plan *plan, int64_t layer, int64_t direction,
+                             const void *w_ih, const void *w_hh,
+                             const void *b_ih, const void *b_hh, const void *w_hr,
+                             const void *peephole, void *packed, size_t packed_bytes) {
     if (!plan || !w_ih || !w_hh || !packed) return LF_ERR_NULL_POINTER;
     const lf_desc *d = &plan->desc;
     if (layer < 0 || layer >= d->num_layers || direction < 0 || direction >= d->num_directions)
         return LF_ERR_BAD_INDEX;
     if (d->has_bias ? (!b_ih || !b_hh) : (b_ih || b_hh)) return LF_ERR_NULL_POINTER;
     if ((d->proj_size > 0) != (w_hr != NULL)) return LF_ERR_NULL_POINTER;
+    if (((d->flags & LF_LSTM_PEEPHOLE) != 0) != (peephole != NULL)) return LF_ERR_NULL_POINTER;
     lf_packed_layout L;
     lf_status st = lf_packed_layout_of(plan, layer, &L);
     if (st != LF_OK) return st;
@@ -57,17 +66,29 @@ lf_status lf_pack_weights(const lf_plan *plan, int64_t layer, int64_t direction,
 
     char *base = lf_align_ptr(packed);
     const int64_t G = plan->gates, H = d->hidden_size, R = plan->state_size, NB = plan->block;
-    const int gru = d->cell == LF_CELL_GRU;
+    const int reset_before = (d->flags & LF_GRU_RESET_BEFORE_PRODUCT) != 0;
+    /* torch's b_hn stays apart because r multiplies it; with the reset
+     * before the product it is an ordinary bias. */
+    const int keep_b_hn = d->cell == LF_CELL_GRU && !reset_before;
+    const int64_t hh_gates = reset_before ? 2 : G;
     if (d->dtype == LF_FLOAT32) {
         pack_panels_f32(w_ih, G, H, L.in_size, NB, (float *)(base + L.w_ih));
-        pack_panels_f32(w_hh, G, H, R, NB, (float *)(base + L.w_hh));
-        pack_bias_f32(plan, b_ih, b_hh, (float *)(base + L.bias), gru ? (float *)(base + L.b_hn) : NULL);
+        pack_panels_f32(w_hh, hh_gates, H, R, NB, (float *)(base + L.w_hh));
+        if (reset_before)
+            pack_panels_f32((const float *)w_hh + 2 * H * R, 1, H, R, NB, (float *)(base + L.w_hn));
+        pack_bias_f32(plan, b_ih, b_hh, (float *)(base + L.bias),
+                      keep_b_hn ? (float *)(base + L.b_hn) : NULL);
         if (w_hr) pack_panels_f32(w_hr, 1, d->proj_size, H, NB, (float *)(base + L.w_hr));
+        if (peephole) pack_panels_f32(peephole, 3, H, 1, NB, (float *)(base + L.peephole));
     } else {
         pack_panels_f64(w_ih, G, H, L.in_size, NB, (double *)(base + L.w_ih));
-        pack_panels_f64(w_hh, G, H, R, NB, (double *)(base + L.w_hh));
-        pack_bias_f64(plan, b_ih, b_hh, (double *)(base + L.bias), gru ? (double *)(base + L.b_hn) : NULL);
+        pack_panels_f64(w_hh, hh_gates, H, R, NB, (double *)(base + L.w_hh));
+        if (reset_before)
+            pack_panels_f64((const double *)w_hh + 2 * H * R, 1, H, R, NB, (double *)(base + L.w_hn));
+        pack_bias_f64(plan, b_ih, b_hh, (double *)(base + L.bias),
+                      keep_b_hn ? (double *)(base + L.b_hn) : NULL);
         if (w_hr) pack_panels_f64(w_hr, 1, d->proj_size, H, NB, (double *)(base + L.w_hr));
+        if (peephole) pack_panels_f64(peephole, 3, H, 1, NB, (double *)(base + L.peephole));
     }
     return LF_OK;
 }

@@ -3,6 +3,7 @@
  * gates, padded hidden width, packed-weight layout per layer, workspace
  * layout per call shape. pack.c and grid.c only follow these numbers.
  */
+#include <math.h>
 #include "internal.h"
 
 static int64_t gates_of(lf_cell_kind cell) {
@@ -12,6 +13,50 @@ static int64_t gates_of(lf_cell_kind cell) {
     case LF_CELL_RNN_TANH:
     case LF_CELL_RNN_RELU: return 1;
     default: return 0;
+    }
+}
+
+/* Activation roles a cell kind has (ONNX's f, g, h). */
+static int roles_of(lf_cell_kind cell) {
+    return cell == LF_CELL_LSTM ? 3 : cell == LF_CELL_GRU ? 2 : 1;
+}
+
+/* The function the cell itself uses in a role: what LF_ACT_DEFAULT means. */
+static lf_activation own_activation(lf_cell_kind cell, int role) {
+    if (cell == LF_CELL_RNN_TANH) return LF_ACT_TANH;
+    if (cell == LF_CELL_RNN_RELU) return LF_ACT_RELU;
+    return role == LF_ROLE_F ? LF_ACT_SIGMOID : LF_ACT_TANH;
+}
+
+static lf_status check_variants(const lf_desc *d, int *generic) {
+    const unsigned lstm_only = LF_LSTM_PEEPHOLE | LF_LSTM_COUPLED_INPUT_FORGET;
+    if (d->flags & ~LF_FLAGS_ALL) return LF_ERR_BAD_OPTION;
+    if ((d->flags & lstm_only) && d->cell != LF_CELL_LSTM) return LF_ERR_BAD_CELL_KIND;
+    if ((d->flags & LF_GRU_RESET_BEFORE_PRODUCT) && d->cell != LF_CELL_GRU)
+        return LF_ERR_BAD_CELL_KIND;
+    if (!isfinite(d->clip) || d->clip < 0) return LF_ERR_BAD_OPTION;
+    int custom = 0;
+    for (int64_t dir = 0; dir < d->num_directions; ++dir)
+        for (int role = 0; role < LF_ROLES; ++role) {
+            const lf_activation_spec *a = &d->activations[dir][role];
+            if (a->kind < 0 || a->kind >= LF_ACT_COUNT) return LF_ERR_BAD_OPTION;
+            /* A role the cell lacks must stay unset: a value there is a
+             * caller's mistake (activations given in the wrong slots). */
+            if (role >= roles_of(d->cell) && a->kind != LF_ACT_DEFAULT) return LF_ERR_BAD_OPTION;
+            if (!isfinite(a->alpha) || !isfinite(a->beta)) return LF_ERR_BAD_OPTION;
+            custom |= a->kind != LF_ACT_DEFAULT && a->kind != own_activation(d->cell, role);
+        }
+    *generic = custom || d->flags != 0 || d->clip > 0;
+    return LF_OK;
+}
+
+LF_HIDDEN void lf_cell_opts_of(const lf_plan *plan, int64_t direction, lf_cell_opts *out) {
+    const lf_desc *d = &plan->desc;
+    out->flags = d->flags;
+    out->clip = d->clip;
+    for (int role = 0; role < LF_ROLES; ++role) {
+        out->act[role] = d->activations[direction][role];
+        if (out->act[role].kind == LF_ACT_DEFAULT) out->act[role].kind = own_activation(d->cell, role);
     }
 }
 
@@ -34,6 +79,9 @@ lf_status lf_plan_init(lf_plan *plan, const lf_desc *desc) {
         return LF_ERR_OVERFLOW;
     if (desc->proj_size > 0 && desc->cell != LF_CELL_LSTM) return LF_ERR_BAD_CELL_KIND;
     if (desc->proj_size >= desc->hidden_size) return LF_ERR_BAD_DIMENSION;
+    int generic;
+    lf_status vst = check_variants(desc, &generic);
+    if (vst != LF_OK) return vst;
 
     const lf_kernels *k = lf_kernels_for(desc->isa);
     lf_plan p;
@@ -46,6 +94,7 @@ lf_status lf_plan_init(lf_plan *plan, const lf_desc *desc) {
     if (!lf_round_up((size_t)desc->hidden_size, (size_t)p.block, &hp)) return LF_ERR_OVERFLOW;
     p.hidden_padded = (int64_t)hp;
     p.kernels = k;
+    p.generic = generic;
 
     /* Refuse now, not at the first call, if any layer's packed size overflows. */
     lf_packed_layout layout;
@@ -69,17 +118,27 @@ LF_HIDDEN lf_status lf_packed_layout_of(const lf_plan *plan, int64_t layer, lf_p
     const lf_desc *d = &plan->desc;
     const int64_t G = plan->gates, H = d->hidden_size, R = plan->state_size;
     const int64_t in_size = layer == 0 ? d->input_size : d->num_directions * R;
-    size_t w_ih, w_hh, bias, b_hn = 0, w_hr = 0, total;
-    if (!panels_bytes(plan, G, H, in_size, &w_ih) || !panels_bytes(plan, G, H, R, &w_hh) ||
+    /* The reset-before GRU needs r before the n product, so its recurrent
+     * weights split into (r, z) panels and separate n panels; its b_hn sits
+     * outside r and joins the other biases. */
+    const int reset_before = (d->flags & LF_GRU_RESET_BEFORE_PRODUCT) != 0;
+    size_t w_ih, w_hh, bias, b_hn = 0, w_hr = 0, peephole = 0, w_hn = 0, total;
+    if (!panels_bytes(plan, G, H, in_size, &w_ih) ||
+        !panels_bytes(plan, reset_before ? 2 : G, H, R, &w_hh) ||
         !panels_bytes(plan, G, H, 1, &bias))
         return LF_ERR_OVERFLOW;
-    if (d->cell == LF_CELL_GRU && !panels_bytes(plan, 1, H, 1, &b_hn)) return LF_ERR_OVERFLOW;
+    if (d->cell == LF_CELL_GRU && !reset_before && !panels_bytes(plan, 1, H, 1, &b_hn))
+        return LF_ERR_OVERFLOW;
     if (d->proj_size > 0 && !panels_bytes(plan, 1, d->proj_size, H, &w_hr)) return LF_ERR_OVERFLOW;
+    if ((d->flags & LF_LSTM_PEEPHOLE) && !panels_bytes(plan, 3, H, 1, &peephole))
+        return LF_ERR_OVERFLOW;
+    if (reset_before && !panels_bytes(plan, 1, H, R, &w_hn)) return LF_ERR_OVERFLOW;
     out->in_size = in_size;
     out->w_ih = 0;
     out->w_hh = w_ih;
     if (!lf_add(out->w_hh, w_hh, &out->bias) || !lf_add(out->bias, bias, &out->b_hn) ||
-        !lf_add(out->b_hn, b_hn, &out->w_hr) || !lf_add(out->w_hr, w_hr, &total) ||
+        !lf_add(out->b_hn, b_hn, &out->w_hr) || !lf_add(out->w_hr, w_hr, &out->peephole) ||
+        !lf_add(out->peephole, peephole, &out->w_hn) || !lf_add(out->w_hn, w_hn, &total) ||
         !lf_add(total, LF_ALIGN, &out->total))
         return LF_ERR_OVERFLOW;
     return LF_OK;
@@ -128,6 +187,9 @@ LF_HIDDEN lf_status lf_workspace_layout_of(const lf_plan *plan, int64_t T, int64
         !lf_mul((size_t)B, (size_t)plan->state_size, &state_values) ||
         !lf_mul((size_t)B, (size_t)d->hidden_size, &cell_values))
         return LF_ERR_OVERFLOW;
+    const int reset_before = (d->flags & LF_GRU_RESET_BEFORE_PRODUCT) != 0;
+    size_t hp_values;
+    if (!lf_mul((size_t)B, (size_t)plan->hidden_padded, &hp_values)) return LF_ERR_OVERFLOW;
     if (d->num_layers > 1) {
         /* Layers ping-pong between y and this buffer, so only one extra
          * full-sequence buffer exists whatever the depth. */
@@ -142,6 +204,8 @@ LF_HIDDEN lf_status lf_workspace_layout_of(const lf_plan *plan, int64_t T, int64
         !add_region(&cursor, state_values, e, &out->h_b) ||
         !add_region(&cursor, cell_values, e, &out->c) ||
         !add_region(&cursor, d->proj_size > 0 ? cell_values : 0, e, &out->m) ||
+        !add_region(&cursor, reset_before ? state_values : 0, e, &out->gru_rh) ||
+        !add_region(&cursor, reset_before ? hp_values : 0, e, &out->gru_z) ||
         !lf_add(cursor, LF_ALIGN, &out->total))
         return LF_ERR_OVERFLOW;
     return LF_OK;

@@ -20,6 +20,7 @@ cdef extern from "lstm_fast.h" nogil:
         LF_ERR_BUFFER_TOO_SMALL
         LF_ERR_OUT_OF_MEMORY
         LF_ERR_THREADS
+        LF_ERR_BAD_OPTION
         LF_STATUS_COUNT
 
     const char *lf_status_string(lf_status status)
@@ -47,6 +48,32 @@ cdef extern from "lstm_fast.h" nogil:
     lf_isa lf_isa_best()
     int64_t lf_isa_vector_width(lf_isa isa, lf_dtype dtype)
 
+    unsigned LF_LSTM_PEEPHOLE
+    unsigned LF_LSTM_COUPLED_INPUT_FORGET
+    unsigned LF_GRU_RESET_BEFORE_PRODUCT
+
+    ctypedef enum lf_activation:
+        LF_ACT_DEFAULT
+        LF_ACT_SIGMOID
+        LF_ACT_TANH
+        LF_ACT_RELU
+        LF_ACT_AFFINE
+        LF_ACT_LEAKY_RELU
+        LF_ACT_THRESHOLDED_RELU
+        LF_ACT_SCALED_TANH
+        LF_ACT_HARD_SIGMOID
+        LF_ACT_ELU
+        LF_ACT_SOFTSIGN
+        LF_ACT_SOFTPLUS
+        LF_ACT_COUNT
+
+    ctypedef struct lf_activation_spec:
+        lf_activation kind
+        double alpha
+        double beta
+
+    int LF_ROLES
+
     ctypedef struct lf_desc:
         lf_cell_kind cell
         lf_dtype dtype
@@ -57,6 +84,9 @@ cdef extern from "lstm_fast.h" nogil:
         int64_t num_layers
         int64_t num_directions
         int has_bias
+        unsigned flags
+        double clip
+        lf_activation_spec activations[2][3]
 
     ctypedef struct lf_plan:
         lf_desc desc
@@ -65,6 +95,7 @@ cdef extern from "lstm_fast.h" nogil:
         int64_t block
         int64_t hidden_padded
         size_t elem_size
+        int generic
         const void *kernels
 
     lf_status lf_plan_init(lf_plan *plan, const lf_desc *desc)
@@ -74,6 +105,10 @@ cdef extern from "lstm_fast.h" nogil:
                               const void *w_ih, const void *w_hh,
                               const void *b_ih, const void *b_hh, const void *w_hr,
                               void *packed, size_t packed_bytes)
+    lf_status lf_pack_weights_ex(const lf_plan *plan, int64_t layer, int64_t direction,
+                                 const void *w_ih, const void *w_hh,
+                                 const void *b_ih, const void *b_hh, const void *w_hr,
+                                 const void *peephole, void *packed, size_t packed_bytes)
     lf_status lf_plan_workspace_size(const lf_plan *plan, int64_t T, int64_t B, size_t *bytes)
 
     int LF_MAX_THREADS

@@ -13,9 +13,11 @@ queue for the GIL twice per call.
 """
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport int64_t
+from libc.string cimport memset
 
 cimport numpy as cnp
 
+import math
 import operator
 
 import numpy as np
@@ -37,6 +39,28 @@ _CELL_KINDS = {
     "rnn_relu": LF_CELL_RNN_RELU,
 }
 
+# ONNX's activation names, lower-cased (the ONNX functions lower-case theirs).
+_ACTIVATIONS = {
+    "sigmoid": LF_ACT_SIGMOID,
+    "tanh": LF_ACT_TANH,
+    "relu": LF_ACT_RELU,
+    "affine": LF_ACT_AFFINE,
+    "leakyrelu": LF_ACT_LEAKY_RELU,
+    "thresholdedrelu": LF_ACT_THRESHOLDED_RELU,
+    "scaledtanh": LF_ACT_SCALED_TANH,
+    "hardsigmoid": LF_ACT_HARD_SIGMOID,
+    "elu": LF_ACT_ELU,
+    "softsign": LF_ACT_SOFTSIGN,
+    "softplus": LF_ACT_SOFTPLUS,
+}
+# Activations per cell kind: ONNX's f, g, h roles.
+_ROLES = {"lstm": 3, "gru": 2, "rnn_tanh": 1, "rnn_relu": 1}
+
+
+def activation_names():
+    """Activation names Engine accepts (ONNX's, lower-cased)."""
+    return tuple(_ACTIVATIONS)
+
 
 cdef int _check(lf_status status, str context) except -1:
     """Raise the exception the contract assigns to a C status; return 0 for LF_OK."""
@@ -44,7 +68,7 @@ cdef int _check(lf_status status, str context) except -1:
         return 0
     message = f"{context}: {lf_status_string(status).decode('utf-8', 'replace')}"
     if status in (LF_ERR_BAD_DIMENSION, LF_ERR_OVERFLOW, LF_ERR_BAD_CELL_KIND, LF_ERR_BAD_LENGTH,
-                  LF_ERR_BAD_ISA, LF_ERR_ISA_UNAVAILABLE, LF_ERR_BAD_INDEX):
+                  LF_ERR_BAD_ISA, LF_ERR_ISA_UNAVAILABLE, LF_ERR_BAD_INDEX, LF_ERR_BAD_OPTION):
         raise ValueError(message)
     if status == LF_ERR_BAD_DTYPE:
         raise TypeError(message)
@@ -92,6 +116,38 @@ cdef int64_t _size(str name, object value) except? -1:
     if not -2**63 <= number < 2**63:
         raise ValueError(f"{name}={number} does not fit in int64")
     return number
+
+
+cdef int _parse_activations(object activations, str cell, int64_t num_directions,
+                            lf_desc *desc) except -1:
+    """Fill desc.activations from None (the cell's own functions) or one sequence
+    per direction of one (name, alpha, beta) per role."""
+    cdef int64_t direction
+    cdef int role
+    if activations is None:
+        return 0
+    roles = _ROLES[cell]
+    if len(activations) != num_directions:
+        raise ValueError(f"activations must hold one entry per direction ({num_directions}), "
+                         f"got {len(activations)}")
+    for direction in range(num_directions):
+        entry = activations[direction]
+        if len(entry) != roles:
+            raise ValueError(f"activations[{direction}] must hold {roles} (name, alpha, beta) "
+                             f"for a {cell} cell, got {len(entry)}")
+        for role in range(roles):
+            name, alpha, beta = entry[role]
+            kind = _ACTIVATIONS.get(name.lower()) if isinstance(name, str) else None
+            if kind is None:
+                raise ValueError(f"activations[{direction}][{role}]: unknown activation {name!r}; "
+                                 f"expected one of {', '.join(_ACTIVATIONS)}")
+            if not (math.isfinite(alpha) and math.isfinite(beta)):
+                raise ValueError(f"activations[{direction}][{role}]: alpha and beta must be "
+                                 f"finite, got {alpha!r}, {beta!r}")
+            desc.activations[direction][role].kind = kind
+            desc.activations[direction][role].alpha = alpha
+            desc.activations[direction][role].beta = beta
+    return 0
 
 
 cdef str _shape_text(tuple shape):
@@ -308,6 +364,18 @@ cdef class Engine:
         Index l * num_directions + d holds (w_ih, w_hh, b_ih, b_hh, w_hr) in
         torch's layout and shapes, C-contiguous arrays of `dtype`; b_ih and
         b_hh are None iff bias is False, w_hr is None iff proj_size == 0.
+        With peephole=True a sixth item holds the peepholes (3*hidden_size,)
+        in the order p_i, p_f, p_o.
+
+    Cell variants (keyword-only; see csrc/lstm_fast.h):
+    peephole, coupled_input_forget : bool, LSTM only
+        Gers & Schmidhuber peepholes; f = 1 - i.
+    reset_before_product : bool, GRU only
+        n = g(W_in x + b_in + W_hn (r * h) + b_hn) (ONNX linear_before_reset=0).
+    clip : float >= 0
+        Gate pre-activations clipped to [-clip, clip]; 0 for none.
+    activations : None, or per direction a sequence of (name, alpha, beta)
+        per role (LSTM f, g, h; GRU f, g; RNN f), names as activation_names().
     """
     cdef lf_plan _plan
     # Per layer-direction pointers into _packed_buffers, in the form lf_forward takes.
@@ -318,12 +386,16 @@ cdef class Engine:
     cdef readonly object dtype
 
     def __cinit__(self, str cell not None, input_size, hidden_size, proj_size, num_layers,
-                  num_directions, bias, dtype, isa, weights):
+                  num_directions, bias, dtype, isa, weights, *, peephole=False,
+                  coupled_input_forget=False, reset_before_product=False, clip=0.0,
+                  activations=None):
         cdef lf_desc desc
         cdef lf_status status
         cdef Py_ssize_t count, index
         if cell not in _CELL_KINDS:
             raise ValueError(f"cell must be one of {', '.join(_CELL_KINDS)}, got {cell!r}")
+        # Zero is torch's cell for every variant field.
+        memset(&desc, 0, sizeof(desc))
         desc.cell = _CELL_KINDS[cell]
         _parse_dtype(dtype, "dtype", &desc.dtype)
         _parse_isa(isa, &desc.isa)
@@ -333,6 +405,15 @@ cdef class Engine:
         desc.num_layers = _size("num_layers", num_layers)
         desc.num_directions = _size("num_directions", num_directions)
         desc.has_bias = 1 if bias else 0
+        desc.flags = ((LF_LSTM_PEEPHOLE if peephole else 0)
+                      | (LF_LSTM_COUPLED_INPUT_FORGET if coupled_input_forget else 0)
+                      | (LF_GRU_RESET_BEFORE_PRODUCT if reset_before_product else 0))
+        clip = float(clip)
+        if not (math.isfinite(clip) and clip >= 0):
+            raise ValueError(f"clip must be a finite number >= 0 (0: no clip), got {clip!r}")
+        desc.clip = clip
+        if desc.num_directions in (1, 2):  # else lf_plan_init reports it
+            _parse_activations(activations, cell, desc.num_directions, &desc)
         with nogil:
             status = lf_plan_init(&self._plan, &desc)
         _check(status, f"Engine(cell={cell!r}, input_size={input_size}, hidden_size={hidden_size}, "
@@ -371,15 +452,20 @@ cdef class Engine:
         cdef const void *b_ih_data
         cdef const void *b_hh_data
         cdef const void *w_hr_data
+        cdef const void *peephole_data
+        cdef bint has_peephole = (desc.flags & LF_LSTM_PEEPHOLE) != 0
         cdef void *packed
         cdef size_t packed_bytes
         cdef lf_status status
         name = f"weights[{index}]"
         try:
-            w_ih, w_hh, b_ih, b_hh, w_hr = group
+            w_ih, w_hh, b_ih, b_hh, w_hr, *rest = group
         except (TypeError, ValueError):
             raise ValueError(f"{name} must be a tuple (w_ih, w_hh, b_ih, b_hh, w_hr), "
                              f"got {type(group).__name__}") from None
+        if len(rest) > 1:
+            raise ValueError(f"{name} must hold at most 6 items, got {len(group)}")
+        peephole = rest[0] if rest else None
         _require_array(f"{name} w_ih", w_ih, self.dtype, (gate_rows, layer_input))
         _require_array(f"{name} w_hh", w_hh, self.dtype, (gate_rows, self._plan.state_size))
         for part, array in ((" b_ih", b_ih), (" b_hh", b_hh)):
@@ -391,6 +477,10 @@ cdef class Engine:
             _require_array(f"{name} w_hr", w_hr, self.dtype, (desc.proj_size, desc.hidden_size))
         elif w_hr is not None:
             raise ValueError(f"{name} w_hr must be None because proj_size is 0")
+        if has_peephole:
+            _require_array(f"{name} peephole", peephole, self.dtype, (3 * desc.hidden_size,))
+        elif peephole is not None:
+            raise ValueError(f"{name} peephole must be None because peephole is False")
 
         _check(lf_plan_packed_size(&self._plan, layer, direction, &packed_bytes),
                f"{name} packed size")
@@ -402,9 +492,11 @@ cdef class Engine:
         b_ih_data = _data(b_ih, self._is_double)
         b_hh_data = _data(b_hh, self._is_double)
         w_hr_data = _data(w_hr, self._is_double)
+        peephole_data = _data(peephole, self._is_double)
         with nogil:
-            status = lf_pack_weights(&self._plan, layer, direction, w_ih_data, w_hh_data,
-                                     b_ih_data, b_hh_data, w_hr_data, packed, packed_bytes)
+            status = lf_pack_weights_ex(&self._plan, layer, direction, w_ih_data, w_hh_data,
+                                        b_ih_data, b_hh_data, w_hr_data, peephole_data, packed,
+                                        packed_bytes)
         _check(status, f"packing {name}")
         self._packed[index] = packed
         return buffer
@@ -437,6 +529,12 @@ cdef class Engine:
     @property
     def bias(self):
         return self._plan.desc.has_bias != 0
+
+    @property
+    def generic(self):
+        """True when a variant, clip or non-default activation puts this engine on
+        the kernels' general path (the default sigmoid/tanh path is faster)."""
+        return self._plan.generic != 0
 
     @property
     def state_size(self):

@@ -82,6 +82,33 @@ def _check_dropout(dropout, num_layers):
     return float(dropout)
 
 
+# Keyword arguments of _core.Engine that select a cell variant, with the value
+# that means torch's cell.
+_VARIANT_DEFAULTS = {
+    "peephole": False,
+    "coupled_input_forget": False,
+    "reset_before_product": False,
+    "clip": 0.0,
+    "activations": None,
+}
+
+
+def _check_variant(variant):
+    """None, or a dict of the Engine's variant keywords that differ from torch's
+    cell. The values themselves are checked by the engine, built at once."""
+    if variant is None:
+        return None
+    if not isinstance(variant, Mapping):
+        raise TypeError(f"variant must be None or a mapping, got {type(variant).__name__}")
+    unknown = sorted(set(variant) - set(_VARIANT_DEFAULTS))
+    if unknown:
+        raise ValueError(
+            f"variant has unknown keys {unknown}; allowed: {', '.join(_VARIANT_DEFAULTS)}"
+        )
+    changed = {key: value for key, value in variant.items() if value != _VARIANT_DEFAULTS[key]}
+    return changed or None
+
+
 def _rnn_mode(nonlinearity):
     mode = _RNN_MODES.get(nonlinearity) if isinstance(nonlinearity, str) else None
     if mode is None:
@@ -177,12 +204,13 @@ def _frozen(array):
 
 
 def _parameter_layout(gates, input_size, hidden_size, proj_size, bias, num_layers,
-                      num_directions, suffix):
+                      num_directions, suffix, peephole=False):
     """Names and shapes of a module's parameters, in torch's order.
 
     Returns (groups, shapes). groups[l * num_directions + d] is the tuple of
-    names (weight_ih, weight_hh, bias_ih, bias_hh, weight_hr) the engine takes
-    for that layer-direction, None where a parameter is absent; shapes maps
+    names (weight_ih, weight_hh, bias_ih, bias_hh, weight_hr[, peephole]) the
+    engine takes for that layer-direction, None where a parameter is absent
+    (peephole: LSTM variant, (3*hidden_size,) in the order i, f, o); shapes maps
     every name to its shape, in torch's _flat_weights_names order.
     """
     state_size = proj_size or hidden_size
@@ -199,7 +227,7 @@ def _parameter_layout(gates, input_size, hidden_size, proj_size, bias, num_layer
                 ("bias_ih", (gate_rows,) if bias else None),
                 ("bias_hh", (gate_rows,) if bias else None),
                 ("weight_hr", (proj_size, hidden_size) if proj_size else None),
-            )
+            ) + ((("peephole", (3 * hidden_size,)),) if peephole else ())
             names = tuple(None if shape is None else stem + tail for stem, shape in entries)
             groups.append(names)
             shapes.update((name, shape) for name, (_, shape) in zip(names, entries) if name)
@@ -252,7 +280,7 @@ class _RecurrentBase:
     _TORCH_MODES = ()
 
     def _setup(self, mode, input_size, hidden_size, proj_size, bias, dtype, seed,
-               num_layers, num_directions, suffix):
+               num_layers, num_directions, suffix, variant=None):
         input_size = _check_positive("input_size", input_size)
         hidden_size = _check_positive("hidden_size", hidden_size)
         proj_size = _check_int("proj_size", proj_size)
@@ -276,7 +304,10 @@ class _RecurrentBase:
         self._num_directions = num_directions
         layout = (_GATES[mode], input_size, hidden_size, proj_size, self._bias)
         _check_addressable(layout, num_layers, num_directions, self._dtype.itemsize)
-        self._groups, self._shapes = _parameter_layout(*layout, num_layers, num_directions, suffix)
+        self._variant = _check_variant(variant)
+        peephole = bool(self._variant and self._variant.get("peephole"))
+        self._groups, self._shapes = _parameter_layout(*layout, num_layers, num_directions, suffix,
+                                                       peephole=peephole)
         generator = _generator(seed)
         bound = 1.0 / math.sqrt(hidden_size)
         # Drawn in float64 in torch's parameter order, so one seed gives the same
@@ -290,6 +321,9 @@ class _RecurrentBase:
         # Fixed at construction: a bad LSTM_FAST_ISA fails here rather than at the
         # first call, and a parameter change never moves the module to other kernels.
         self._isa = resolve_isa()
+        if self._variant:
+            # A bad variant option fails here, not at the first call.
+            self._current_engine()
 
     # -- attributes: parameters read as read-only arrays, assign with checks
 
@@ -370,6 +404,7 @@ class _RecurrentBase:
         return _core.Engine(
             self._mode.lower(), self._input_size, self._hidden_size, self._proj_size,
             self._num_layers, self._num_directions, self._bias, self._dtype, self._isa, weights,
+            **(self._variant or {}),
         )
 
     def _initial_states(self, hx, batch, h_shape, c_shape, batched):
@@ -409,6 +444,8 @@ class _RecurrentBase:
 
     def __repr__(self):
         parts = [str(self._input_size), str(self._hidden_size)] + self._repr_options()
+        if self._variant:
+            parts.append(f"variant={self._variant!r}")
         if self._mode == "RNN_RELU":
             parts.append("nonlinearity='relu'")
         if self._dtype != _FLOAT32:
@@ -431,6 +468,11 @@ class _RecurrentBase:
     def dtype(self):
         """numpy.dtype of parameters and outputs (float32 or float64)."""
         return self._dtype
+
+    @property
+    def variant(self):
+        """The cell variant options that differ from torch's cell (a copy), or None."""
+        return dict(self._variant) if self._variant else None
 
     @property
     def isa(self):
@@ -501,6 +543,11 @@ class _RecurrentBase:
         It is returned in eval mode, the mode whose outputs match this module
         (dropout inactive); call .train() on it to train.
         """
+        if self._variant:
+            raise ValueError(
+                f"this {type(self).__name__} has cell variant options {self._variant!r} that "
+                "torch.nn has no equivalent for"
+            )
         import torch
 
         torch_class = getattr(torch.nn, self._TORCH_CLASS)
@@ -522,14 +569,36 @@ class _RNNBase(_RecurrentBase):
                    "bidirectional")
 
     def __init__(self, mode, input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                 bidirectional, proj_size, dtype, seed):
+                 bidirectional, proj_size, dtype, seed, variant):
         num_layers = _check_positive("num_layers", num_layers)
         self._dropout = _check_dropout(dropout, num_layers)
         self._batch_first = _check_bool("batch_first", batch_first)
         self._bidirectional = _check_bool("bidirectional", bidirectional)
         self._setup(mode, input_size, hidden_size, proj_size, bias, dtype, seed,
                     num_layers=num_layers, num_directions=2 if self._bidirectional else 1,
-                    suffix=_layer_suffix)
+                    suffix=_layer_suffix, variant=variant)
+
+    @classmethod
+    def from_keras(cls, layer=None, *, kernel=None, recurrent_kernel=None, bias=None,
+                   activation="tanh", recurrent_activation="sigmoid", reset_after=True,
+                   dtype=None):
+        """Build a layer from a Keras 3 LSTM / GRU / SimpleRNN, or from its raw arrays.
+
+        The result is batch_first and returns what the Keras layer with
+        return_sequences=True, return_state=True returns (h_n/c_n with a
+        leading num_layers axis of 1). Duck-typed: reads layer.get_config()
+        and layer.get_weights(), so keras is not imported. Without a layer,
+        give kernel (input_size, G*units), recurrent_kernel (units, G*units)
+        and bias (G*units,) or, for a GRU with reset_after=True, (2, 3*units),
+        in Keras's layout and gate order; activation/recurrent_activation
+        are Keras names (tanh, sigmoid, relu, linear, hard_sigmoid, softsign,
+        softplus, elu; RNN uses activation only). dtype defaults to float64
+        for float64 weights, else float32.
+        """
+        from . import keras as _keras
+
+        return _keras.build(cls, layer, kernel, recurrent_kernel, bias, activation,
+                            recurrent_activation, reset_after, dtype)
 
     @property
     def mode(self):
@@ -668,6 +737,16 @@ class LSTM(_RNNBase):
     dtype : numpy.float32 or numpy.float64, default float32
     seed : optional, for numpy.random.default_rng
         Parameters start as U(-1/sqrt(hidden_size), 1/sqrt(hidden_size)).
+    variant : optional mapping, keyword-only
+        Cell variants beyond torch's cell, as set by from_keras and
+        lstm_fast.onnx: ``peephole`` (adds parameters ``peephole_l{k}``,
+        (3*hidden_size,) in the order i, f, o), ``coupled_input_forget``
+        (f = 1 - i), ``clip`` (gate pre-activations clipped to [-clip, clip]),
+        ``activations`` (per direction, (name, alpha, beta) for ONNX's f, g, h
+        roles; names as lstm_fast.onnx.ACTIVATIONS). GRU also takes
+        ``reset_before_product`` (ONNX linear_before_reset=0, Keras
+        reset_after=False); RNN clip and activations. Such a layer has no
+        torch.nn equivalent (to_torch raises).
 
     Call as ``lstm(input, hx=None, lengths=None)`` -> ``(output, (h_n, c_n))``;
     see forward.
@@ -678,9 +757,10 @@ class LSTM(_RNNBase):
     _TORCH_MODES = ("LSTM",)
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, proj_size=0, dtype=np.float32, seed=None):
+                 dropout=0.0, bidirectional=False, proj_size=0, dtype=np.float32, seed=None, *,
+                 variant=None):
         super().__init__("LSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, proj_size, dtype, seed)
+                         bidirectional, proj_size, dtype, seed, variant)
 
 
 class GRU(_RNNBase):
@@ -694,9 +774,10 @@ class GRU(_RNNBase):
     _TORCH_MODES = ("GRU",)
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, dtype=np.float32, seed=None):
+                 dropout=0.0, bidirectional=False, dtype=np.float32, seed=None, *,
+                 variant=None):
         super().__init__("GRU", input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, 0, dtype, seed)
+                         bidirectional, 0, dtype, seed, variant)
 
 
 class RNN(_RNNBase):
@@ -713,9 +794,9 @@ class RNN(_RNNBase):
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False, dtype=np.float32,
-                 seed=None):
+                 seed=None, *, variant=None):
         super().__init__(_rnn_mode(nonlinearity), input_size, hidden_size, num_layers, bias,
-                         batch_first, dropout, bidirectional, 0, dtype, seed)
+                         batch_first, dropout, bidirectional, 0, dtype, seed, variant)
 
     nonlinearity = _NONLINEARITY
 

@@ -323,3 +323,132 @@ def cell_param_shapes(mode, input_size, hidden_size, bias=True):
         shapes["bias_ih"] = (G * hidden_size,)
         shapes["bias_hh"] = (G * hidden_size,)
     return shapes
+
+
+# --------------------------------------------------------------------------
+# ONNX LSTM / GRU / RNN operators (opset 22), from the operator specification
+# --------------------------------------------------------------------------
+# Gate orders are ONNX's: LSTM i, o, f, c (peepholes P = [Pi, Po, Pf]);
+# GRU z, r, h; B = [Wb, Rb]. Activation f, g, h per the spec's list:
+#   Affine alpha*x+beta; LeakyRelu x>=0 ? x : alpha*x; ThresholdedRelu
+#   x>=alpha ? x : 0; ScaledTanh alpha*tanh(beta*x); HardSigmoid
+#   min(max(alpha*x+beta, 0), 1); Elu x>=0 ? x : alpha*(e^x-1);
+#   Softsign x/(1+|x|); Softplus log(1+e^x).
+# Points the spec leaves open, settled as ONNX Runtime computes them:
+#   clip bounds the inputs of the gate activations (f and g), not the cell
+#   state fed to h; input_forget=1 sets f = 1 - i; alphas and betas are
+#   consumed in order by the activations that take one.
+# sequence_lens: a sequence has only steps 0 .. len-1; Y is zero past its
+# end; Y_h (Y_c) is the state after its last step; reverse starts at len-1.
+
+def _act_fn(name, alpha, beta):
+    return {
+        "relu": relu,
+        "tanh": tanh,
+        "sigmoid": sigmoid,
+        "affine": lambda v: alpha * v + beta,
+        "leakyrelu": lambda v: np.where(v >= 0, v, alpha * v),
+        "thresholdedrelu": lambda v: np.where(v >= alpha, v, 0.0),
+        "scaledtanh": lambda v: alpha * np.tanh(beta * v),
+        "hardsigmoid": lambda v: np.clip(alpha * v + beta, 0.0, 1.0),
+        "elu": lambda v: np.where(v >= 0, v, alpha * np.expm1(np.minimum(v, 0))),
+        "softsign": lambda v: v / (1.0 + np.abs(v)),
+        "softplus": lambda v: np.logaddexp(0.0, v),
+    }[name.lower()]
+
+
+# Which activations take alpha / beta, and their defaults (the ONNX operators'
+# of the same name; ScaledTanh's operator had none, so it needs both given).
+ONNX_ACTIVATION_PARAMS = {
+    "affine": {"alpha": 1.0, "beta": 0.0},
+    "leakyrelu": {"alpha": 0.01},
+    "thresholdedrelu": {"alpha": 1.0},
+    "scaledtanh": {"alpha": None, "beta": None},
+    "hardsigmoid": {"alpha": 0.2, "beta": 0.5},
+    "elu": {"alpha": 1.0},
+}
+
+
+def onnx_activations(op, activations, alphas, betas, num_directions):
+    """Per direction, the list of activation callables (f[, g[, h]])."""
+    defaults = {"LSTM": ["Sigmoid", "Tanh", "Tanh"], "GRU": ["Sigmoid", "Tanh"], "RNN": ["Tanh"]}[op]
+    names = list(activations) if activations else defaults * num_directions
+    queues = {"alpha": list(alphas or []), "beta": list(betas or [])}
+    fns = []
+    for name in names:
+        params = dict(ONNX_ACTIVATION_PARAMS.get(name.lower(), {}))
+        for key in params:
+            if queues[key]:
+                params[key] = queues[key].pop(0)
+        fns.append(_act_fn(name, params.get("alpha"), params.get("beta")))
+    k = len(defaults)
+    return [fns[d * k:(d + 1) * k] for d in range(num_directions)]
+
+
+def onnx_forward(op, X, W, R, B=None, sequence_lens=None, initial_h=None, initial_c=None, P=None,
+                 *, hidden_size=None, direction="forward", layout=0, activations=None,
+                 activation_alpha=None, activation_beta=None, clip=None, input_forget=0,
+                 linear_before_reset=0):
+    """The ONNX operator `op` ("LSTM", "GRU", "RNN") in float64. Returns
+    (Y, Y_h, Y_c) for LSTM, (Y, Y_h) otherwise, in the layout's shapes."""
+    X = _f64(X)
+    if layout:
+        X = X.transpose(1, 0, 2)
+        initial_h = None if initial_h is None else _f64(initial_h).transpose(1, 0, 2)
+        initial_c = None if initial_c is None else _f64(initial_c).transpose(1, 0, 2)
+    T, N, _ = X.shape
+    D = 2 if direction == "bidirectional" else 1
+    H = _f64(R).shape[-1]
+    G = {"LSTM": 4, "GRU": 3, "RNN": 1}[op]
+    W, R = _f64(W), _f64(R)
+    B = np.zeros((D, 2 * G * H)) if B is None else _f64(B)
+    P = np.zeros((D, 3 * H)) if P is None else _f64(P)
+    h0 = np.zeros((D, N, H)) if initial_h is None else _f64(initial_h)
+    c0 = np.zeros((D, N, H)) if initial_c is None else _f64(initial_c)
+    lens = [T] * N if sequence_lens is None else [int(v) for v in sequence_lens]
+    acts = onnx_activations(op, activations, activation_alpha, activation_beta, D)
+
+    def clipped(v):
+        return v if clip is None else np.clip(v, -clip, clip)
+
+    Y = np.zeros((T, D, N, H))
+    Y_h = np.zeros((D, N, H))
+    Y_c = np.zeros((D, N, H))
+    for d in range(D):
+        reverse = direction == "reverse" or d == 1
+        Wd, Rd, Wb, Rb = W[d], R[d], B[d, :G * H], B[d, G * H:]
+        for n in range(N):
+            h, c = h0[d, n].copy(), c0[d, n].copy()
+            steps = range(lens[n])
+            for t in (reversed(steps) if reverse else steps):
+                x = X[t, n]
+                if op == "LSTM":
+                    f, g, hf = acts[d]
+                    pre = Wd @ x + Rd @ h + Wb + Rb
+                    pi, po, pf, pc = (pre[k * H:(k + 1) * H] for k in range(4))
+                    Pi, Po, Pf = P[d, :H], P[d, H:2 * H], P[d, 2 * H:]
+                    i = f(clipped(pi + Pi * c))
+                    fg = 1.0 - i if input_forget else f(clipped(pf + Pf * c))
+                    c = fg * c + i * g(clipped(pc))
+                    o = f(clipped(po + Po * c))
+                    h = o * hf(c)
+                elif op == "GRU":
+                    f, g = acts[d]
+                    gx = Wd @ x + Wb
+                    Rz, Rr, Rh = Rd[:H], Rd[H:2 * H], Rd[2 * H:]
+                    Rbz, Rbr, Rbh = Rb[:H], Rb[H:2 * H], Rb[2 * H:]
+                    z = f(clipped(gx[:H] + Rz @ h + Rbz))
+                    r = f(clipped(gx[H:2 * H] + Rr @ h + Rbr))
+                    if linear_before_reset:
+                        hh = g(clipped(gx[2 * H:] + r * (Rh @ h + Rbh)))
+                    else:
+                        hh = g(clipped(gx[2 * H:] + Rh @ (r * h) + Rbh))
+                    h = (1.0 - z) * hh + z * h
+                else:
+                    (f,) = acts[d]
+                    h = f(clipped(Wd @ x + Rd @ h + Wb + Rb))
+                Y[t, d, n] = h
+            Y_h[d, n], Y_c[d, n] = h, c
+    if layout:
+        Y, Y_h, Y_c = Y.transpose(2, 0, 1, 3), Y_h.transpose(1, 0, 2), Y_c.transpose(1, 0, 2)
+    return (Y, Y_h, Y_c) if op == "LSTM" else (Y, Y_h)

@@ -113,3 +113,23 @@ def test_forked_child_can_run_layers():
     child.join(timeout=60)
     assert child.exitcode == 0
     assert queue.get(timeout=5) == expected
+
+
+@pytest.mark.parametrize("variant", [
+    {"peephole": True, "clip": 1.5, "coupled_input_forget": True},
+    {"activations": [[("hardsigmoid", 0.25, 0.5), ("softsign", 0, 0), ("elu", 1.0, 0)]] * 2},
+])
+def test_variant_results_identical_for_any_thread_count(isa, variant):
+    # The general (variant) path runs under the same panel split as the
+    # default one; its per-unit options must land on the right units.
+    rng = make_rng("thread-count-variant", str(sorted(variant)))
+    layer = lstm_fast.LSTM(5, 37, num_layers=2, bidirectional=True, dtype=np.float32, seed=4,
+                           variant=variant)
+    engine = layer._current_engine()
+    x = np.ascontiguousarray(make_input(rng, 8, 3, 5, np.float32))
+    lengths = np.array([8, 3, 0], dtype=np.int64)
+    serial = engine.forward(x, None, None, lengths)
+    pool = _core.ThreadPool(3)
+    for threads in (2, 3):
+        for got, want in zip(engine.forward(x, None, None, lengths, pool, threads), serial):
+            np.testing.assert_array_equal(got, want)

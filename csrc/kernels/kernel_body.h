@@ -140,32 +140,106 @@ static void F(gemm)(const lf_gemm_args *g) {
     }
 }
 
+/* ---- the general path (plan->generic): variants, clip, ONNX activations ----
+ * Reached only through the `generic` constant of the step switch, so the
+ * default sigmoid/tanh code above and below is compiled without it. */
+
+/* One lane of the activations that have no vector form here: rare enough in
+ * practice that clarity wins over speed. Computed in double. */
+static LF_INLINE REAL F(act_lane)(const lf_activation_spec *a, REAL xr) {
+    const double x = xr, alpha = a->alpha, beta = a->beta;
+    switch (a->kind) {
+    case LF_ACT_LEAKY_RELU: return (REAL)(x >= 0 ? x : alpha * x);
+    case LF_ACT_THRESHOLDED_RELU: return (REAL)(x >= alpha ? x : 0.0);
+    case LF_ACT_HARD_SIGMOID: {
+        const double v = alpha * x + beta;
+        return (REAL)(v < 0 ? 0.0 : v > 1 ? 1.0 : v);
+    }
+    case LF_ACT_ELU: return (REAL)(x >= 0 ? x : alpha * expm1(x));
+    case LF_ACT_SOFTSIGN: return (REAL)(x / (1.0 + fabs(x)));
+    /* log(1+e^x) without overflow: x + log(1+e^-x) for positive x. */
+    case LF_ACT_SOFTPLUS: return (REAL)(x > 0 ? x + log1p(exp(-x)) : log1p(exp(x)));
+    default: return xr; /* lf_plan_init admits no other kind here */
+    }
+}
+
+/* a(clip(x)); clip 0 means none. The clamp keeps NaN (both compares false). */
+static LF_INLINE VEC F(activate)(const lf_activation_spec *a, double clip, VEC x) {
+    if (clip > 0) {
+        const REAL hi = (REAL)clip;
+        for (int l = 0; l < NB; ++l) x[l] = x[l] < -hi ? -hi : x[l] > hi ? hi : x[l];
+    }
+    switch (a->kind) {
+    case LF_ACT_SIGMOID: return VSIGMOID(x);
+    case LF_ACT_TANH: return VTANH(x);
+    case LF_ACT_RELU: return VRELU(x);
+    case LF_ACT_AFFINE: return x * (REAL)a->alpha + (REAL)a->beta;
+    case LF_ACT_SCALED_TANH: return VTANH(x * (REAL)a->beta) * (REAL)a->alpha;
+    default:
+        for (int l = 0; l < NB; ++l) x[l] = F(act_lane)(a, x[l]);
+        return x;
+    }
+}
+
+/* LSTM with peepholes, coupling, clip and any activations. Clip applies to
+ * the gate pre-activations after the peephole terms, not to the cell state
+ * fed to h(): what ONNX Runtime computes for the ONNX operator. */
+static LF_INLINE VEC F(lstm_general)(const lf_step_args *s, const VEC *acc, REAL *c, int64_t n,
+                                     int64_t p) {
+    const lf_cell_opts *o = s->opts;
+    const REAL *peep = s->peephole ? (const REAL *)s->peephole + p * 3 * NB : NULL;
+    const VEC c_prev = F(load_n)(c, n);
+    VEC pre_i = acc[0], pre_f = acc[1], pre_o = acc[3];
+    if (peep) {
+        pre_i += F(load)(peep) * c_prev;
+        pre_f += F(load)(peep + NB) * c_prev;
+    }
+    const VEC i = F(activate)(&o->act[LF_ROLE_F], o->clip, pre_i);
+    const VEC f = (o->flags & LF_LSTM_COUPLED_INPUT_FORGET)
+                      ? F(splat)(1) - i
+                      : F(activate)(&o->act[LF_ROLE_F], o->clip, pre_f);
+    const VEC g = F(activate)(&o->act[LF_ROLE_G], o->clip, acc[2]);
+    const VEC c_new = f * c_prev + i * g;
+    F(store_n)(c, c_new, n);
+    if (peep) pre_o += F(load)(peep + 2 * NB) * c_new;
+    return F(activate)(&o->act[LF_ROLE_F], o->clip, pre_o) * F(activate)(&o->act[LF_ROLE_H], 0, c_new);
+}
+
+/* Ended sequence: state frozen, output zero. With LSTMP the projection step
+ * in grid.c does this for the projected h. */
+static LF_INLINE void F(freeze_row)(const lf_step_args *s, int64_t b, int64_t u0, int64_t n) {
+    if (s->m) return;
+    memcpy((REAL *)s->h_next + b * s->R + u0, (const REAL *)s->h_prev + b * s->R + u0,
+           (size_t)n * sizeof(REAL));
+    memset((REAL *)s->y + b * s->ldy + u0, 0, (size_t)n * sizeof(REAL));
+}
+
 /* The cell update of one batch row on one panel: NB hidden units from u0,
  * n of them real. acc holds the gate pre-activations. */
-static LF_INLINE void F(finish_row)(const lf_cell_kind cell, const lf_step_args *s,
-                                    const VEC *acc, int64_t b, int64_t p) {
+static LF_INLINE void F(finish_row)(const lf_cell_kind cell, const int generic,
+                                    const lf_step_args *s, const VEC *acc, int64_t b, int64_t p) {
     const int64_t u0 = p * NB, n = s->H - u0 < NB ? s->H - u0 : NB;
     const REAL *h_prev = (const REAL *)s->h_prev + b * s->R + u0;
     REAL *h_next = (REAL *)s->h_next + b * s->R + u0;
     REAL *y = s->y ? (REAL *)s->y + b * s->ldy + u0 : NULL;
     if (s->lengths && s->t >= s->lengths[b]) {
-        /* Ended sequence: state frozen, output zero. With LSTMP the
-         * projection step in grid.c does this for the projected h. */
-        if (!s->m) {
-            memcpy(h_next, h_prev, (size_t)n * sizeof(REAL));
-            memset(y, 0, (size_t)n * sizeof(REAL));
-        }
+        F(freeze_row)(s, b, u0, n);
         return;
     }
+    const lf_cell_opts *o = s->opts;
     VEC h;
     switch (cell) {
     case LF_CELL_LSTM: {
         REAL *c = (REAL *)s->c + b * s->H + u0;
-        const VEC i = VSIGMOID(acc[0]), f = VSIGMOID(acc[1]);
-        const VEC g = VTANH(acc[2]), o = VSIGMOID(acc[3]);
-        const VEC c_new = f * F(load_n)(c, n) + i * g;
-        F(store_n)(c, c_new, n);
-        h = o * VTANH(c_new);
+        if (generic) {
+            h = F(lstm_general)(s, acc, c, n, p);
+        } else {
+            const VEC i = VSIGMOID(acc[0]), f = VSIGMOID(acc[1]);
+            const VEC g = VTANH(acc[2]), og = VSIGMOID(acc[3]);
+            const VEC c_new = f * F(load_n)(c, n) + i * g;
+            F(store_n)(c, c_new, n);
+            h = og * VTANH(c_new);
+        }
         if (s->m) {
             F(store_n)((REAL *)s->m + b * s->H + u0, h, n);
             return;
@@ -175,20 +249,30 @@ static LF_INLINE void F(finish_row)(const lf_cell_kind cell, const lf_step_args 
     case LF_CELL_GRU: {
         const int64_t ldgx = 3 * s->n_panels * NB;
         const VEC gx_n = F(load)((const REAL *)s->gx + b * ldgx + p * 3 * NB + 2 * NB);
+        if (generic) {
+            const VEC r = F(activate)(&o->act[LF_ROLE_F], o->clip, acc[0]);
+            const VEC z = F(activate)(&o->act[LF_ROLE_F], o->clip, acc[1]);
+            const VEC cand = F(activate)(&o->act[LF_ROLE_G], o->clip, gx_n + r * acc[2]);
+            h = cand + z * (F(load_n)(h_prev, n) - cand);
+            break;
+        }
         const VEC r = VSIGMOID(acc[0]), z = VSIGMOID(acc[1]);
         const VEC cand = VTANH(gx_n + r * acc[2]);
         h = cand + z * (F(load_n)(h_prev, n) - cand); /* (1-z)*n + z*h */
         break;
     }
-    case LF_CELL_RNN_TANH: h = VTANH(acc[0]); break;
-    default: h = VRELU(acc[0]); break;
+    case LF_CELL_RNN_TANH:
+        h = generic ? F(activate)(&o->act[LF_ROLE_F], o->clip, acc[0]) : VTANH(acc[0]);
+        break;
+    default: h = generic ? F(activate)(&o->act[LF_ROLE_F], o->clip, acc[0]) : VRELU(acc[0]); break;
     }
     F(store_n)(h_next, h, n);
     F(store_n)(y, h, n);
 }
 
 static LF_INLINE void F(step_tile)(const int rows, const int G, const lf_cell_kind cell,
-                                   const lf_step_args *s, int64_t r0, int64_t p) {
+                                   const int generic, const lf_step_args *s, int64_t r0,
+                                   int64_t p) {
     const int64_t PW = G * NB, ldgx = G * s->n_panels * NB;
     VEC acc[LF_MR][4];
     for (int r = 0; r < rows; ++r) {
@@ -199,26 +283,110 @@ static LF_INLINE void F(step_tile)(const int rows, const int G, const lf_cell_ki
     }
     F(accumulate)(rows, G, s->R, (const REAL *)s->h_prev + r0 * s->R, s->R,
                   (const REAL *)s->w_hh + p * s->R * PW, acc);
-    for (int r = 0; r < rows; ++r) F(finish_row)(cell, s, acc[r], r0 + r, p);
+    for (int r = 0; r < rows; ++r) F(finish_row)(cell, generic, s, acc[r], r0 + r, p);
 }
 
-static LF_INLINE void F(step_cell)(const int G, const lf_cell_kind cell, const lf_step_args *s) {
+static LF_INLINE void F(step_cell)(const int G, const lf_cell_kind cell, const int generic,
+                                   const lf_step_args *s) {
     for (int64_t p = s->panel_begin; p < s->panel_end; ++p)
         for (int64_t r0 = 0; r0 < s->B; r0 += LF_MR) {
             const int64_t left = s->B - r0;
             const int rows = left < LF_MR ? (int)left : LF_MR;
-#define LF_STEP_CALL(n) F(step_tile)(n, G, cell, s, r0, p)
+#define LF_STEP_CALL(n) F(step_tile)(n, G, cell, generic, s, r0, p)
             LF_ROW_SWITCH(rows, LF_STEP_CALL)
 #undef LF_STEP_CALL
         }
 }
 
+/* GRU with the reset before the recurrent product: n needs (r * h) @ W_hn,
+ * and r * h spans every hidden unit, so the step runs in two phases over all
+ * panels: (1) r and z from the (r, z) panels, r * h_prev and z kept in the
+ * workspace; (2) the n panels' product on r * h, then the state update. */
+static LF_INLINE void F(gru_rb_gates_tile)(const int rows, const lf_step_args *s, int64_t r0,
+                                           int64_t p) {
+    const lf_cell_opts *o = s->opts;
+    const int64_t ldgx = 3 * s->n_panels * NB, Hp = s->n_panels * NB, u0 = p * NB;
+    const int64_t n = s->H - u0 < NB ? s->H - u0 : NB;
+    VEC acc[LF_MR][4];
+    for (int r = 0; r < rows; ++r) {
+        const REAL *gx = (const REAL *)s->gx + (r0 + r) * ldgx + p * 3 * NB;
+        acc[r][0] = F(load)(gx);
+        acc[r][1] = F(load)(gx + NB);
+    }
+    F(accumulate)(rows, 2, s->R, (const REAL *)s->h_prev + r0 * s->R, s->R,
+                  (const REAL *)s->w_hh + p * s->R * 2 * NB, acc);
+    for (int r = 0; r < rows; ++r) {
+        const int64_t b = r0 + r;
+        const VEC rg = F(activate)(&o->act[LF_ROLE_F], o->clip, acc[r][0]);
+        const VEC z = F(activate)(&o->act[LF_ROLE_F], o->clip, acc[r][1]);
+        const VEC h_prev = F(load_n)((const REAL *)s->h_prev + b * s->R + u0, n);
+        F(store_n)((REAL *)s->rh + b * s->R + u0, rg * h_prev, n);
+        F(store)((REAL *)s->z + b * Hp + u0, z);
+    }
+}
+
+static LF_INLINE void F(gru_rb_update_tile)(const int rows, const lf_step_args *s, int64_t r0,
+                                            int64_t p) {
+    const lf_cell_opts *o = s->opts;
+    const int64_t ldgx = 3 * s->n_panels * NB, Hp = s->n_panels * NB, u0 = p * NB;
+    const int64_t n = s->H - u0 < NB ? s->H - u0 : NB;
+    VEC acc[LF_MR][4];
+    for (int r = 0; r < rows; ++r)
+        acc[r][0] = F(load)((const REAL *)s->gx + (r0 + r) * ldgx + p * 3 * NB + 2 * NB);
+    F(accumulate)(rows, 1, s->R, (const REAL *)s->rh + r0 * s->R, s->R,
+                  (const REAL *)s->w_hn + p * s->R * NB, acc);
+    for (int r = 0; r < rows; ++r) {
+        const int64_t b = r0 + r;
+        if (s->lengths && s->t >= s->lengths[b]) {
+            F(freeze_row)(s, b, u0, n);
+            continue;
+        }
+        const VEC cand = F(activate)(&o->act[LF_ROLE_G], o->clip, acc[r][0]);
+        const VEC z = F(load)((const REAL *)s->z + b * Hp + u0);
+        const VEC h_prev = F(load_n)((const REAL *)s->h_prev + b * s->R + u0, n);
+        const VEC h = cand + z * (h_prev - cand); /* (1-z)*n + z*h */
+        F(store_n)((REAL *)s->h_next + b * s->R + u0, h, n);
+        F(store_n)((REAL *)s->y + b * s->ldy + u0, h, n);
+    }
+}
+
+static void F(step_gru_reset_before)(const lf_step_args *s) {
+    for (int64_t p = 0; p < s->n_panels; ++p)
+        for (int64_t r0 = 0; r0 < s->B; r0 += LF_MR) {
+            const int64_t left = s->B - r0;
+            const int rows = left < LF_MR ? (int)left : LF_MR;
+#define LF_GATES_CALL(n) F(gru_rb_gates_tile)(n, s, r0, p)
+            LF_ROW_SWITCH(rows, LF_GATES_CALL)
+#undef LF_GATES_CALL
+        }
+    for (int64_t p = 0; p < s->n_panels; ++p)
+        for (int64_t r0 = 0; r0 < s->B; r0 += LF_MR) {
+            const int64_t left = s->B - r0;
+            const int rows = left < LF_MR ? (int)left : LF_MR;
+#define LF_UPDATE_CALL(n) F(gru_rb_update_tile)(n, s, r0, p)
+            LF_ROW_SWITCH(rows, LF_UPDATE_CALL)
+#undef LF_UPDATE_CALL
+        }
+}
+
 static void F(step)(const lf_step_args *s) {
+    if (s->opts) {
+        switch (s->cell) {
+        case LF_CELL_LSTM: F(step_cell)(4, LF_CELL_LSTM, 1, s); break;
+        case LF_CELL_GRU:
+            if (s->opts->flags & LF_GRU_RESET_BEFORE_PRODUCT) F(step_gru_reset_before)(s);
+            else F(step_cell)(3, LF_CELL_GRU, 1, s);
+            break;
+        case LF_CELL_RNN_TANH: F(step_cell)(1, LF_CELL_RNN_TANH, 1, s); break;
+        case LF_CELL_RNN_RELU: F(step_cell)(1, LF_CELL_RNN_RELU, 1, s); break;
+        }
+        return;
+    }
     switch (s->cell) {
-    case LF_CELL_LSTM: F(step_cell)(4, LF_CELL_LSTM, s); break;
-    case LF_CELL_GRU: F(step_cell)(3, LF_CELL_GRU, s); break;
-    case LF_CELL_RNN_TANH: F(step_cell)(1, LF_CELL_RNN_TANH, s); break;
-    case LF_CELL_RNN_RELU: F(step_cell)(1, LF_CELL_RNN_RELU, s); break;
+    case LF_CELL_LSTM: F(step_cell)(4, LF_CELL_LSTM, 0, s); break;
+    case LF_CELL_GRU: F(step_cell)(3, LF_CELL_GRU, 0, s); break;
+    case LF_CELL_RNN_TANH: F(step_cell)(1, LF_CELL_RNN_TANH, 0, s); break;
+    case LF_CELL_RNN_RELU: F(step_cell)(1, LF_CELL_RNN_RELU, 0, s); break;
     }
 }
 

@@ -1,0 +1,120 @@
+"""Keras 3 LSTM, GRU and SimpleRNN weights -> lstm_fast layers (keras is never imported).
+
+Keras keeps matrices transposed, (input, gates*units), with gate blocks LSTM
+i, f, c, o (torch's order) and GRU z, r, h (torch has r, z, n). A GRU with
+reset_after=True (Keras's default) is torch's GRU with bias (2, 3*units)
+= [input bias, recurrent bias]; reset_after=False applies the reset before
+the recurrent product and has one bias (3*units,), which runs as the
+engine's reset-before variant. The layers built here are batch_first, as
+Keras's inputs are (batch, time, features).
+
+Use it through LSTM.from_keras, GRU.from_keras and RNN.from_keras.
+"""
+import numpy as np
+
+# Keras activation names -> the engine's (name, alpha, beta). Keras 3's
+# hard_sigmoid is relu6(x + 3) / 6, i.e. HardSigmoid with alpha 1/6, beta 0.5.
+_ACTIVATIONS = {
+    "sigmoid": ("sigmoid", 0.0, 0.0),
+    "tanh": ("tanh", 0.0, 0.0),
+    "relu": ("relu", 0.0, 0.0),
+    "linear": ("affine", 1.0, 0.0),
+    "hard_sigmoid": ("hardsigmoid", 1.0 / 6.0, 0.5),
+    "softsign": ("softsign", 0.0, 0.0),
+    "softplus": ("softplus", 0.0, 0.0),
+    "elu": ("elu", 1.0, 0.0),
+}
+_OWN = {"LSTM": ("sigmoid", "tanh", "tanh"), "GRU": ("sigmoid", "tanh"), "RNN": ("tanh",)}
+
+
+def _activation(argument, value):
+    name = value if isinstance(value, str) else getattr(value, "__name__", None)
+    if name not in _ACTIVATIONS:
+        raise ValueError(
+            f"{argument}={value!r} is not supported; supported Keras activations: "
+            f"{', '.join(_ACTIVATIONS)}"
+        )
+    return _ACTIVATIONS[name]
+
+
+def _matrix(name, value, rows, columns):
+    array = np.asarray(value)
+    if array.dtype.kind != "f":
+        raise TypeError(f"{name} must hold floating-point values, got dtype {array.dtype}")
+    if array.ndim != 2 or (rows is not None and array.shape[0] != rows) or array.shape[1] != columns:
+        expected = f"({rows if rows is not None else 'input_size'}, {columns})"
+        raise ValueError(f"{name} must have shape {expected}, got {array.shape}")
+    return array
+
+
+def _gru_order(array):
+    """Keras z, r, h blocks (last axis) -> torch r, z, n."""
+    z, r, h = np.split(array, 3, axis=-1)
+    return np.concatenate([r, z, h], axis=-1)
+
+
+def build(cls, layer, kernel, recurrent_kernel, bias, activation, recurrent_activation,
+          reset_after, dtype):
+    """The body of LSTM/GRU/RNN.from_keras."""
+    kind = cls._TORCH_CLASS
+    if layer is not None:
+        if kernel is not None or recurrent_kernel is not None or bias is not None:
+            raise TypeError("give either a Keras layer or kernel/recurrent_kernel/bias, not both")
+        try:
+            config = layer.get_config()
+            weights = layer.get_weights()
+        except AttributeError as error:
+            raise TypeError(f"layer does not look like a Keras recurrent layer: {error}") from error
+        if config.get("go_backwards"):
+            raise ValueError("Keras layers with go_backwards=True are not supported")
+        if config.get("stateful"):
+            raise ValueError("stateful Keras layers are not supported: pass the state as hx")
+        kernel, recurrent_kernel = weights[0], weights[1]
+        bias = weights[2] if config.get("use_bias", True) and len(weights) > 2 else None
+        activation = config.get("activation", "tanh")
+        recurrent_activation = config.get("recurrent_activation", "sigmoid")
+        reset_after = config.get("reset_after", True)
+    if kernel is None or recurrent_kernel is None:
+        raise TypeError("from_keras needs a Keras layer, or kernel and recurrent_kernel")
+
+    gates = {"LSTM": 4, "GRU": 3, "RNN": 1}[kind]
+    recurrent_kernel = np.asarray(recurrent_kernel)
+    units = recurrent_kernel.shape[0] if recurrent_kernel.ndim == 2 else -1
+    recurrent_kernel = _matrix("recurrent_kernel", recurrent_kernel, units, gates * units)
+    kernel = _matrix("kernel", kernel, None, gates * units)
+    if dtype is None:
+        dtype = np.float64 if kernel.dtype == np.float64 else np.float32
+    reset_after = bool(reset_after)
+    if bias is not None:
+        bias = np.asarray(bias)
+        expected = (2, 3 * units) if kind == "GRU" and reset_after else (gates * units,)
+        if bias.shape != expected:
+            raise ValueError(f"bias must have shape {expected}, got {bias.shape}")
+
+    roles = [_activation("recurrent_activation", recurrent_activation)] if kind != "RNN" else []
+    roles.append(_activation("activation", activation))
+    if kind == "LSTM":
+        roles.append(roles[-1])
+    variant = {}
+    names = tuple(role[0] for role in roles)
+    nonlinearity = "tanh"
+    if kind == "RNN" and names == ("relu",):
+        nonlinearity = "relu"
+    elif names != _OWN[kind]:
+        variant["activations"] = [roles]
+    if kind == "GRU" and not reset_after:
+        variant["reset_before_product"] = True
+
+    order = _gru_order if kind == "GRU" else (lambda a: a)
+    state = {"weight_ih_l0": order(kernel).T, "weight_hh_l0": order(recurrent_kernel).T}
+    if bias is not None:
+        if kind == "GRU" and reset_after:
+            state["bias_ih_l0"], state["bias_hh_l0"] = order(bias[0]), order(bias[1])
+        else:
+            state["bias_ih_l0"], state["bias_hh_l0"] = order(bias), np.zeros_like(bias)
+    arguments = dict(batch_first=True, bias=bias is not None, dtype=dtype, variant=variant or None)
+    if kind == "RNN":
+        arguments["nonlinearity"] = nonlinearity
+    module = cls(kernel.shape[0], units, **arguments)
+    module.load_state_dict(state)
+    return module

@@ -1,0 +1,361 @@
+"""ONNX's LSTM, GRU and RNN operators on lstm_fast's engine.
+
+`lstm`, `gru` and `rnn` take the operators' inputs in the operators' order
+(optional ones as None) and their attributes as keyword arguments with the
+operators' names and defaults (opset 22), and return the operators' outputs.
+Unlike ONNX Runtime they also run `layout=1` and float64.
+
+`load(model)` builds an `Operator` for every LSTM/GRU/RNN node of an ONNX
+model (needs the onnx package; this module itself does not).
+
+ONNX conventions, converted here to the engine's torch order: LSTM gates
+i, o, f, c and peepholes P = [Pi, Po, Pf]; GRU gates z, r, h; B = [Wb, Rb].
+Points the specification leaves open follow ONNX Runtime: `clip` bounds the
+inputs of the gate activations, not the cell state fed to h; `input_forget=1`
+sets f = 1 - i; `activation_alpha`/`activation_beta` are consumed in order by
+the activations that take them, each otherwise getting the default of the
+ONNX operator of the same name (LeakyRelu 0.01, ThresholdedRelu 1.0,
+HardSigmoid 0.2/0.5, Elu 1.0, Affine 1.0/0.0; ScaledTanh has none, so it
+needs both given).
+"""
+import math
+import numbers
+
+import numpy as np
+
+from . import _config, _core
+from ._config import resolve_isa
+
+__all__ = ["lstm", "gru", "rnn", "Operator", "load", "ACTIVATIONS"]
+
+# ONNX's names, as the operators spell them; matching is case-insensitive.
+ACTIVATIONS = ("Relu", "Tanh", "Sigmoid", "Affine", "LeakyRelu", "ThresholdedRelu",
+               "ScaledTanh", "HardSigmoid", "Elu", "Softsign", "Softplus")
+_BY_LOWER = {name.lower(): name for name in ACTIVATIONS}
+# Which activations take alpha / beta, with their operators' defaults (None:
+# no default, the value must be given).
+_PARAMS = {
+    "affine": {"alpha": 1.0, "beta": 0.0},
+    "leakyrelu": {"alpha": 0.01},
+    "thresholdedrelu": {"alpha": 1.0},
+    "scaledtanh": {"alpha": None, "beta": None},
+    "hardsigmoid": {"alpha": 0.2, "beta": 0.5},
+    "elu": {"alpha": 1.0},
+}
+
+_GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+_DEFAULT_ACTIVATIONS = {"LSTM": ("Sigmoid", "Tanh", "Tanh"), "GRU": ("Sigmoid", "Tanh"),
+                        "RNN": ("Tanh",)}
+# ONNX gate block k of the engine's (torch's) gate order.
+_TORCH_ORDER = {"LSTM": (0, 2, 3, 1), "GRU": (1, 0, 2), "RNN": (0,)}
+_DIRECTIONS = {"forward": 1, "reverse": 1, "bidirectional": 2}
+
+
+def _flag(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value not in (0, 1):
+        raise ValueError(f"{name} must be 0 or 1, got {value!r}")
+    return int(value)
+
+
+def _array(name, value, dtype=None):
+    array = np.asarray(value)
+    if dtype is not None:
+        if array.dtype.kind != "f":
+            raise TypeError(f"{name} must hold floating-point values, got dtype {array.dtype}")
+        array = array.astype(dtype, copy=False)
+    return array
+
+
+def _expect_shape(name, array, shape):
+    if array.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {array.shape}")
+
+
+def _resolve_activations(op, activations, alphas, betas, num_directions):
+    """Per direction, one (lower-case name, alpha, beta) per role."""
+    roles = len(_DEFAULT_ACTIVATIONS[op])
+    if activations is None:
+        names = list(_DEFAULT_ACTIVATIONS[op]) * num_directions
+    else:
+        if isinstance(activations, str):
+            raise TypeError("activations must be a list of names, got a str")
+        names = list(activations)
+        if len(names) != roles * num_directions:
+            raise ValueError(
+                f"activations must list {roles * num_directions} functions for {op} with "
+                f"{num_directions} direction(s), got {len(names)}"
+            )
+    queues = {"alpha": [float(v) for v in (alphas or ())], "beta": [float(v) for v in (betas or ())]}
+    resolved = []
+    for name in names:
+        key = name.lower() if isinstance(name, str) else None
+        if key not in _BY_LOWER:
+            raise ValueError(
+                f"activations: unknown activation {name!r}; expected one of {', '.join(ACTIVATIONS)}"
+            )
+        params = dict(_PARAMS.get(key, {}))
+        for which in params:
+            if queues[which]:
+                params[which] = queues[which].pop(0)
+            elif params[which] is None:
+                raise ValueError(f"activation_{which}: {_BY_LOWER[key]} needs a value (it has no default)")
+        resolved.append((key, params.get("alpha", 0.0), params.get("beta", 0.0)))
+    return [resolved[d * roles:(d + 1) * roles] for d in range(num_directions)]
+
+
+def _reverse_within_lengths(T, lengths):
+    """Time index per (t, n) reversing each sequence inside its own length, so
+    that a forward pass over the gathered input is that sequence's reverse
+    pass; applied to the output it maps back (the map is its own inverse)."""
+    t = np.arange(T)[:, None]
+    ends = np.asarray(lengths, dtype=np.int64)[None, :]
+    return np.where(t < ends, ends - 1 - t, t)
+
+
+class Operator:
+    """One ONNX LSTM/GRU/RNN node: converted and packed weights, called with the
+    operator's data inputs (X, sequence_lens, initial_h[, initial_c]).
+
+    Building it converts and packs W, R, B (and P) once; each call then only
+    runs the recurrence. The arguments are those of lstm/gru/rnn.
+    """
+
+    def __init__(self, op, W, R, B=None, P=None, *, hidden_size=None, direction="forward",
+                 layout=0, activations=None, activation_alpha=None, activation_beta=None,
+                 clip=None, input_forget=0, linear_before_reset=0, dtype=None):
+        if op not in _GATES:
+            raise ValueError(f"op must be LSTM, GRU or RNN, got {op!r}")
+        if direction not in _DIRECTIONS:
+            raise ValueError(
+                f"direction must be forward, reverse or bidirectional, got {direction!r}"
+            )
+        self.op, self.direction = op, direction
+        self.layout = _flag("layout", layout)
+        input_forget = _flag("input_forget", input_forget)
+        linear_before_reset = _flag("linear_before_reset", linear_before_reset)
+        if input_forget and op != "LSTM":
+            raise ValueError(f"input_forget is an LSTM attribute, not {op}'s")
+        if linear_before_reset and op != "GRU":
+            raise ValueError(f"linear_before_reset is a GRU attribute, not {op}'s")
+        if clip is not None:
+            if isinstance(clip, bool) or not isinstance(clip, numbers.Real) or not (
+                    math.isfinite(clip) and clip > 0):
+                raise ValueError(f"clip must be a finite number > 0, got {clip!r}")
+
+        W = _array("W", W)
+        if dtype is None:
+            dtype = W.dtype if W.dtype in (np.float32, np.float64) else None
+        if dtype is None or np.dtype(dtype) not in (np.float32, np.float64):
+            raise TypeError(f"W must be float32 or float64, got dtype {W.dtype}")
+        self.dtype = np.dtype(dtype)
+        G, D = _GATES[op], _DIRECTIONS[direction]
+        W = _array("W", W, self.dtype)
+        if W.ndim != 3 or W.shape[0] != D or W.shape[1] % G or W.shape[1] == 0:
+            raise ValueError(
+                f"W must have shape [num_directions={D}, {G}*hidden_size, input_size], "
+                f"got {W.shape}"
+            )
+        H, I = W.shape[1] // G, W.shape[2]
+        if hidden_size is not None and hidden_size != H:
+            raise ValueError(
+                f"hidden_size={hidden_size} is inconsistent with W of shape {W.shape} "
+                f"(hidden_size {H})"
+            )
+        R = _array("R", R, self.dtype)
+        _expect_shape("R", R, (D, G * H, H))
+        if B is not None:
+            B = _array("B", B, self.dtype)
+            _expect_shape("B", B, (D, 2 * G * H))
+        if P is not None:
+            if op != "LSTM":
+                raise ValueError(f"P (peepholes) is an LSTM input, not {op}'s")
+            P = _array("P", P, self.dtype)
+            _expect_shape("P", P, (D, 3 * H))
+        self.hidden_size, self.input_size, self.num_directions = H, I, D
+
+        resolved = _resolve_activations(op, activations, activation_alpha, activation_beta, D)
+        cell = op.lower()
+        if op == "RNN":
+            # Both directions plain Relu: the relu cell's own (fast) path.
+            plain_relu = all(entry[0][0] == "relu" for entry in resolved)
+            cell = "rnn_relu" if plain_relu else "rnn_tanh"
+
+        def blocks(array, count):
+            # ONNX gate blocks -> torch's order, along axis 0.
+            size = array.shape[0] // count
+            return np.ascontiguousarray(np.concatenate(
+                [array[k * size:(k + 1) * size] for k in _TORCH_ORDER[op]]))
+
+        weights = []
+        for d in range(D):
+            group = [blocks(W[d], G), blocks(R[d], G)]
+            if B is not None:
+                group += [blocks(B[d, :G * H], G), blocks(B[d, G * H:], G)]
+            else:
+                group += [None, None]
+            group.append(None)
+            if P is not None:
+                p_i, p_o, p_f = P[d, :H], P[d, H:2 * H], P[d, 2 * H:]
+                group.append(np.ascontiguousarray(np.concatenate([p_i, p_f, p_o])))
+            weights.append(tuple(group))
+        self._engine = _core.Engine(
+            cell, I, H, 0, 1, D, B is not None, self.dtype, resolve_isa(), weights,
+            peephole=P is not None, coupled_input_forget=bool(input_forget),
+            reset_before_product=op == "GRU" and not linear_before_reset,
+            clip=0.0 if clip is None else float(clip),
+            activations=None if resolved == _resolve_activations(op, None, None, None, D)
+            else resolved,
+        )
+
+    def __call__(self, X, sequence_lens=None, initial_h=None, initial_c=None):
+        """Run the node. Returns (Y, Y_h, Y_c) for LSTM, (Y, Y_h) otherwise."""
+        D, H = self.num_directions, self.hidden_size
+        X = _array("X", X, self.dtype)
+        if X.ndim != 3 or X.shape[2] != self.input_size:
+            order = "[batch_size, seq_length" if self.layout else "[seq_length, batch_size"
+            raise ValueError(f"X must have shape {order}, input_size={self.input_size}], "
+                             f"got {X.shape}")
+        x = X.transpose(1, 0, 2) if self.layout else X
+        T, N = x.shape[0], x.shape[1]
+        state_shape = (N, D, H) if self.layout else (D, N, H)
+
+        def state(name, value):
+            if value is None:
+                return None
+            array = _array(name, value, self.dtype)
+            _expect_shape(name, array, state_shape)
+            return np.ascontiguousarray(array.transpose(1, 0, 2) if self.layout else array)
+
+        h0 = state("initial_h", initial_h)
+        if initial_c is not None and self.op != "LSTM":
+            raise ValueError(f"initial_c is an LSTM input, not {self.op}'s")
+        c0 = state("initial_c", initial_c)
+        lengths = None
+        if sequence_lens is not None:
+            lengths = np.asarray(sequence_lens)
+            if lengths.dtype.kind not in "iu":
+                raise TypeError(f"sequence_lens must hold integers, got dtype {lengths.dtype}")
+            if lengths.shape != (N,):
+                raise ValueError(f"sequence_lens must have shape ({N},), got {lengths.shape}")
+            if N and (lengths.min() < 0 or lengths.max() > T):
+                raise ValueError(f"sequence_lens must be in [0, {T}] (seq_length), got values "
+                                 f"from {lengths.min()} to {lengths.max()}")
+            lengths = np.ascontiguousarray(lengths, dtype=np.int64)
+
+        if self.direction == "reverse":
+            index = _reverse_within_lengths(T, [T] * N if lengths is None else lengths)
+            x = x[index, np.arange(N)[None, :]]
+        x = np.ascontiguousarray(x)
+        y, h_n, c_n = self._engine.forward(x, h0, c0, lengths, _config.thread_pool())
+        if self.direction == "reverse":
+            y = y[index, np.arange(N)[None, :]]
+        Y = y.reshape(T, N, D, H).transpose(0, 2, 1, 3)  # [T, D, N, H]
+        if self.layout:
+            outputs = [Y.transpose(2, 0, 1, 3), h_n.transpose(1, 0, 2)]
+            if c_n is not None:
+                outputs.append(c_n.transpose(1, 0, 2))
+        else:
+            outputs = [Y, h_n] + ([c_n] if c_n is not None else [])
+        return tuple(np.ascontiguousarray(a) for a in outputs)
+
+
+def _dtype_of(X):
+    array = np.asarray(X)
+    if array.dtype not in (np.float32, np.float64):
+        raise TypeError(f"X must be float32 or float64, got dtype {array.dtype}")
+    return array.dtype
+
+
+def lstm(X, W, R, B=None, sequence_lens=None, initial_h=None, initial_c=None, P=None, *,
+         activation_alpha=None, activation_beta=None, activations=None, clip=None,
+         direction="forward", hidden_size=None, input_forget=0, layout=0):
+    """ONNX LSTM: returns (Y, Y_h, Y_c) in X's dtype (float32 or float64).
+
+    Shapes (layout=0): X [seq_length, batch_size, input_size]; W
+    [num_directions, 4*hidden_size, input_size]; R [num_directions,
+    4*hidden_size, hidden_size]; B [num_directions, 8*hidden_size]; P
+    [num_directions, 3*hidden_size]; initial_h, initial_c, Y_h, Y_c
+    [num_directions, batch_size, hidden_size]; Y [seq_length, num_directions,
+    batch_size, hidden_size]. layout=1 puts batch_size first in X, the states
+    and Y.
+    """
+    op = Operator("LSTM", W, R, B, P, hidden_size=hidden_size, direction=direction, layout=layout,
+                  activations=activations, activation_alpha=activation_alpha,
+                  activation_beta=activation_beta, clip=clip, input_forget=input_forget,
+                  dtype=_dtype_of(X))
+    return op(X, sequence_lens, initial_h, initial_c)
+
+
+def gru(X, W, R, B=None, sequence_lens=None, initial_h=None, *, activation_alpha=None,
+        activation_beta=None, activations=None, clip=None, direction="forward", hidden_size=None,
+        layout=0, linear_before_reset=0):
+    """ONNX GRU: returns (Y, Y_h). Shapes as lstm with 3*hidden_size gate rows
+    and B [num_directions, 6*hidden_size]; linear_before_reset=1 is torch's GRU."""
+    op = Operator("GRU", W, R, B, hidden_size=hidden_size, direction=direction, layout=layout,
+                  activations=activations, activation_alpha=activation_alpha,
+                  activation_beta=activation_beta, clip=clip,
+                  linear_before_reset=linear_before_reset, dtype=_dtype_of(X))
+    return op(X, sequence_lens, initial_h)
+
+
+def rnn(X, W, R, B=None, sequence_lens=None, initial_h=None, *, activation_alpha=None,
+        activation_beta=None, activations=None, clip=None, direction="forward", hidden_size=None,
+        layout=0):
+    """ONNX RNN: returns (Y, Y_h). Shapes as lstm with hidden_size gate rows and
+    B [num_directions, 2*hidden_size]."""
+    op = Operator("RNN", W, R, B, hidden_size=hidden_size, direction=direction, layout=layout,
+                  activations=activations, activation_alpha=activation_alpha,
+                  activation_beta=activation_beta, clip=clip, dtype=_dtype_of(X))
+    return op(X, sequence_lens, initial_h)
+
+
+_WEIGHT_INPUTS = {"LSTM": {1: "W", 2: "R", 3: "B", 7: "P"}, "GRU": {1: "W", 2: "R", 3: "B"},
+                  "RNN": {1: "W", 2: "R", 3: "B"}}
+
+
+def load(model):
+    """Operators for every LSTM, GRU and RNN node of an ONNX model.
+
+    model: a path or an onnx.ModelProto. Weights (W, R, B, P) must be
+    initializers or Constant nodes; the data inputs (X, sequence_lens,
+    initial_h, initial_c) are what the returned Operator is called with.
+    Returns {node name (or op_type_index when unnamed): Operator}. Needs the
+    onnx package.
+    """
+    try:
+        import onnx
+        from onnx import numpy_helper
+    except ImportError as error:
+        raise ImportError("lstm_fast.onnx.load needs the onnx package: pip install onnx") from error
+    if not isinstance(model, onnx.ModelProto):
+        model = onnx.load(model)
+    graph = model.graph
+    constants = {tensor.name: numpy_helper.to_array(tensor) for tensor in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    operators = {}
+    for index, node in enumerate(graph.node):
+        if node.op_type not in _GATES or node.domain not in ("", "ai.onnx"):
+            continue
+        name = node.name or f"{node.op_type}_{index}"
+        arrays = {}
+        for position, key in _WEIGHT_INPUTS[node.op_type].items():
+            source = node.input[position] if position < len(node.input) else ""
+            if not source:
+                continue
+            if source not in constants:
+                raise ValueError(f"node {name}: input {key} ({source!r}) is not a constant "
+                                 "(initializer or Constant node)")
+            arrays[key] = constants[source]
+        attributes = {attr.name: onnx.helper.get_attribute_value(attr) for attr in node.attribute}
+        if "activations" in attributes:
+            attributes["activations"] = [a.decode() if isinstance(a, bytes) else a
+                                         for a in attributes["activations"]]
+        if "direction" in attributes and isinstance(attributes["direction"], bytes):
+            attributes["direction"] = attributes["direction"].decode()
+        for key in ("activation_alpha", "activation_beta"):
+            if key in attributes:
+                attributes[key] = list(attributes[key])
+        operators[name] = Operator(node.op_type, **arrays, **attributes)
+    return operators

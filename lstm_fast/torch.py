@@ -1,0 +1,135 @@
+"""Run the recurrent modules of a torch model on lstm_fast: `replace_modules(model)`
+swaps every nn.LSTM, nn.GRU, nn.RNN, nn.LSTMCell, nn.GRUCell and nn.RNNCell
+for a module that takes and returns the same things (tensors, PackedSequence,
+batch_first, unbatched input, hx) but runs lstm_fast under torch.no_grad();
+`restore_modules(model)` swaps them back.
+
+Inference only: the replacements have no gradients and ignore dropout (as
+torch's eval mode). Importing this module imports torch, so lstm_fast only
+imports it on use (`import lstm_fast.torch`).
+"""
+import torch
+from torch import nn
+from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
+
+from lstm_fast import layers as _layers
+
+__all__ = ["FastRecurrent", "FastCell", "replace_modules", "restore_modules"]
+
+_LAYERS = {nn.LSTM: _layers.LSTM, nn.GRU: _layers.GRU, nn.RNN: _layers.RNN}
+_CELLS = {nn.LSTMCell: _layers.LSTMCell, nn.GRUCell: _layers.GRUCell, nn.RNNCell: _layers.RNNCell}
+
+
+def _numpy(tensor):
+    return None if tensor is None else tensor.detach().cpu().numpy()
+
+
+def _state_numpy(hx):
+    if isinstance(hx, (tuple, list)):
+        return tuple(_numpy(t) for t in hx)
+    return _numpy(hx)
+
+
+def _tensor(array, like):
+    return torch.from_numpy(array).to(device=like.device)
+
+
+class _FastBase(nn.Module):
+    """Holds the lstm_fast copy; the torch module is rebuilt from it on restore."""
+
+    def __init__(self, fast):
+        super().__init__()
+        self.fast = fast
+
+    def to_torch(self):
+        """The equivalent torch module, with the current parameters."""
+        return self.fast.to_torch()
+
+    def extra_repr(self):
+        return f"lstm_fast.{self.fast!r}, isa={self.fast.isa!r}"
+
+
+class FastRecurrent(_FastBase):
+    """An nn.LSTM / nn.GRU / nn.RNN replacement running lstm_fast."""
+
+    def __init__(self, module):
+        super().__init__(_LAYERS[type(module)].from_torch(module))
+
+    def forward(self, input, hx=None):
+        fast = self.fast
+        with torch.no_grad():
+            packed = isinstance(input, PackedSequence)
+            lengths = None
+            if packed:
+                padded, lengths = pad_packed_sequence(input, batch_first=fast.batch_first)
+                x, lengths = _numpy(padded), lengths.numpy()
+                reference = input.data
+            else:
+                x, reference = _numpy(input), input
+            output, states = fast(x, _state_numpy(hx), lengths=lengths)
+            output = _tensor(output, reference)
+            if fast.mode == "LSTM":
+                states = (_tensor(states[0], reference), _tensor(states[1], reference))
+            else:
+                states = _tensor(states, reference)
+            if packed:
+                output = self._repack(output, input)
+        return output, states
+
+    def _repack(self, output, like):
+        # The packed data of step t holds the sequences still running at t, in
+        # the input's sorted order: the same batch_sizes and indices as torch.
+        time_major = output.transpose(0, 1) if self.fast.batch_first else output
+        order = like.sorted_indices
+        if order is None:
+            order = torch.arange(time_major.shape[1], device=output.device)
+        data = torch.cat([time_major[t, order[:size]] for t, size in enumerate(like.batch_sizes)])
+        return PackedSequence(data, like.batch_sizes, like.sorted_indices, like.unsorted_indices)
+
+
+class FastCell(_FastBase):
+    """An nn.LSTMCell / nn.GRUCell / nn.RNNCell replacement running lstm_fast."""
+
+    def __init__(self, module):
+        super().__init__(_CELLS[type(module)].from_torch(module))
+
+    def forward(self, input, hx=None):
+        with torch.no_grad():
+            result = self.fast(_numpy(input), _state_numpy(hx))
+            if isinstance(result, tuple):
+                return tuple(_tensor(r, input) for r in result)
+            return _tensor(result, input)
+
+
+def _swap(model, convert):
+    replaced = convert(model)
+    if replaced is not None:
+        return replaced
+    for name, child in model.named_children():
+        new = _swap(child, convert)
+        if new is not child:
+            setattr(model, name, new)
+    return model
+
+
+def _to_fast(module):
+    # Exact types: a subclass may change forward, which a swap would lose.
+    if type(module) in _LAYERS:
+        return FastRecurrent(module)
+    if type(module) in _CELLS:
+        return FastCell(module)
+    return None
+
+
+def replace_modules(model):
+    """Replace every torch recurrent layer and cell in `model` (in place) by its
+    lstm_fast counterpart; returns the model (or the replacement, when `model`
+    itself is one). Parameters are copied: later edits of the originals do
+    not reach the copies."""
+    return _swap(model, _to_fast)
+
+
+def restore_modules(model):
+    """The reverse of replace_modules: torch modules back in place, built from
+    the lstm_fast copies' parameters (returned in eval mode)."""
+    return _swap(model, lambda m: m.to_torch() if isinstance(m, _FastBase) else None)

@@ -1,0 +1,119 @@
+"""Keras 3 weights: from raw arrays against the ONNX reference (Keras's GRU and
+LSTM are ONNX's with the gate blocks reordered, no keras needed), and parity
+with Keras itself (torch backend) when keras is installed."""
+import os
+
+import numpy as np
+import pytest
+
+import lstm_fast
+import reference as ref
+from helpers import tol
+
+
+def keras_arrays(rng, kind, I, H, reset_after=True):
+    G = {"LSTM": 4, "GRU": 3, "RNN": 1}[kind]
+    kernel = rng.uniform(-0.5, 0.5, (I, G * H))
+    recurrent = rng.uniform(-0.5, 0.5, (H, G * H))
+    bias = rng.uniform(-0.5, 0.5, (2, G * H) if kind == "GRU" and reset_after else (G * H,))
+    return kernel, recurrent, bias
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind,reset_after,activation,recurrent_activation", [
+    ("LSTM", True, "tanh", "sigmoid"),
+    ("LSTM", True, "softsign", "hard_sigmoid"),
+    ("GRU", True, "tanh", "sigmoid"),
+    ("GRU", False, "tanh", "sigmoid"),
+    ("GRU", False, "elu", "hard_sigmoid"),
+    ("RNN", True, "tanh", "sigmoid"),
+    ("RNN", True, "relu", "sigmoid"),
+    ("RNN", True, "linear", "sigmoid"),
+])
+def test_raw_arrays_match_equations(kind, reset_after, activation, recurrent_activation, dtype,
+                                    isa, rng):
+    I, H, T, N = 3, 9, 5, 4
+    kernel, recurrent, bias = keras_arrays(rng, kind, I, H, reset_after)
+    cls = {"LSTM": lstm_fast.LSTM, "GRU": lstm_fast.GRU, "RNN": lstm_fast.RNN}[kind]
+    layer = cls.from_keras(kernel=kernel.astype(dtype), recurrent_kernel=recurrent.astype(dtype),
+                           bias=bias.astype(dtype), activation=activation,
+                           recurrent_activation=recurrent_activation, reset_after=reset_after)
+    assert layer.dtype == np.dtype(dtype) and layer.batch_first
+    x = rng.standard_normal((N, T, I)).astype(dtype)
+    out = layer(x)
+    # Keras -> ONNX: matrices transposed; LSTM i,f,c,o -> i,o,f,c; GRU z,r,h as is.
+    order = {"LSTM": [0, 3, 1, 2], "GRU": [0, 1, 2], "RNN": [0]}[kind]
+
+    def onnx_order(a):
+        blocks = np.split(np.asarray(a, dtype=np.float64), len(order), axis=-1)
+        return np.concatenate([blocks[k] for k in order], axis=-1)
+
+    W, R = onnx_order(kernel.astype(dtype)).T[None], onnx_order(recurrent.astype(dtype)).T[None]
+    b = bias.astype(dtype).astype(np.float64)
+    B = np.concatenate([onnx_order(b[0]), onnx_order(b[1])]) if b.ndim == 2 else \
+        np.concatenate([onnx_order(b), np.zeros_like(b)])
+    names = {"tanh": "Tanh", "sigmoid": "Sigmoid", "relu": "Relu", "softsign": "Softsign",
+             "hard_sigmoid": "HardSigmoid", "elu": "Elu", "linear": "Affine"}
+    acts = [names[activation]] if kind == "RNN" else [names[recurrent_activation],
+                                                      names[activation]]
+    if kind == "LSTM":
+        acts.append(names[activation])
+    alphas = [1 / 6 if a == "HardSigmoid" else 1.0 for a in acts if a in ("HardSigmoid", "Elu", "Affine")]
+    betas = [0.5 if a == "HardSigmoid" else 0.0 for a in acts if a in ("HardSigmoid", "Affine")]
+    expected = ref.onnx_forward(kind, x.transpose(1, 0, 2), W, R, B[None], activations=acts,
+                                activation_alpha=alphas, activation_beta=betas,
+                                linear_before_reset=int(reset_after))
+    y = out[0]
+    np.testing.assert_allclose(y, expected[0][:, 0].transpose(1, 0, 2), **tol(dtype))
+    h_n = out[1][0] if kind == "LSTM" else out[1]
+    np.testing.assert_allclose(h_n, expected[1], **tol(dtype))
+    if kind == "LSTM":
+        np.testing.assert_allclose(out[1][1], expected[2], **tol(dtype))
+
+
+def test_bad_keras_arguments(rng):
+    kernel, recurrent, bias = keras_arrays(rng, "GRU", 3, 4)
+    with pytest.raises(ValueError, match="bias must have shape \\(12,\\)"):
+        lstm_fast.GRU.from_keras(kernel=kernel, recurrent_kernel=recurrent, bias=bias,
+                                 reset_after=False)
+    with pytest.raises(ValueError, match="recurrent_kernel must have shape"):
+        lstm_fast.GRU.from_keras(kernel=kernel, recurrent_kernel=recurrent[:, :-1])
+    with pytest.raises(ValueError, match="activation='gelu' is not supported"):
+        lstm_fast.GRU.from_keras(kernel=kernel, recurrent_kernel=recurrent, activation="gelu")
+    with pytest.raises(TypeError, match="needs a Keras layer"):
+        lstm_fast.LSTM.from_keras()
+
+
+@pytest.fixture(scope="module")
+def keras():
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    module = pytest.importorskip("keras")
+    if module.backend.backend() != "torch":
+        pytest.skip(f"keras runs on the {module.backend.backend()} backend, not torch")
+    return module
+
+
+@pytest.mark.parametrize("kind,options", [
+    ("LSTM", {}),
+    ("LSTM", {"recurrent_activation": "hard_sigmoid", "activation": "softsign"}),
+    ("GRU", {"reset_after": True}),
+    ("GRU", {"reset_after": False}),
+    ("GRU", {"reset_after": False, "use_bias": False}),
+    ("SimpleRNN", {}),
+    ("SimpleRNN", {"activation": "relu"}),
+])
+def test_keras_parity(keras, kind, options, rng):
+    import torch
+    layer = getattr(keras.layers, kind)(7, return_sequences=True, return_state=True,
+                                        bias_initializer="random_uniform", **options)
+    x = rng.standard_normal((3, 6, 5)).astype(np.float32)
+    outputs = [np.asarray(torch.as_tensor(o).detach().cpu()) for o in layer(x)]
+    cls = {"LSTM": lstm_fast.LSTM, "GRU": lstm_fast.GRU, "SimpleRNN": lstm_fast.RNN}[kind]
+    fast = cls.from_keras(layer)
+    result = fast(x)
+    np.testing.assert_allclose(result[0], outputs[0], rtol=1e-4, atol=2e-5)
+    if kind == "LSTM":
+        np.testing.assert_allclose(result[1][0][0], outputs[1], rtol=1e-4, atol=2e-5)
+        np.testing.assert_allclose(result[1][1][0], outputs[2], rtol=1e-4, atol=2e-5)
+    else:
+        np.testing.assert_allclose(result[1][0], outputs[1], rtol=1e-4, atol=2e-5)

@@ -1,0 +1,262 @@
+"""lstm_fast.onnx against the ONNX specification's equations (reference.onnx_forward),
+on every ISA and both dtypes, against ONNX Runtime where it runs the case, and
+its argument checks. The cell variants of the C engine (peepholes, coupling,
+clip, activations, reset-before GRU) are exercised here through the operators."""
+import numpy as np
+import pytest
+
+import reference as ref
+from helpers import tol
+
+lo = pytest.importorskip("lstm_fast.onnx")
+
+OPS = {"LSTM": 4, "GRU": 3, "RNN": 1}
+T, N, I, H = 6, 5, 4, 11  # N > the register-tile rows, H spans several panels and a tail
+
+
+def make_inputs(rng, op, direction="bidirectional", layout=0, H=H, peephole=True, lengths=True):
+    """The operator's inputs in order, as float64, with distinct non-zero states."""
+    G, D = OPS[op], 2 if direction == "bidirectional" else 1
+    X = rng.standard_normal((T, N, I))
+    W = rng.uniform(-0.6, 0.6, (D, G * H, I))
+    R = rng.uniform(-0.6, 0.6, (D, G * H, H))
+    B = rng.uniform(-0.5, 0.5, (D, 2 * G * H))
+    seq = np.array([T, 3, 1, T, 0])[:N] if lengths else None
+    h0 = rng.uniform(0.1, 0.9, (D, N, H)) * rng.choice([-1, 1], (D, N, H))
+    c0 = rng.uniform(0.2, 2.0, (D, N, H)) * rng.choice([-1, 1], (D, N, H))
+    if layout:
+        X, h0, c0 = X.transpose(1, 0, 2), h0.transpose(1, 0, 2), c0.transpose(1, 0, 2)
+    inputs = [X, W, R, B, seq, h0]
+    if op == "LSTM":
+        inputs += [c0, rng.uniform(-0.5, 0.5, (D, 3 * H)) if peephole else None]
+    return inputs
+
+
+def call(op, inputs, **attributes):
+    return {"LSTM": lo.lstm, "GRU": lo.gru, "RNN": lo.rnn}[op](*inputs, **attributes)
+
+
+def check(op, inputs, dtype, **attributes):
+    cast = [None if a is None else (a if a.dtype.kind == "i" else a.astype(dtype)) for a in inputs]
+    got = call(op, cast, **attributes)
+    expected = ref.onnx_forward(op, *cast, **attributes)
+    assert len(got) == len(expected)
+    for name, g, e in zip(("Y", "Y_h", "Y_c"), got, expected):
+        assert g.dtype == np.dtype(dtype) and g.shape == e.shape, name
+        np.testing.assert_allclose(g, e, err_msg=name, **tol(dtype))
+
+
+# Every variant of every cell, each on its own and combined.
+VARIANTS = {
+    "LSTM": {
+        "default": {},
+        "peephole": {"peephole": True},
+        "clip": {"clip": 0.8},
+        "input_forget": {"input_forget": 1},
+        "all": {"peephole": True, "clip": 1.1, "input_forget": 1,
+                "activations": ["HardSigmoid", "Softsign", "ScaledTanh"] * 2,
+                "activation_alpha": [0.3, 0.9, 0.25, 0.8], "activation_beta": [0.45, 1.2, 0.6, 0.9]},
+    },
+    "GRU": {
+        "linear_before_reset_0": {"linear_before_reset": 0},
+        "linear_before_reset_1": {"linear_before_reset": 1},
+        "clip_lbr0": {"clip": 0.7},
+        "clip_lbr1": {"clip": 0.7, "linear_before_reset": 1},
+        "activations_lbr0": {"activations": ["Softsign", "Elu", "HardSigmoid", "LeakyRelu"],
+                             "activation_alpha": [0.5]},
+        "activations_lbr1": {"activations": ["Sigmoid", "Softplus", "Sigmoid", "Tanh"],
+                             "linear_before_reset": 1},
+    },
+    "RNN": {
+        "tanh": {},
+        "relu": {"activations": ["Relu", "Relu"]},
+        "mixed": {"activations": ["Relu", "Sigmoid"]},
+        "clip": {"clip": 0.5},
+    },
+}
+VARIANT_CASES = [(op, name) for op, cases in VARIANTS.items() for name in cases]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("op,case", VARIANT_CASES)
+def test_variants_every_isa(op, case, dtype, isa, rng):
+    attributes = dict(VARIANTS[op][case])
+    peephole = attributes.pop("peephole", False)
+    inputs = make_inputs(rng, op, peephole=peephole)
+    check(op, inputs, dtype, direction="bidirectional", **attributes)
+
+
+@pytest.mark.parametrize("name", lo.ACTIVATIONS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_each_activation_every_isa(name, dtype, isa, rng):
+    # Inputs scaled so every activation sees both signs and both sides of
+    # ThresholdedRelu's alpha; alpha/beta given so ScaledTanh runs.
+    rnn = make_inputs(rng, "RNN")
+    rnn[0] = rnn[0] * 2
+    check("RNN", rnn, dtype, direction="bidirectional", activations=[name, "Tanh"],
+          activation_alpha=[0.7], activation_beta=[0.3])
+    lstm = make_inputs(rng, "LSTM", direction="forward", peephole=False)
+    check("LSTM", lstm, dtype, activations=["Sigmoid", name, name],
+          activation_alpha=[0.4, 0.6], activation_beta=[0.2, 0.8])
+
+
+@pytest.mark.parametrize("layout", [0, 1])
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+@pytest.mark.parametrize("op", list(OPS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_directions_and_layouts(op, direction, layout, dtype, rng):
+    inputs = make_inputs(rng, op, direction, layout)
+    check(op, inputs, dtype, direction=direction, layout=layout, clip=2.5)
+    # Optional inputs absent: zeros, full lengths.
+    inputs[3:] = [None] * (len(inputs) - 3)
+    check(op, inputs, dtype, direction=direction, layout=layout)
+
+
+def test_activation_defaults(rng):
+    """The operators' defaults: alpha/beta consumed only by activations that take
+    them, the rest defaulting as the ONNX operator of the same name."""
+    inputs = make_inputs(rng, "RNN")
+    inputs[0] = inputs[0] * 3
+    for names in (["LeakyRelu", "ThresholdedRelu"], ["HardSigmoid", "Elu"], ["Affine", "Tanh"]):
+        check("RNN", inputs, np.float64, direction="bidirectional", activations=names)
+    # One alpha: taken by LeakyRelu (Tanh takes none); Elu then has its default.
+    got = lo.rnn(*inputs, direction="bidirectional", activations=["Tanh", "LeakyRelu"],
+                 activation_alpha=[0.5])
+    explicit = lo.rnn(*inputs, direction="bidirectional", activations=["Tanh", "LeakyRelu"],
+                      activation_alpha=[0.5, 0.01])
+    np.testing.assert_array_equal(got[0], explicit[0])
+    default = lo.rnn(*inputs, direction="bidirectional", activations=["Tanh", "LeakyRelu"])
+    assert not np.array_equal(got[0], default[0])
+
+
+def test_operator_reuses_packed_weights(rng):
+    X, W, R, B, seq, h0, c0, P = make_inputs(rng, "LSTM")
+    node = lo.Operator("LSTM", W, R, B, P, direction="bidirectional", clip=1.5)
+    for lengths in (seq, None):
+        got = node(X, lengths, h0, c0)
+        expected = ref.onnx_forward("LSTM", X, W, R, B, lengths, h0, c0, P,
+                                    direction="bidirectional", clip=1.5)
+        for g, e in zip(got, expected):
+            np.testing.assert_allclose(g, e, **tol(np.float64))
+
+
+# ------------------------------------------------------------------ bad arguments
+
+def test_bad_attributes(rng):
+    X, W, R, B, seq, h0, c0, P = make_inputs(rng, "LSTM", direction="forward")
+    good = dict(X=X, W=W, R=R, B=B, sequence_lens=seq, initial_h=h0, initial_c=c0, P=P)
+
+    def raises(error, match, **changes):
+        arguments = {**good, **changes}
+        with pytest.raises(error, match=match):
+            lo.lstm(**arguments)
+
+    raises(ValueError, "activations: unknown activation 'Swish'",
+           activations=["Sigmoid", "Swish", "Tanh"])
+    raises(ValueError, "activations must list 3", activations=["Sigmoid", "Tanh"])
+    raises(ValueError, "activation_alpha: ScaledTanh needs a value",
+           activations=["Sigmoid", "ScaledTanh", "Tanh"])
+    raises(ValueError, "W must have shape", W=W[:, :-1])
+    raises(ValueError, "W must have shape", W=W[None])
+    raises(ValueError, "R must have shape", R=R[:, :, :-1])
+    raises(ValueError, "B must have shape", B=B[:, :-1])
+    raises(ValueError, "P must have shape", P=P[:, :-1])
+    raises(ValueError, "sequence_lens must be in", sequence_lens=np.array([T + 1, 1, 1, 1, 1]))
+    raises(ValueError, "sequence_lens must be in", sequence_lens=np.array([-1, 1, 1, 1, 1]))
+    raises(ValueError, "sequence_lens must have shape", sequence_lens=np.array([1, 1]))
+    raises(TypeError, "sequence_lens must hold integers", sequence_lens=seq.astype(float))
+    raises(ValueError, "layout must be 0 or 1", layout=2)
+    raises(ValueError, "hidden_size=12 is inconsistent with W", hidden_size=H + 1)
+    raises(ValueError, "direction must be", direction="both")
+    raises(ValueError, "W must have shape", direction="bidirectional")
+    raises(ValueError, "clip must be a finite number > 0", clip=-1.0)
+    raises(ValueError, "clip must be a finite number > 0", clip=float("nan"))
+    raises(ValueError, "input_forget must be 0 or 1", input_forget=2)
+    raises(ValueError, "initial_h must have shape", initial_h=h0[:, :2])
+    raises(ValueError, "X must have shape", X=X[..., :-1])
+    raises(TypeError, "X must be float32 or float64", X=X.astype(np.int32))
+    with pytest.raises(ValueError, match="linear_before_reset must be 0 or 1"):
+        lo.gru(X, W[:, :3 * H], R[:, :3 * H], linear_before_reset=5)
+    with pytest.raises(ValueError, match="input_forget is an LSTM attribute"):
+        lo.Operator("GRU", W[:, :3 * H], R[:, :3 * H], input_forget=1)
+
+
+def test_import_needs_no_onnx():
+    import subprocess
+    import sys
+    code = ("import sys; sys.modules['onnx'] = None; sys.modules['onnxruntime'] = None; "
+            "import lstm_fast.onnx; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "ok", out.stderr
+
+
+# ------------------------------------------------------------------ ONNX Runtime
+
+def onnx_model(op, inputs, attributes, dtype=np.float32):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+    names = ["X", "W", "R", "B", "sequence_lens", "initial_h", "initial_c", "P"][:len(inputs)]
+    weights = {"W", "R", "B", "P"}
+    element = TensorProto.FLOAT if dtype == np.float32 else TensorProto.DOUBLE
+    graph_inputs, initializers, feeds = [], [], {}
+    for name, array in zip(names, inputs):
+        if array is None:
+            continue
+        if name in weights:
+            initializers.append(numpy_helper.from_array(array.astype(dtype), name))
+        else:
+            kind = TensorProto.INT32 if name == "sequence_lens" else element
+            graph_inputs.append(helper.make_tensor_value_info(name, kind, array.shape))
+            feeds[name] = array.astype(np.int32 if name == "sequence_lens" else dtype)
+    outputs = ["Y", "Y_h", "Y_c"][:3 if op == "LSTM" else 2]
+    node = helper.make_node(op, [n if a is not None else "" for n, a in zip(names, inputs)],
+                            outputs, name=f"{op.lower()}_node", **attributes)
+    graph = helper.make_graph(
+        [node], "g", graph_inputs,
+        [helper.make_tensor_value_info(o, element, None) for o in outputs], initializer=initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    model.ir_version = 8
+    return model, feeds
+
+
+ORT_CASES = [
+    ("LSTM", {}), ("LSTM", {"clip": 0.6}), ("LSTM", {"input_forget": 1}),
+    ("LSTM", {"activations": ["HardSigmoid", "LeakyRelu", "Softsign"] * 2,
+              "activation_alpha": [0.3, 0.1, 0.25, 0.2], "activation_beta": [0.4, 0.5]}),
+    ("GRU", {}), ("GRU", {"linear_before_reset": 1}), ("GRU", {"clip": 0.5}),
+    ("GRU", {"activations": ["Softsign", "Elu", "Sigmoid", "Softplus"]}),
+    ("RNN", {}), ("RNN", {"activations": ["Relu", "Affine"], "activation_alpha": [0.5],
+                          "activation_beta": [0.1]}),
+]
+
+
+@pytest.mark.parametrize("op,attributes", ORT_CASES)
+def test_matches_onnxruntime(op, attributes, rng):
+    ort = pytest.importorskip("onnxruntime")
+    inputs = make_inputs(rng, op)
+    inputs[4] = np.array([T, 3, 1, T, 2])  # ONNX Runtime: lengths of at least 1
+    attributes = dict(attributes, direction="bidirectional", hidden_size=H)
+    model, feeds = onnx_model(op, inputs, attributes)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    expected = session.run(None, feeds)
+    got = call(op, [None if a is None else a.astype(np.float32) if a.dtype.kind == "f" else a
+                    for a in inputs], **attributes)
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=2e-5)
+
+
+def test_load_model_file(tmp_path, rng):
+    pytest.importorskip("onnx")
+    inputs = make_inputs(rng, "GRU")
+    attributes = {"direction": "bidirectional", "hidden_size": H, "clip": 0.75,  # exact in float32
+                  "activations": ["Sigmoid", "Tanh", "HardSigmoid", "Softsign"]}
+    model, _ = onnx_model("GRU", inputs, attributes, dtype=np.float64)
+    path = tmp_path / "gru.onnx"
+    path.write_bytes(model.SerializeToString())
+    operators = lo.load(str(path))
+    assert list(operators) == ["gru_node"]
+    X, _, _, _, seq, h0 = inputs
+    got = operators["gru_node"](X, seq, h0)
+    expected = ref.onnx_forward("GRU", *inputs, **attributes)
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g, e, **tol(np.float64))

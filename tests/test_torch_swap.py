@@ -1,0 +1,81 @@
+"""lstm_fast.torch: swapping the recurrent modules of a torch model (an LSTM, a
+bidirectional GRU fed packed sequences, and cells) changes no output beyond
+float tolerance, and swapping back restores torch modules."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # noqa: E402
+
+import lstm_fast.torch as lft  # noqa: E402
+
+
+class Tagger(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Linear(5, 8)
+        self.encoder = nn.LSTM(8, 12, num_layers=2, proj_size=6)
+        self.context = nn.Sequential(nn.GRU(6, 7, batch_first=True, bidirectional=True))
+        self.cell = nn.GRUCell(14, 9)
+        self.lstm_cell = nn.LSTMCell(9, 4)
+        self.rnn_cell = nn.RNNCell(4, 3, nonlinearity="relu")
+
+    def forward(self, x, lengths):
+        h, (h_n, c_n) = self.encoder(self.embed(x))            # (T, B, 6)
+        packed = pack_padded_sequence(h.transpose(0, 1), lengths, batch_first=True,
+                                      enforce_sorted=False)
+        out, g_n = self.context[0](packed)
+        padded, _ = pad_packed_sequence(out, batch_first=True)
+        state = self.cell(padded[:, 0])
+        state, c = self.lstm_cell(state)
+        return padded, g_n, h_n, c_n, self.rnn_cell(state), out.data
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_swap_model(dtype, isa):
+    torch.manual_seed(0)
+    model = Tagger().to(dtype).eval()
+    x = torch.randn(7, 4, 5, dtype=dtype)
+    lengths = torch.tensor([7, 3, 5, 1])
+    with torch.no_grad():
+        expected = model(x, lengths)
+    model = lft.replace_modules(model)
+    assert isinstance(model.encoder, lft.FastRecurrent)
+    assert isinstance(model.context[0], lft.FastRecurrent)
+    assert isinstance(model.cell, lft.FastCell) and isinstance(model.rnn_cell, lft.FastCell)
+    assert model.encoder.fast.isa == isa
+    got = model(x, lengths)
+    atol = 1e-11 if dtype == torch.float64 else 2e-5
+    for g, e in zip(got, expected):
+        assert g.dtype == e.dtype and g.shape == e.shape
+        torch.testing.assert_close(g, e, rtol=atol * 10, atol=atol)
+    restored = lft.restore_modules(model)
+    assert type(restored.encoder) is nn.LSTM and type(restored.cell) is nn.GRUCell
+    with torch.no_grad():
+        again = restored(x, lengths)
+    for g, e in zip(again, expected):
+        torch.testing.assert_close(g, e, rtol=0, atol=0)
+
+
+def test_swap_module_itself_with_state_and_unbatched():
+    torch.manual_seed(1)
+    gru = nn.GRU(3, 4, bidirectional=True).eval()
+    fast = lft.replace_modules(gru)
+    assert isinstance(fast, lft.FastRecurrent)
+    x, h0 = torch.randn(5, 3), torch.randn(2, 4)
+    with torch.no_grad():
+        expected = gru(x, h0)
+    got = fast(x, h0)
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=2e-5)
+
+
+def test_import_lstm_fast_does_not_import_torch():
+    code = ("import sys, lstm_fast, lstm_fast.onnx; "
+            "print(sorted(m for m in ('torch', 'onnx', 'keras') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "[]", out.stderr

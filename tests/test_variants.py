@@ -1,0 +1,103 @@
+"""Cell variants at the engine and layer level: option checks, the default
+path staying default, and multi-layer layers with variants against the ONNX
+reference stacked layer on layer (the operators cover one layer each)."""
+import numpy as np
+import pytest
+
+import lstm_fast
+import reference as ref
+from helpers import make_input, tol
+from lstm_fast import _core
+
+
+def engine(cell="lstm", H=3, D=1, **options):
+    G = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}[cell]
+    group = (np.zeros((G * H, 2)), np.zeros((G * H, H)), None, None, None)
+    if options.get("peephole"):
+        group += (np.zeros(3 * H),)
+    return _core.Engine(cell, 2, H, 0, 1, D, False, np.float64, "auto", [group] * D, **options)
+
+
+@pytest.mark.parametrize("cell,options,match", [
+    ("gru", {"peephole": True}, "option this cell kind does not have"),
+    ("rnn_tanh", {"coupled_input_forget": True}, "option this cell kind does not have"),
+    ("lstm", {"reset_before_product": True}, "option this cell kind does not have"),
+    ("lstm", {"clip": float("nan")}, "clip must be a finite number"),
+    ("lstm", {"clip": -0.5}, "clip must be a finite number"),
+    ("lstm", {"activations": [[("sigmoid", 0, 0), ("swish", 0, 0), ("tanh", 0, 0)]]},
+     "unknown activation 'swish'"),
+    ("lstm", {"activations": [[("sigmoid", 0, 0), ("tanh", 0, 0)]]}, "must hold 3"),
+    ("gru", {"activations": [[("leakyrelu", float("inf"), 0), ("tanh", 0, 0)]]},
+     "alpha and beta must be finite"),
+    ("rnn_tanh", {"activations": [[("relu", 0, 0)]] * 2}, "one entry per direction"),
+])
+def test_engine_rejects_bad_options(cell, options, match):
+    with pytest.raises(ValueError, match=match):
+        engine(cell, **options)
+
+
+def test_peephole_array_required():
+    group = (np.zeros((12, 2)), np.zeros((12, 3)), None, None, None)
+    with pytest.raises(TypeError, match="peephole must be a numpy.ndarray"):
+        _core.Engine("lstm", 2, 3, 0, 1, 1, False, np.float64, "auto", [group], peephole=True)
+    with pytest.raises(ValueError, match="peephole must be None"):
+        _core.Engine("lstm", 2, 3, 0, 1, 1, False, np.float64, "auto", [group + (np.zeros(9),)])
+
+
+def test_default_path_stays_default():
+    """Explicitly naming the cell's own activations keeps the fast path."""
+    assert not engine("lstm").generic
+    own = [[("sigmoid", 0, 0), ("tanh", 0, 0), ("tanh", 0, 0)]]
+    assert not engine("lstm", activations=own).generic
+    assert not engine("rnn_relu", activations=[[("relu", 0, 0)]]).generic
+    assert engine("rnn_tanh", activations=[[("relu", 0, 0)]]).generic
+    assert engine("lstm", clip=3.0).generic
+    assert engine("gru", reset_before_product=True).generic
+
+
+def to_onnx_gru(w, count=3):
+    """torch r, z, n blocks -> ONNX z, r, h."""
+    size = w.shape[0] // count
+    return np.concatenate([w[size:2 * size], w[:size], w[2 * size:]])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_multilayer_reset_before_gru(dtype, isa, rng):
+    variant = {"reset_before_product": True, "clip": 1.5,
+               "activations": [[("hardsigmoid", 0.25, 0.5), ("softsign", 0, 0)]] * 2}
+    layer = lstm_fast.GRU(4, 7, num_layers=2, bidirectional=True, dtype=dtype, seed=3,
+                          variant=variant)
+    x = make_input(rng, 6, 3, 4, dtype)
+    lengths = [6, 2, 4]
+    y, h_n = layer(x, lengths=lengths)
+    params = layer.state_dict()
+    inp = x.astype(np.float64)
+    for k in range(2):
+        W, R, B = [], [], []
+        for sfx in ("", "_reverse"):
+            W.append(to_onnx_gru(params[f"weight_ih_l{k}{sfx}"]))
+            R.append(to_onnx_gru(params[f"weight_hh_l{k}{sfx}"]))
+            B.append(np.concatenate([to_onnx_gru(params[f"bias_ih_l{k}{sfx}"]),
+                                     to_onnx_gru(params[f"bias_hh_l{k}{sfx}"])]))
+        Y, Y_h = ref.onnx_forward("GRU", inp, np.stack(W), np.stack(R), np.stack(B), lengths,
+                                  direction="bidirectional", clip=1.5,
+                                  activations=["HardSigmoid", "Softsign"] * 2,
+                                  activation_alpha=[0.25, 0.25], activation_beta=[0.5, 0.5])
+        np.testing.assert_allclose(h_n[2 * k:2 * k + 2], Y_h, **tol(dtype))
+        inp = Y.transpose(0, 2, 1, 3).reshape(6, 3, 14)
+    np.testing.assert_allclose(y, inp, **tol(dtype))
+
+
+def test_layer_variant_checks():
+    with pytest.raises(ValueError, match="unknown keys"):
+        lstm_fast.LSTM(2, 3, variant={"peepholes": True})
+    with pytest.raises(ValueError, match="option this cell kind does not have"):
+        lstm_fast.GRU(2, 3, variant={"peephole": True})
+    layer = lstm_fast.LSTM(2, 3, bidirectional=True, variant={"peephole": True, "clip": 2.0})
+    assert layer.state_dict()["peephole_l0_reverse"].shape == (9,)
+    assert layer.variant == {"peephole": True, "clip": 2.0}
+    assert "variant=" in repr(layer)
+    with pytest.raises(ValueError, match="no equivalent"):
+        layer.to_torch()
+    # The torch cell's values are not a variant.
+    assert lstm_fast.LSTM(2, 3, variant={"clip": 0.0, "peephole": False}).variant is None
