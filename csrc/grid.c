@@ -193,7 +193,10 @@ static int useful_threads(const lf_plan *p, int64_t B, int available, int reques
      * the step, so this variant runs on one thread. */
     if (p->desc.flags & LF_GRU_RESET_BEFORE_PRODUCT) return 1;
     const int64_t n_panels = p->hidden_padded / p->block;
-    const int64_t step_work = B * p->state_size * p->gates * p->hidden_padded;
+    int64_t step_work; /* saturates: any overflow means "plenty of work" */
+    if (__builtin_mul_overflow(B, p->state_size, &step_work) ||
+        __builtin_mul_overflow(step_work, p->gates * p->hidden_padded, &step_work))
+        step_work = INT64_MAX;
     int64_t n = requested > 0 ? requested : step_work / LF_MIN_STEP_WORK_PER_THREAD;
     if (n > n_panels) n = n_panels;
     if (n > available) n = available;

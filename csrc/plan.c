@@ -177,7 +177,7 @@ LF_HIDDEN lf_status lf_workspace_layout_of(const lf_plan *plan, int64_t T, int64
         !lf_mul(row, (size_t)B, &step_values))
         return LF_ERR_OVERFLOW;
     int64_t chunk = 1;
-    if (step_values > 0 && (int64_t)step_values < LF_GX_CHUNK_VALUES)
+    if (step_values > 0 && step_values < (size_t)LF_GX_CHUNK_VALUES)
         chunk = LF_GX_CHUNK_VALUES / (int64_t)step_values;
     if (chunk > T) chunk = T > 0 ? T : 1;
     out->chunk_steps = chunk;

@@ -27,22 +27,29 @@ static inline void cpu_relax(void) {
 #if LF_HAVE_PTHREADS
 #include <pthread.h>
 #include <sched.h>
+#include <unistd.h>
 
 static void relax_or_yield(int *spins) {
     if (++*spins < LF_SPIN_BEFORE_YIELD) cpu_relax();
     else sched_yield();
 }
 
-#define LF_SPIN_BEFORE_SLEEP (1 << 17) /* of the order of 100 us */
+/* Pause instructions a worker spends waiting for the next job before it
+ * sleeps: 10 to 140 cycles each depending on the CPU, so roughly 0.05-1 ms,
+ * enough to cover the Python between two calls of a streaming loop. */
+#define LF_SPIN_BEFORE_SLEEP (1 << 14)
 
 struct lf_pool {
     int n_threads;                 /* including the calling thread */
     int n_started;                 /* workers running */
+    pid_t owner;                   /* a forked child has none of the workers */
     pthread_t *threads;
     pthread_mutex_t lock;
     pthread_cond_t wake;
     atomic_flag busy;
-    _Atomic uint64_t generation;   /* one increment per job */
+    /* A seqlock over the job fields below: odd while a job is being
+     * published, even once it is complete; +2 per job. */
+    _Atomic uint64_t generation;
     _Atomic int sleepers;
     _Atomic int pending;           /* workers still inside the current job */
     _Atomic int shutdown;
@@ -75,16 +82,25 @@ static void *worker_main(void *start_) {
             atomic_fetch_sub(&pool->sleepers, 1);
             pthread_mutex_unlock(&pool->lock);
         }
-        seen = generation;
+        if (generation & 1) continue; /* being published: look again */
         if (atomic_load(&pool->shutdown)) return NULL;
-        if (start.index < pool->n_active) {
-            pool->fn(pool->arg, start.index, pool->n_active);
+        /* Snapshot the job, then check no newer one started meanwhile: a
+         * worker outside the last job is not waited for, so it may read
+         * these fields while the next job is being written. */
+        const lf_job_fn fn = pool->fn;
+        void *const arg = pool->arg;
+        const int n_active = pool->n_active;
+        if (atomic_load(&pool->generation) != generation) continue;
+        seen = generation;
+        if (start.index < n_active) {
+            fn(arg, start.index, n_active);
             atomic_fetch_sub(&pool->pending, 1);
         }
     }
 }
 
-static void publish(lf_pool *pool) {
+/* Call with the job fields written between the two increments. */
+static void publish_end(lf_pool *pool) {
     /* Sequentially consistent with the sleepers count a worker raises before
      * its last look at the generation: one of the two sees the other. */
     atomic_fetch_add(&pool->generation, 1);
@@ -97,8 +113,16 @@ static void publish(lf_pool *pool) {
 
 void lf_pool_destroy(lf_pool *pool) {
     if (!pool) return;
+    if (pool->owner != getpid()) {
+        /* A forked child: the workers (and any lock they held) exist only
+         * in the parent; joining would wait forever. */
+        free(pool->threads);
+        free(pool);
+        return;
+    }
+    atomic_fetch_add(&pool->generation, 1);
     atomic_store(&pool->shutdown, 1);
-    publish(pool);
+    publish_end(pool);
     for (int i = 0; i < pool->n_started; ++i) pthread_join(pool->threads[i], NULL);
     free(pool->threads);
     pthread_cond_destroy(&pool->wake);
@@ -126,6 +150,7 @@ lf_status lf_pool_create(int n_threads, lf_pool **out) {
     }
     atomic_flag_clear(&pool->busy);
     pool->n_threads = n_threads;
+    pool->owner = getpid();
     for (int i = 1; i < n_threads; ++i) {
         worker_start *start = malloc(sizeof *start);
         if (start) {
@@ -146,16 +171,18 @@ lf_status lf_pool_create(int n_threads, lf_pool **out) {
 int lf_pool_threads(const lf_pool *pool) { return pool ? pool->n_threads : 1; }
 
 LF_HIDDEN void lf_pool_run(lf_pool *pool, int n_wanted, lf_job_fn fn, void *arg) {
-    if (!pool || n_wanted <= 1 || pool->n_threads <= 1 || atomic_flag_test_and_set(&pool->busy)) {
+    if (!pool || n_wanted <= 1 || pool->n_threads <= 1 || pool->owner != getpid() ||
+        atomic_flag_test_and_set(&pool->busy)) {
         fn(arg, 0, 1);
         return;
     }
     const int n = n_wanted < pool->n_threads ? n_wanted : pool->n_threads;
+    atomic_store(&pool->pending, n - 1);
+    atomic_fetch_add(&pool->generation, 1);
     pool->fn = fn;
     pool->arg = arg;
     pool->n_active = n;
-    atomic_store(&pool->pending, n - 1);
-    publish(pool);
+    publish_end(pool);
     fn(arg, 0, n);
     int spins = 0;
     while (atomic_load(&pool->pending) > 0) relax_or_yield(&spins);

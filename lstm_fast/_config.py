@@ -75,8 +75,10 @@ def _threads_from_env():
         threads = int(value)
     except ValueError:
         threads = 0
-    if threads < 1:
-        raise ValueError(f"{THREADS_ENV}={value!r} must be a positive integer")
+    if not 1 <= threads <= _core.MAX_THREADS:
+        raise ValueError(
+            f"{THREADS_ENV}={value!r} must be an integer in [1, {_core.MAX_THREADS}]"
+        )
     return threads
 
 
@@ -96,7 +98,7 @@ def thread_pool():
     if pool is None:
         with _pool_lock:
             if _pool is None:
-                _pool = _core.ThreadPool(_check_threads(_threads_from_env()))
+                _pool = _core.ThreadPool(_threads_from_env())
             pool = _pool
     return pool
 
@@ -154,7 +156,8 @@ def cpu_info():
         with the reason under "isa_error"), "isa_forced" (the LSTM_FAST_ISA
         value, or None when unset or "auto"), "vector_width"
         ({isa: {"float32": n, "float64": n}} for the compiled ISAs), "cpu",
-        "machine", "platform", "python", "numpy".
+        "machine", "platform", "python", "numpy", "num_threads" (None if
+        LSTM_FAST_NUM_THREADS is invalid, with the reason under "threads_error").
     """
     known = _core.isa_names()
     compiled = [isa for isa in known if _core.isa_compiled(isa)]
@@ -178,7 +181,7 @@ def cpu_info():
         "platform": platform.platform(),
         "python": platform.python_version(),
         "numpy": np.__version__,
-        "num_threads": get_num_threads(),
+        "num_threads": None,
     }
     # A diagnostic report must still print when the variable is wrong; it then
     # shows why instead of raising.
@@ -186,6 +189,10 @@ def cpu_info():
         info["isa_active"] = resolve_isa()
     except ValueError as error:
         info["isa_error"] = str(error)
+    try:
+        info["num_threads"] = get_num_threads()
+    except ValueError as error:
+        info["threads_error"] = str(error)
     return info
 
 
@@ -208,7 +215,7 @@ def show_config(file=None):
         ("ISA available", ", ".join(info["isa_available"]) or "none"),
         ("ISA compiled", ", ".join(info["isa_compiled"]) or "none"),
         ("vector width", widths),
-        ("threads", str(info["num_threads"])),
+        ("threads", str(info["num_threads"]) if info["num_threads"] else f"none: {info['threads_error']}"),
         ("CPU", info["cpu"]),
         ("machine", info["machine"]),
         ("platform", info["platform"]),

@@ -173,38 +173,18 @@ cdef int _require_array(str name, object array, object dtype, tuple shape) excep
         raise ValueError(f"{name} must have shape {_shape_text(shape)}, got {actual}")
     if not array.flags.c_contiguous:
         raise ValueError(f"{name} must be C-contiguous")
+    if not array.flags.aligned:
+        raise ValueError(f"{name} must be aligned to its element size")
     return 0
 
 
-# The data helpers below take arrays already checked by _require_array (or
-# created here). A memoryview is released when the helper returns; the pointer
-# stays valid because the caller keeps the array that owns the data alive for
-# the whole C call. Empty arrays give NULL, which the C core accepts for zero
-# elements (and an empty view has no element 0 to point at).
-#
-# The views are const so that read-only inputs pass. The same helpers serve the
-# outputs, which are writable arrays created here, so writing through the
-# returned (non-const) pointer is sound.
-#
-# Engine.forward's arrays are all 3-D and use 3-D views: flattening first would
-# cost a reshape per array per call. Weights (packed once) and the vector
-# functions' 1-D arrays use flat views.
-
-cdef void *_data3(object array, bint is_double) except? NULL:
-    cdef const float[:, :, ::1] floats
-    cdef const double[:, :, ::1] doubles
-    if array is None:
-        return NULL
-    if is_double:
-        doubles = array
-        if doubles.shape[0] == 0 or doubles.shape[1] == 0 or doubles.shape[2] == 0:
-            return NULL
-        return <void *>&doubles[0, 0, 0]
-    floats = array
-    if floats.shape[0] == 0 or floats.shape[1] == 0 or floats.shape[2] == 0:
-        return NULL
-    return <void *>&floats[0, 0, 0]
-
+# _data and _bytes_data take arrays already checked by _require_array (or
+# created here): weights at packing time and the vector functions' arrays. A
+# memoryview is released when the helper returns; the pointer stays valid
+# because the caller keeps the owning array alive for the whole C call. Empty
+# arrays give NULL, which the C core accepts for zero elements. The views are
+# const so that read-only arrays pass. The per-call path (Engine.forward) uses
+# _fits/_pointer instead: NumPy's C API costs far less than a memoryview.
 
 cdef void *_data(object array, bint is_double) except? NULL:
     cdef const float[::1] floats
@@ -216,14 +196,6 @@ cdef void *_data(object array, bint is_double) except? NULL:
         return <void *>&doubles[0]
     floats = array.reshape(-1)
     return <void *>&floats[0]
-
-
-cdef const int64_t *_lengths_data(object lengths) except? NULL:
-    cdef const int64_t[::1] view
-    if lengths is None:
-        return NULL
-    view = lengths
-    return &view[0] if view.shape[0] else NULL
 
 
 cdef void *_bytes_data(object buffer) except? NULL:

@@ -133,3 +133,50 @@ def test_variant_results_identical_for_any_thread_count(isa, variant):
     for threads in (2, 3):
         for got, want in zip(engine.forward(x, None, None, lengths, pool, threads), serial):
             np.testing.assert_array_equal(got, want)
+
+
+def _child_uses_and_drops_a_pool(queue):
+    # A pool made in the parent: in the child its workers do not exist.
+    pool = _PARENT_POOL
+    layer = make_layer("lstm", 8, 64, dtype=np.float32, seed=0)
+    y = layer._current_engine().forward(np.ones((5, 2, 8), np.float32), None, None, None, pool, 2)[0]
+    queue.put(float(y.sum()))
+
+
+_PARENT_POOL = None
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_user_pool_in_forked_child_runs_inline_and_frees():
+    global _PARENT_POOL
+    _PARENT_POOL = _core.ThreadPool(2)
+    layer = make_layer("lstm", 8, 64, dtype=np.float32, seed=0)
+    expected = float(layer._current_engine().forward(
+        np.ones((5, 2, 8), np.float32), None, None, None, _PARENT_POOL, 2)[0].sum())
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_child_uses_and_drops_a_pool, args=(queue,))
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    assert queue.get(timeout=5) == expected
+    _PARENT_POOL = None
+
+
+def test_bad_thread_variable_does_not_break_the_report(monkeypatch):
+    monkeypatch.setenv("LSTM_FAST_NUM_THREADS", "zero")
+    monkeypatch.setattr(_config, "_pool", None)
+    info = lstm_fast.cpu_info()
+    assert info["num_threads"] is None
+    assert "LSTM_FAST_NUM_THREADS" in info["threads_error"]
+    import io
+    out = io.StringIO()
+    lstm_fast.show_config(file=out)
+    assert "LSTM_FAST_NUM_THREADS" in out.getvalue()
+
+
+def test_engine_refuses_misaligned_weights():
+    w = np.zeros(4 * 3 * 2 * 4 + 1, np.uint8)[1:].view(np.float32).reshape(12, 2)
+    with pytest.raises(ValueError, match="aligned"):
+        _core.Engine("lstm", 2, 3, 0, 1, 1, False, np.float32, "portable",
+                     [(w, np.zeros((12, 3), np.float32), None, None, None)])

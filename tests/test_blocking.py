@@ -1,0 +1,57 @@
+"""Shapes large enough to reach every blocking path of the engine: the input
+projection done in several time chunks (walked backwards for the reverse
+direction), the shared dimension cut into L1 slices whose partial sums go
+through memory, several row blocks of the GEMM, and a projection wide enough
+to be split over threads. Small shapes fit in one chunk, one slice and one
+block, so the other tests never reach these."""
+import numpy as np
+import pytest
+
+import reference
+from helpers import assert_result, make_hx, make_input, make_layer, make_rng, params64, ref_mode
+from lstm_fast import _core
+
+# G*Hp*B per step = 4*144*9 = 5184 values: a 2**18-value chunk holds 50 steps,
+# so T=80 takes two chunks. K=300 exceeds every slice (at most 256 rows), and
+# M = 80*9 = 720 rows exceed a 192 KiB row block at K=300 (163 rows).
+T, B, I, H = 80, 9, 300, 140
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("mode", ["lstm", "lstmp", "gru"])
+def test_blocked_paths_match_reference(isa, mode, dtype):
+    rng = make_rng("blocking", mode, np.dtype(dtype).name)
+    layer = make_layer(mode, I, H, num_layers=1, bidirectional=True, dtype=dtype, seed=5)
+    P = layer.proj_size if mode == "lstmp" else 0
+    x = make_input(rng, T, B, I, dtype)
+    hx = make_hx(mode, rng, 2, B, H, P, dtype)
+    lengths = [80, 51, 49, 1, 0, 80, 50, 17, 79]
+    expected = reference.module_forward(ref_mode(mode), params64(layer), x, hx, lengths, False)
+    got = layer(x, hx=hx, lengths=lengths)
+    assert_result(mode, got, expected, dtype)
+
+    # the same with the work split over threads: bitwise equal
+    engine = layer._current_engine()
+    x_ = np.ascontiguousarray(x, dtype)
+    h0, c0 = hx if mode.startswith("lstm") else (hx, None)
+    args = (x_, np.ascontiguousarray(h0, dtype),
+            None if c0 is None else np.ascontiguousarray(c0, dtype),
+            np.array(lengths, np.int64))
+    serial = engine.forward(*args)
+    threaded = engine.forward(*args, _core.ThreadPool(2), 2)
+    for a, b in zip(serial, threaded):
+        if a is not None:
+            np.testing.assert_array_equal(a, b)
+
+
+def test_pool_survives_changing_thread_counts():
+    # Workers outside one job may still be looking at it when the next one is
+    # published; alternating job widths on one pool exercises that hand-off.
+    layer = make_layer("lstm", 8, 48, dtype=np.float32, seed=1)
+    engine = layer._current_engine()
+    x = np.ones((3, 2, 8), np.float32)
+    expected = engine.forward(x)
+    pool = _core.ThreadPool(4)
+    for i in range(3000):
+        got = engine.forward(x, None, None, None, pool, (1, 3, 2, 4)[i % 4])
+        np.testing.assert_array_equal(got[0], expected[0])
