@@ -86,7 +86,8 @@ typedef struct lf_step_args {
     int64_t B, H, R;       /* R = K of the recurrent product */
     int64_t n_panels;      /* ceil(H / NB) */
     const void *w_hh;      /* recurrent panels, K = R */
-    const void *gx;        /* (B, G*Hp) input projection incl. biases, panel order */
+    void *gx;              /* (B, G*Hp) input projection incl. biases, panel order;
+                              the step may overwrite it with partial sums */
     const void *b_hn;      /* GRU: (Hp) recurrent bias of the n gate; NULL otherwise */
     const void *h_prev;    /* (B, R) */
     void *h_next;          /* (B, R); LSTMP: written by the projection, not here */

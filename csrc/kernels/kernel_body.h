@@ -106,7 +106,7 @@ static LF_INLINE void F(gemm_tile)(const int rows, const int G, const lf_gemm_ar
  * the shared dimension small enough (LF_GEMM_SLICE_BYTES) to stay in L1
  * while all the row tiles of the block use it. */
 #define LF_GEMM_ROWS_BYTES ((int64_t)192 * 1024)
-#define LF_GEMM_SLICE_BYTES ((int64_t)32 * 1024)
+#define LF_GEMM_SLICE_BYTES ((int64_t)16 * 1024)
 
 static LF_INLINE void F(gemm_gates)(const int G, const lf_gemm_args *g) {
     const int64_t K = g->K > 0 ? g->K : 1;
@@ -270,31 +270,66 @@ static LF_INLINE void F(finish_row)(const lf_cell_kind cell, const int generic,
     F(store_n)(y, h, n);
 }
 
+/* Rows k0..k1 of the recurrent product for one register tile. Partial sums
+ * between slices live where nothing else needs them during this step: the
+ * gate columns of this step's gx rows (read by no one after this tile), and
+ * for the GRU's n gate, which must stay apart from gx's n part, the tile's
+ * own columns of h_next (written only by this tile's epilogue; a GRU has no
+ * projection, so h_next is H wide). Stored and reloaded at full precision
+ * in the same order, so slicing changes no bit of the result. */
 static LF_INLINE void F(step_tile)(const int rows, const int G, const lf_cell_kind cell,
                                    const int generic, const lf_step_args *s, int64_t r0,
-                                   int64_t p) {
-    const int64_t PW = G * NB, ldgx = G * s->n_panels * NB;
+                                   int64_t p, int64_t k0, int64_t k1) {
+    const int64_t PW = G * NB, ldgx = G * s->n_panels * NB, u0 = p * NB;
+    const int64_t n = s->H - u0 < NB ? s->H - u0 : NB;
     VEC acc[LF_MR][4];
     for (int r = 0; r < rows; ++r) {
         const REAL *gx = (const REAL *)s->gx + (r0 + r) * ldgx + p * PW;
-        for (int g = 0; g < G; ++g)
-            acc[r][g] = (cell == LF_CELL_GRU && g == 2) ? F(load)((const REAL *)s->b_hn + p * NB)
-                                                        : F(load)(gx + g * NB);
+        for (int g = 0; g < G; ++g) {
+            if (cell == LF_CELL_GRU && g == 2)
+                acc[r][g] = k0 == 0 ? F(load)((const REAL *)s->b_hn + p * NB)
+                                    : F(load_n)((const REAL *)s->h_next + (r0 + r) * s->R + u0, n);
+            else
+                acc[r][g] = F(load)(gx + g * NB);
+        }
     }
-    F(accumulate)(rows, G, s->R, (const REAL *)s->h_prev + r0 * s->R, s->R,
-                  (const REAL *)s->w_hh + p * s->R * PW, acc);
-    for (int r = 0; r < rows; ++r) F(finish_row)(cell, generic, s, acc[r], r0 + r, p);
+    F(accumulate)(rows, G, k1 - k0, (const REAL *)s->h_prev + r0 * s->R + k0, s->R,
+                  (const REAL *)s->w_hh + (p * s->R + k0) * PW, acc);
+    if (k1 == s->R) {
+        for (int r = 0; r < rows; ++r) F(finish_row)(cell, generic, s, acc[r], r0 + r, p);
+        return;
+    }
+    for (int r = 0; r < rows; ++r) {
+        REAL *gx = (REAL *)s->gx + (r0 + r) * ldgx + p * PW;
+        for (int g = 0; g < G; ++g) {
+            if (cell == LF_CELL_GRU && g == 2)
+                F(store_n)((REAL *)s->h_next + (r0 + r) * s->R + u0, acc[r][g], n);
+            else
+                F(store)(gx + g * NB, acc[r][g]);
+        }
+    }
 }
 
+/* Slice the recurrent product, as the GEMM does, only when several row
+ * tiles share a panel: then a slice of it (at most LF_GEMM_SLICE_BYTES)
+ * stays in L1 for all of them instead of streaming from L2 per tile. */
 static LF_INLINE void F(step_cell)(const int G, const lf_cell_kind cell, const int generic,
                                    const lf_step_args *s) {
+    int64_t slice = s->R;
+    if (s->B > LF_MR) {
+        slice = LF_GEMM_SLICE_BYTES / (G * NB * (int64_t)sizeof(REAL));
+        if (slice < 16) slice = 16;
+    }
     for (int64_t p = s->panel_begin; p < s->panel_end; ++p)
-        for (int64_t r0 = 0; r0 < s->B; r0 += LF_MR) {
-            const int64_t left = s->B - r0;
-            const int rows = left < LF_MR ? (int)left : LF_MR;
-#define LF_STEP_CALL(n) F(step_tile)(n, G, cell, generic, s, r0, p)
-            LF_ROW_SWITCH(rows, LF_STEP_CALL)
+        for (int64_t k0 = 0; k0 < s->R; k0 += slice) {
+            const int64_t k1 = k0 + slice < s->R ? k0 + slice : s->R;
+            for (int64_t r0 = 0; r0 < s->B; r0 += LF_MR) {
+                const int64_t left = s->B - r0;
+                const int rows = left < LF_MR ? (int)left : LF_MR;
+#define LF_STEP_CALL(n) F(step_tile)(n, G, cell, generic, s, r0, p, k0, k1)
+                LF_ROW_SWITCH(rows, LF_STEP_CALL)
 #undef LF_STEP_CALL
+            }
         }
 }
 
