@@ -316,7 +316,7 @@ _WEIGHT_INPUTS = {"LSTM": {1: "W", 2: "R", 3: "B", 7: "P"}, "GRU": {1: "W", 2: "
 def load(model):
     """Operators for every LSTM, GRU and RNN node of an ONNX model.
 
-    model: a path or an onnx.ModelProto. Weights (W, R, B, P) must be
+    model: a path, the serialized model (bytes) or an onnx.ModelProto. Weights (W, R, B, P) must be
     initializers or Constant nodes; the data inputs (X, sequence_lens,
     initial_h, initial_c) are what the returned Operator is called with.
     Returns {node name (or op_type_index when unnamed): Operator}. Needs the
@@ -327,7 +327,9 @@ def load(model):
         from onnx import numpy_helper
     except ImportError as error:
         raise ImportError("lstm_fast.onnx.load needs the onnx package: pip install onnx") from error
-    if not isinstance(model, onnx.ModelProto):
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        model = onnx.load_from_string(bytes(model))
+    elif not isinstance(model, onnx.ModelProto):
         model = onnx.load(model)
     graph = model.graph
     constants = {tensor.name: numpy_helper.to_array(tensor) for tensor in graph.initializer}

@@ -260,3 +260,29 @@ def test_load_model_file(tmp_path, rng):
     expected = ref.onnx_forward("GRU", *inputs, **attributes)
     for g, e in zip(got, expected):
         np.testing.assert_allclose(g, e, **tol(np.float64))
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+def test_load_model_exported_from_torch(kind):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    import io
+    import warnings
+    torch.manual_seed(0)
+    module = getattr(torch.nn, kind)(5, 7, bidirectional=True)
+    x = torch.randn(6, 3, 5)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(module, (x,), buffer, dynamo=False, opset_version=14)
+        except Exception as error:  # an exporter this torch build lacks
+            pytest.skip(f"torch.onnx.export unavailable: {error}")
+    operators = lo.load(buffer.getvalue())
+    assert len(operators) == 1
+    (operator,) = operators.values()
+    Y = operator(x.numpy())[0]                       # (T, D, B, H)
+    with torch.no_grad():
+        expected = module(x)[0].numpy()              # (T, B, D*H)
+    got = Y.transpose(0, 2, 1, 3).reshape(6, 3, 14)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
