@@ -8,8 +8,10 @@
 
 #define DEFINE_PACKERS(REAL, SFX)                                                         \
     /* W: (gates*n, K) row-major -> panels of K x (gates*NB). */                          \
-    static void pack_panels_##SFX(const REAL *W, int64_t gates, int64_t n, int64_t K,     \
-                                  int64_t NB, REAL *out) {                                \
+    static void pack_panels_##SFX(const void *W_, int64_t gates, int64_t n, int64_t K,    \
+                                  int64_t NB, void *out_) {                               \
+        const REAL *W = W_;                                                               \
+        REAL *out = out_;                                                                 \
         const int64_t n_panels = (n + NB - 1) / NB, width = gates * NB;                   \
         memset(out, 0, (size_t)(n_panels * K * width) * sizeof(REAL));                    \
         for (int64_t g = 0; g < gates; ++g)                                               \
@@ -21,8 +23,10 @@
     }                                                                                     \
     /* The biases that can be added before the recurrent product, in panel order.        \
      * GRU keeps b_hn out: it sits inside r * (W_hn h + b_hn). */                          \
-    static void pack_bias_##SFX(const lf_plan *p, const REAL *b_ih, const REAL *b_hh,     \
-                                REAL *bias, REAL *b_hn) {                                 \
+    static void pack_bias_##SFX(const lf_plan *p, const void *b_ih_, const void *b_hh_,   \
+                                void *bias_, void *b_hn_) {                               \
+        const REAL *b_ih = b_ih_, *b_hh = b_hh_;                                          \
+        REAL *bias = bias_, *b_hn = b_hn_;                                                \
         const int64_t G = p->gates, H = p->desc.hidden_size, NB = p->block;               \
         const int64_t n_panels = p->hidden_padded / NB;                                   \
         memset(bias, 0, (size_t)(n_panels * G * NB) * sizeof(REAL));                      \
@@ -39,6 +43,16 @@
 
 DEFINE_PACKERS(float, f32)
 DEFINE_PACKERS(double, f64)
+
+typedef struct packers {
+    void (*panels)(const void *W, int64_t gates, int64_t n, int64_t K, int64_t NB, void *out);
+    void (*bias)(const lf_plan *p, const void *b_ih, const void *b_hh, void *bias, void *b_hn);
+} packers;
+
+static const packers packers_of_dtype[2] = {
+    [LF_FLOAT32] = {pack_panels_f32, pack_bias_f32},
+    [LF_FLOAT64] = {pack_panels_f64, pack_bias_f64},
+};
 
 lf_status lf_pack_weights(const lf_plan *plan, int64_t layer, int64_t direction,
                           const void *w_ih, const void *w_hh,
@@ -71,24 +85,14 @@ lf_status lf_pack_weights_ex(const lf_plan *plan, int64_t layer, int64_t directi
      * before the product it is an ordinary bias. */
     const int keep_b_hn = d->cell == LF_CELL_GRU && !reset_before;
     const int64_t hh_gates = reset_before ? 2 : G;
-    if (d->dtype == LF_FLOAT32) {
-        pack_panels_f32(w_ih, G, H, L.in_size, NB, (float *)(base + L.w_ih));
-        pack_panels_f32(w_hh, hh_gates, H, R, NB, (float *)(base + L.w_hh));
-        if (reset_before)
-            pack_panels_f32((const float *)w_hh + 2 * H * R, 1, H, R, NB, (float *)(base + L.w_hn));
-        pack_bias_f32(plan, b_ih, b_hh, (float *)(base + L.bias),
-                      keep_b_hn ? (float *)(base + L.b_hn) : NULL);
-        if (w_hr) pack_panels_f32(w_hr, 1, d->proj_size, H, NB, (float *)(base + L.w_hr));
-        if (peephole) pack_panels_f32(peephole, 3, H, 1, NB, (float *)(base + L.peephole));
-    } else {
-        pack_panels_f64(w_ih, G, H, L.in_size, NB, (double *)(base + L.w_ih));
-        pack_panels_f64(w_hh, hh_gates, H, R, NB, (double *)(base + L.w_hh));
-        if (reset_before)
-            pack_panels_f64((const double *)w_hh + 2 * H * R, 1, H, R, NB, (double *)(base + L.w_hn));
-        pack_bias_f64(plan, b_ih, b_hh, (double *)(base + L.bias),
-                      keep_b_hn ? (double *)(base + L.b_hn) : NULL);
-        if (w_hr) pack_panels_f64(w_hr, 1, d->proj_size, H, NB, (double *)(base + L.w_hr));
-        if (peephole) pack_panels_f64(peephole, 3, H, 1, NB, (double *)(base + L.peephole));
-    }
+    const packers *pack = &packers_of_dtype[d->dtype];
+    pack->panels(w_ih, G, H, L.in_size, NB, base + L.w_ih);
+    pack->panels(w_hh, hh_gates, H, R, NB, base + L.w_hh);
+    if (reset_before) /* W_hn: the third gate block of W_hh */
+        pack->panels((const char *)w_hh + (size_t)(2 * H * R) * plan->elem_size, 1, H, R, NB,
+                     base + L.w_hn);
+    pack->bias(plan, b_ih, b_hh, base + L.bias, keep_b_hn ? base + L.b_hn : NULL);
+    if (w_hr) pack->panels(w_hr, 1, d->proj_size, H, NB, base + L.w_hr);
+    if (peephole) pack->panels(peephole, 3, H, 1, NB, base + L.peephole);
     return LF_OK;
 }

@@ -93,6 +93,17 @@ def test_engine_refuses_negative_threads():
         layer._current_engine().forward(x, None, None, None, _core.ThreadPool(2), -1)
 
 
+def _result_of_forked_child(target):
+    """Run target(queue) in a forked child; return what it put in the queue."""
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=target, args=(queue,))
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    return queue.get(timeout=5)
+
+
 def _child_runs_a_layer(queue):
     layer = make_layer("lstm", 8, 64, dtype=np.float32, seed=0)
     y, _ = layer(np.ones((20, 4, 8), np.float32))
@@ -106,13 +117,7 @@ def test_forked_child_can_run_layers():
     lstm_fast.set_num_threads(2)
     layer = make_layer("lstm", 8, 64, dtype=np.float32, seed=0)
     expected = float(layer(np.ones((20, 4, 8), np.float32))[0].sum())
-    context = multiprocessing.get_context("fork")
-    queue = context.Queue()
-    child = context.Process(target=_child_runs_a_layer, args=(queue,))
-    child.start()
-    child.join(timeout=60)
-    assert child.exitcode == 0
-    assert queue.get(timeout=5) == expected
+    assert _result_of_forked_child(_child_runs_a_layer) == expected
 
 
 @pytest.mark.parametrize("variant", [
@@ -153,13 +158,7 @@ def test_user_pool_in_forked_child_runs_inline_and_frees():
     layer = make_layer("lstm", 8, 64, dtype=np.float32, seed=0)
     expected = float(layer._current_engine().forward(
         np.ones((5, 2, 8), np.float32), None, None, None, _PARENT_POOL, 2)[0].sum())
-    context = multiprocessing.get_context("fork")
-    queue = context.Queue()
-    child = context.Process(target=_child_uses_and_drops_a_pool, args=(queue,))
-    child.start()
-    child.join(timeout=60)
-    assert child.exitcode == 0
-    assert queue.get(timeout=5) == expected
+    assert _result_of_forked_child(_child_uses_and_drops_a_pool) == expected
     _PARENT_POOL = None
 
 
