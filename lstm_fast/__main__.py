@@ -112,8 +112,11 @@ def _bench(args):
     )
     if skipped:
         print("skipped peers: " + "; ".join(skipped))
+    peak, peak_how = bench.matmul_peak(args.threads)
+    env["matmul_peak_gflops"], env["matmul_peak_measured_with"] = peak, peak_how
     print("ratio = peer median / lstm_fast median (> 1: lstm_fast is faster); "
           "GFLOP/s counts 2*T*B*G*H*(I+H); streaming rows are per step")
+    print(f"%peak = GFLOP/s / float32 matmul peak measured now: {peak:.1f} GFLOP/s ({peak_how})")
     print()
 
     table = bench.Table([c.name for c in cases], peers)
@@ -121,7 +124,7 @@ def _bench(args):
     failures = []
 
     def report(result):
-        table.row(bench.result_row(result))
+        table.row(bench.result_row(result, peak))
         where = f"{result.case.name} / {result.peer}"
         if result.error is not None:
             message = f"ERROR {where}: {result.error}"

@@ -528,23 +528,30 @@ def _fmt_time(seconds, streaming):
     return f"{seconds * 1e3:.3f} ms"
 
 
-_COLUMNS = ("case", "peer", "median", "min", "GFLOP/s", "ratio", "check")
+_COLUMNS = ("case", "peer", "median", "min", "GFLOP/s %peak", "ratio", "check")
 
 
-def table_row(case_name, peer, streaming, median, minimum, gflops, ratio, check):
-    """The cells of one table row, as strings (shared with bench/compare.py)."""
+def _fmt_gflops(gflops, peak):
+    if gflops is None:
+        return "-"
+    return f"{gflops:.1f}" if not peak else f"{gflops:.1f} {100 * gflops / peak:3.0f}%"
+
+
+def table_row(case_name, peer, streaming, median, minimum, gflops, ratio, check, peak=None):
+    """The cells of one table row, as strings (shared with bench/compare.py).
+    peak: the matmul GFLOP/s measured in the same run, for the % column."""
     return (
         case_name,
         peer,
         _fmt_time(median, streaming),
         _fmt_time(minimum, streaming),
-        "-" if gflops is None else f"{gflops:.2f}",
+        _fmt_gflops(gflops, peak),
         "-" if ratio is None else f"{ratio:.2f}x",
         check,
     )
 
 
-def result_row(result: Result):
+def result_row(result: Result, peak=None):
     if result.error is not None:
         check = f"ERROR {result.error}"
     elif result.ok:
@@ -561,6 +568,7 @@ def result_row(result: Result):
         result.gflops,
         result.ratio,
         check,
+        peak,
     )
 
 
@@ -575,7 +583,7 @@ class Table:
             max([len("peer")] + [len(n) for n in peer_names]),
             15,
             15,
-            9,
+            14,
             8,
         ]
         self._last_case = None
@@ -594,6 +602,33 @@ class Table:
         shown = cells if cells[0] != self._last_case else ("",) + tuple(cells[1:])
         self._last_case = cells[0]
         print(self._line(shown), file=self.out, flush=True)
+
+
+def matmul_peak(threads, size=1024, repeat=5):
+    """Float32 matrix-multiply GFLOP/s on this machine now, with `threads`
+    threads: the yardstick for the "% of peak" column. torch.mm (oneDNN or
+    MKL kernels) when torch is installed, else numpy.matmul (whose BLAS thread
+    count was fixed at start-up). Returns (GFLOP/s, how it was measured)."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((size, size), dtype=np.float32)
+    b = rng.standard_normal((size, size), dtype=np.float32)
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+        run, how = (lambda: torch.mm(ta, tb)), f"torch.mm {size}^3, {threads} thread(s)"
+    except ImportError:
+        run, how = (lambda: a @ b), f"numpy.matmul {size}^3, BLAS default threads"
+    run()
+    best = min(_seconds(run) for _ in range(repeat))
+    return 2.0 * size**3 / best / 1e9, how
+
+
+def _seconds(run):
+    t0 = time.perf_counter()
+    run()
+    return time.perf_counter() - t0
 
 
 def environment(threads):
