@@ -4,8 +4,9 @@
  *   REAL      element type          VEC   its SIMD vector type
  *   NB        elements per VEC      F(x)  x with a per-dtype suffix
  *   VSIGMOID / VTANH / VRELU        vector activations (vector_math.h)
- *   LF_MR     batch rows per register tile (per ISA: what fits the
- *             register file with 4 gates of accumulators)
+ *   LF_MR     batch rows per register tile of the step (per ISA: what
+ *             fits the register file with 4 gates of accumulators)
+ *   LF_GEMM_ROWS(G), LF_GEMM_MR_MAX   the same for the GEMM
  *
  * Two kernels:
  *   gemm  C = A @ panels (+ bias): the input projection of a whole chunk of
@@ -48,7 +49,7 @@ static LF_INLINE VEC F(splat)(REAL a) {
 
 /* acc[r][g] += sum_k A[r][k] * panel[k][g*NB : g*NB+NB] */
 static LF_INLINE void F(accumulate)(const int rows, const int G, int64_t K, const REAL *A,
-                                    int64_t lda, const REAL *panel, VEC acc[LF_MR][4]) {
+                                    int64_t lda, const REAL *panel, VEC acc[][4]) {
     for (int64_t k = 0; k < K; ++k) {
         const REAL *w = panel + k * G * NB;
         VEC wv[4];
@@ -64,13 +65,7 @@ static LF_INLINE void F(accumulate)(const int rows, const int G, int64_t K, cons
 }
 
 /* Expands CALL(n) for the remaining-rows count n in 1..LF_MR. */
-#define LF_ROW_SWITCH(rows, CALL)          \
-    switch (rows) {                        \
-    case 1: CALL(1); break;                \
-    case 2: CALL(2); break;                \
-    LF_ROW_CASES_ABOVE_2(CALL)             \
-    default: break;                        \
-    }
+#define LF_ROW_SWITCH(rows, CALL) LF_ROW_SWITCH_TO(LF_MR, rows, CALL)
 
 /* One register tile of C over the shared dimension [k0, k1): starts from the
  * bias (first slice) or from the partial sums stored in C by the previous
@@ -80,7 +75,7 @@ static LF_INLINE void F(gemm_tile)(const int rows, const int G, const lf_gemm_ar
                                    int64_t r0, int64_t p, int64_t k0, int64_t k1) {
     const int64_t PW = G * NB;
     const REAL *bias = g->bias ? (const REAL *)g->bias + p * PW : NULL;
-    VEC acc[LF_MR][4];
+    VEC acc[LF_GEMM_MR_MAX][4];
     for (int r = 0; r < rows; ++r) {
         const REAL *c = (const REAL *)g->C + (r0 + r) * g->ldc;
         for (int gg = 0; gg < G; ++gg) {
@@ -110,8 +105,9 @@ static LF_INLINE void F(gemm_tile)(const int rows, const int G, const lf_gemm_ar
 
 static LF_INLINE void F(gemm_gates)(const int G, const lf_gemm_args *g) {
     const int64_t K = g->K > 0 ? g->K : 1;
+    const int MR = LF_GEMM_ROWS(G);
     int64_t block_rows = LF_GEMM_ROWS_BYTES / (K * (int64_t)sizeof(REAL));
-    block_rows = block_rows < LF_MR ? LF_MR : block_rows - block_rows % LF_MR;
+    block_rows = block_rows < MR ? MR : block_rows - block_rows % MR;
     int64_t slice = LF_GEMM_SLICE_BYTES / (G * NB * (int64_t)sizeof(REAL));
     if (slice < 16) slice = 16;
     for (int64_t m0 = 0; m0 < g->M; m0 += block_rows) {
@@ -119,11 +115,11 @@ static LF_INLINE void F(gemm_gates)(const int G, const lf_gemm_args *g) {
         for (int64_t p = 0; p < g->n_panels; ++p)
             for (int64_t k0 = 0; k0 < g->K || k0 == 0; k0 += slice) {
                 const int64_t k1 = k0 + slice < g->K ? k0 + slice : g->K;
-                for (int64_t r0 = m0; r0 < m1; r0 += LF_MR) {
+                for (int64_t r0 = m0; r0 < m1; r0 += MR) {
                     const int64_t left = m1 - r0;
-                    const int rows = left < LF_MR ? (int)left : LF_MR;
+                    const int rows = left < MR ? (int)left : MR;
 #define LF_GEMM_CALL(n) F(gemm_tile)(n, G, g, r0, p, k0, k1)
-                    LF_ROW_SWITCH(rows, LF_GEMM_CALL)
+                    LF_ROW_SWITCH_TO(LF_GEMM_MR_MAX, rows, LF_GEMM_CALL)
 #undef LF_GEMM_CALL
                 }
                 if (k1 >= g->K) break;

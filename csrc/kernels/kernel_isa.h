@@ -15,16 +15,26 @@ typedef double lf_vd __attribute__((vector_size(LF_VECTOR_BYTES)));
 
 #include "vector_math.h"
 
-#if LF_MR == 2
-#define LF_ROW_CASES_ABOVE_2(CALL)
-#elif LF_MR == 4
-#define LF_ROW_CASES_ABOVE_2(CALL) case 3: CALL(3); break; case 4: CALL(4); break;
-#elif LF_MR == 6
-#define LF_ROW_CASES_ABOVE_2(CALL) \
-    case 3: CALL(3); break; case 4: CALL(4); break; case 5: CALL(5); break; case 6: CALL(6); break;
-#else
-#error "LF_MR must be 2, 4 or 6"
+/* The GEMM has no cell epilogue to keep in registers, so an ISA may give it
+ * taller register tiles than the step: LF_GEMM_ROWS(G) batch rows for G
+ * gate vectors, at most LF_GEMM_MR_MAX. Default: the step's LF_MR. */
+#ifndef LF_GEMM_ROWS
+#define LF_GEMM_ROWS(G) LF_MR
+#define LF_GEMM_MR_MAX LF_MR
 #endif
+
+/* LF_ROW_SWITCH_TO(max, rows, CALL) expands CALL(n) for the remaining-rows
+ * count n in 1..max (max 2, 4, 6 or 8), so each tile height is a constant. */
+#define LF_ROW_CASES_TO_2(CALL) case 1: CALL(1); break; case 2: CALL(2); break;
+#define LF_ROW_CASES_TO_4(CALL) LF_ROW_CASES_TO_2(CALL) case 3: CALL(3); break; case 4: CALL(4); break;
+#define LF_ROW_CASES_TO_6(CALL) LF_ROW_CASES_TO_4(CALL) case 5: CALL(5); break; case 6: CALL(6); break;
+#define LF_ROW_CASES_TO_8(CALL) LF_ROW_CASES_TO_6(CALL) case 7: CALL(7); break; case 8: CALL(8); break;
+#define LF_ROW_CASES_TO(max, CALL) LF_ROW_CASES_TO_##max(CALL)
+#define LF_ROW_SWITCH_TO(max, rows, CALL) \
+    switch (rows) {                       \
+    LF_ROW_CASES_TO(max, CALL)            \
+    default: break;                       \
+    }
 
 #define LF_PASTE_(a, b) a##_##b
 #define LF_PASTE(a, b) LF_PASTE_(a, b)

@@ -8,4 +8,9 @@
 #define LF_ISA_ID LF_ISA_AVX512
 #define LF_VECTOR_BYTES 64
 #define LF_MR 4
+/* The GEMM keeps only accumulators, weights and a broadcast live: 6 rows x
+ * 4 gates (24 + 4 + 1 registers), 8 rows for 3 gates or fewer: more FMAs
+ * per weight load. The step stays at 4 rows (its epilogue spills above). */
+#define LF_GEMM_ROWS(G) ((G) == 4 ? 6 : 8)
+#define LF_GEMM_MR_MAX 8
 #include "kernel_isa.h"
