@@ -567,6 +567,15 @@ cdef class Engine:
             raise ValueError(f"threads must be >= 0, got {threads}")
         return self._run(x, h0, c0, lengths, pool, threads)
 
+    def workspace_bytes(self, steps, batch):
+        """Scratch bytes one forward of `steps` x `batch` allocates: bounded in
+        `steps` for one layer (the input projection runs in time chunks); a
+        stacked network also keeps one layer's whole output sequence."""
+        cdef size_t bytes
+        _check(lf_plan_workspace_size(&self._plan, _size("steps", steps), _size("batch", batch),
+                                      &bytes), "workspace size")
+        return bytes
+
     def call_like_torch(self, input, hx, ThreadPool pool):
         """The per-call fast path of the layers: when `input` is already a
         (T, B, input_size) C-contiguous array of the engine's dtype and `hx` is

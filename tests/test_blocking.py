@@ -55,3 +55,21 @@ def test_pool_survives_changing_thread_counts():
     for i in range(3000):
         got = engine.forward(x, None, None, None, pool, (1, 3, 2, 4)[i % 4])
         np.testing.assert_array_equal(got[0], expected[0])
+
+
+def test_long_sequence_needs_bounded_scratch_and_splits_exactly(isa):
+    # T = 100000 must not need T x B x 4H of scratch: one layer's workspace
+    # stays at a chunk of the input projection plus the states.
+    layer = make_layer("lstm", 8, 32, dtype=np.float32, seed=6)
+    engine = layer._current_engine()
+    T = 100_000
+    assert engine.workspace_bytes(T, 1) < 2 * 1024 * 1024
+    assert engine.workspace_bytes(T, 1) == engine.workspace_bytes(10 * T, 1)
+    x = make_input(make_rng("long"), T, 1, 8, np.float32)
+    y, (h, c) = layer(x)
+    # the same sequence in two calls, carrying the state: bitwise equal
+    y1, state = layer(x[:37_001])
+    y2, (h2, c2) = layer(x[37_001:], state)
+    np.testing.assert_array_equal(np.concatenate([y1, y2]), y)
+    np.testing.assert_array_equal(h2, h)
+    np.testing.assert_array_equal(c2, c)
