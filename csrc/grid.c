@@ -150,6 +150,12 @@ static void run_direction(forward_job *job, int64_t layer, int64_t dir, const ch
                 .rh = reset_before ? wbase + ws->gru_rh : NULL,
                 .z = reset_before ? wbase + ws->gru_z : NULL,
             };
+            if (reset_before) {
+                st.phase = 1;
+                if (p1 > p0) k->step[d->dtype](&st);
+                lf_barrier_wait(&job->barrier, count);
+                st.phase = 2;
+            }
             if (p1 > p0) k->step[d->dtype](&st);
             lf_barrier_wait(&job->barrier, count);
             if (m) {
@@ -188,10 +194,6 @@ static void forward_thread(void *arg, int index, int count) {
 #define LF_MIN_STEP_WORK_PER_THREAD ((int64_t)24 * 1024)
 
 static int useful_threads(const lf_plan *p, int64_t B, int available, int requested) {
-    /* Its second phase reads r*h of every hidden unit, which the first phase
-     * writes across all panels: splitting panels would need a barrier inside
-     * the step, so this variant runs on one thread. */
-    if (p->desc.flags & LF_GRU_RESET_BEFORE_PRODUCT) return 1;
     const int64_t n_panels = p->hidden_padded / p->block;
     int64_t step_work; /* saturates: any overflow means "plenty of work" */
     if (__builtin_mul_overflow(B, p->state_size, &step_work) ||

@@ -105,6 +105,8 @@ typedef struct lf_step_args {
                                     w_hh then holds 2-gate (r, z) panels */
     void *rh;                    /* GRU reset-before scratch: (B, R) r * h_prev */
     void *z;                     /* GRU reset-before scratch: (B, Hp) update gate */
+    int phase;                   /* GRU reset-before: 1 gates, 2 update; every thread
+                                    finishes phase 1 (a barrier) before any starts 2 */
 } lf_step_args;
 
 typedef void (*lf_gemm_fn)(const lf_gemm_args *);

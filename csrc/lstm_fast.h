@@ -242,9 +242,7 @@ typedef struct lf_forward_args {
     lf_pool *pool;          /* NULL: run on the calling thread only */
     int threads;            /* 0: as many of the pool's threads as the work
                                repays; k > 0: min(k, pool size, hidden blocks),
-                               e.g. to test threading on small shapes. The GRU
-                               with the reset before the product always runs
-                               on one thread. */
+                               e.g. to test threading on small shapes. */
 } lf_forward_args;
 
 lf_status lf_forward(const lf_plan *plan, const lf_forward_args *args);

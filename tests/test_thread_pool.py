@@ -123,13 +123,16 @@ def test_forked_child_can_run_layers():
 @pytest.mark.parametrize("variant", [
     {"peephole": True, "clip": 1.5, "coupled_input_forget": True},
     {"activations": [[("hardsigmoid", 0.25, 0.5), ("softsign", 0, 0), ("elu", 1.0, 0)]] * 2},
+    {"reset_before_product": True},
 ])
 def test_variant_results_identical_for_any_thread_count(isa, variant):
     # The general (variant) path runs under the same panel split as the
-    # default one; its per-unit options must land on the right units.
+    # default one; its per-unit options must land on the right units. The
+    # reset-before GRU's second phase reads r*h written by every thread.
     rng = make_rng("thread-count-variant", str(sorted(variant)))
-    layer = lstm_fast.LSTM(5, 37, num_layers=2, bidirectional=True, dtype=np.float32, seed=4,
-                           variant=variant)
+    kind = lstm_fast.GRU if "reset_before_product" in variant else lstm_fast.LSTM
+    layer = kind(5, 37, num_layers=2, bidirectional=True, dtype=np.float32, seed=4,
+                 variant=variant)
     engine = layer._current_engine()
     x = np.ascontiguousarray(make_input(rng, 8, 3, 5, np.float32))
     lengths = np.array([8, 3, 0], dtype=np.int64)

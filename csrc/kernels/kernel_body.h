@@ -330,8 +330,9 @@ static LF_INLINE void F(step_cell)(const int G, const lf_cell_kind cell, const i
 }
 
 /* GRU with the reset before the recurrent product: n needs (r * h) @ W_hn,
- * and r * h spans every hidden unit, so the step runs in two phases over all
- * panels: (1) r and z from the (r, z) panels, r * h_prev and z kept in the
+ * and r * h spans every hidden unit, so the step runs in two phases (each
+ * over a thread's panels, with a barrier between them in grid.c):
+ * (1) r and z from the (r, z) panels, r * h_prev and z kept in the
  * workspace; (2) the n panels' product on r * h, then the state update. */
 static LF_INLINE void F(gru_rb_gates_tile)(const int rows, const lf_step_args *s, int64_t r0,
                                            int64_t p) {
@@ -381,22 +382,22 @@ static LF_INLINE void F(gru_rb_update_tile)(const int rows, const lf_step_args *
     }
 }
 
+/* One phase over this call's panels; grid.c runs phase 1 on every thread,
+ * meets at a barrier (phase 2 reads r*h of every unit), then runs phase 2. */
 static void F(step_gru_reset_before)(const lf_step_args *s) {
-    for (int64_t p = 0; p < s->n_panels; ++p)
+    for (int64_t p = s->panel_begin; p < s->panel_end; ++p)
         for (int64_t r0 = 0; r0 < s->B; r0 += LF_MR) {
             const int64_t left = s->B - r0;
             const int rows = left < LF_MR ? (int)left : LF_MR;
+            if (s->phase == 1) {
 #define LF_GATES_CALL(n) F(gru_rb_gates_tile)(n, s, r0, p)
-            LF_ROW_SWITCH(rows, LF_GATES_CALL)
+                LF_ROW_SWITCH(rows, LF_GATES_CALL)
 #undef LF_GATES_CALL
-        }
-    for (int64_t p = 0; p < s->n_panels; ++p)
-        for (int64_t r0 = 0; r0 < s->B; r0 += LF_MR) {
-            const int64_t left = s->B - r0;
-            const int rows = left < LF_MR ? (int)left : LF_MR;
+            } else {
 #define LF_UPDATE_CALL(n) F(gru_rb_update_tile)(n, s, r0, p)
-            LF_ROW_SWITCH(rows, LF_UPDATE_CALL)
+                LF_ROW_SWITCH(rows, LF_UPDATE_CALL)
 #undef LF_UPDATE_CALL
+            }
         }
 }
 
