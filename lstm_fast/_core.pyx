@@ -136,11 +136,21 @@ cdef int _parse_activations(object activations, str cell, int64_t num_directions
             raise ValueError(f"activations[{direction}] must hold {roles} (name, alpha, beta) "
                              f"for a {cell} cell, got {len(entry)}")
         for role in range(roles):
-            name, alpha, beta = entry[role]
+            where = f"activations[{direction}][{role}]"
+            try:
+                name, alpha, beta = entry[role]
+            except (TypeError, ValueError):
+                raise ValueError(f"{where} must be a (name, alpha, beta) triple, "
+                                 f"got {entry[role]!r}") from None
             kind = _ACTIVATIONS.get(name.lower()) if isinstance(name, str) else None
             if kind is None:
-                raise ValueError(f"activations[{direction}][{role}]: unknown activation {name!r}; "
+                raise ValueError(f"{where}: unknown activation {name!r}; "
                                  f"expected one of {', '.join(_ACTIVATIONS)}")
+            try:
+                alpha, beta = float(alpha), float(beta)
+            except (TypeError, ValueError):
+                raise TypeError(f"{where}: alpha and beta must be numbers, "
+                                f"got {alpha!r}, {beta!r}") from None
             if not (math.isfinite(alpha) and math.isfinite(beta)):
                 raise ValueError(f"activations[{direction}][{role}]: alpha and beta must be "
                                  f"finite, got {alpha!r}, {beta!r}")

@@ -105,6 +105,13 @@ def _check_variant(variant):
         raise ValueError(
             f"variant has unknown keys {unknown}; allowed: {', '.join(_VARIANT_DEFAULTS)}"
         )
+    for key in ("peephole", "coupled_input_forget", "reset_before_product"):
+        # Strict: a truthy string such as "no" must not switch a variant on.
+        if key in variant and not isinstance(variant[key], (bool, np.bool_)):
+            raise TypeError(f"variant[{key!r}] must be a bool, got {variant[key]!r}")
+    clip = variant.get("clip", 0.0)
+    if isinstance(clip, (bool, np.bool_)) or not isinstance(clip, numbers.Real):
+        raise TypeError(f"variant['clip'] must be a real number (0: no clip), got {clip!r}")
     changed = {key: value for key, value in variant.items() if value != _VARIANT_DEFAULTS[key]}
     return changed or None
 

@@ -101,3 +101,17 @@ def test_layer_variant_checks():
         layer.to_torch()
     # The torch cell's values are not a variant.
     assert lstm_fast.LSTM(2, 3, variant={"clip": 0.0, "peephole": False}).variant is None
+
+
+@pytest.mark.parametrize("variant, error, match", [
+    ({"peephole": "no"}, TypeError, "peephole"),
+    ({"coupled_input_forget": 1}, TypeError, "coupled_input_forget"),
+    ({"clip": "3"}, TypeError, "clip"),
+    ({"activations": [[("sigmoid", 0, 0), "tanh", ("tanh", 0, 0)]]}, ValueError,
+     r"activations\[0\]\[1\].*triple"),
+    ({"activations": [[("sigmoid", "a", 0), ("tanh", 0, 0), ("tanh", 0, 0)]]}, TypeError,
+     r"activations\[0\]\[0\].*numbers"),
+])
+def test_bad_variant_values_are_named(variant, error, match):
+    with pytest.raises(error, match=match):
+        lstm_fast.LSTM(2, 3, variant=variant)
