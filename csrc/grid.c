@@ -129,7 +129,7 @@ static void run_direction(forward_job *job, int64_t layer, int64_t dir, const ch
                 .panels = packed + layout.w_ih + (size_t)(p0 * I * width) * e,
                 .n_panels = p1 - p0, .gates = G,
                 .bias = packed + layout.bias + (size_t)(p0 * width) * e,
-                .C = gx + (size_t)(p0 * width) * e, .ldc = G * Hp, .n_cols = (p1 - p0) * width,
+                .C = gx + (size_t)(p0 * width) * e, .ldc = ws->gx_row, .n_cols = (p1 - p0) * width,
             };
             k->gemm[d->dtype](&g);
         }
@@ -139,7 +139,7 @@ static void run_direction(forward_job *job, int64_t layer, int64_t dir, const ch
             lf_step_args st = {
                 .cell = d->cell, .B = B, .H = H, .R = R, .n_panels = n_panels,
                 .w_hh = packed + layout.w_hh,
-                .gx = gx + (size_t)((t - t0) * B * G * Hp) * e,
+                .gx = gx + (size_t)((t - t0) * B * ws->gx_row) * e, .ldgx = ws->gx_row,
                 .b_hn = d->cell == LF_CELL_GRU && !reset_before ? packed + layout.b_hn : NULL,
                 .h_prev = h_prev, .h_next = h_next, .c = c, .m = m,
                 .y = m ? NULL : y_t, .ldy = ld_out, .lengths = a->lengths, .t = t,

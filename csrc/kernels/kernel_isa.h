@@ -2,7 +2,7 @@
  * kernel_isa.h -- instantiate every kernel for one ISA.
  *
  * A kernels_<isa>.c file defines LF_ISA_SUFFIX, LF_ISA_ID, LF_VECTOR_BYTES
- * and LF_MR, is compiled with that ISA's -m flags (setup.py), and includes
+ * and LF_MR (and may define LF_STEP_ROWS, LF_GEMM_ROWS), is compiled with that ISA's -m flags (setup.py), and includes
  * this file. The vector extensions then lower to that ISA's instructions,
  * and the file exports exactly one symbol: its const kernel table.
  */
@@ -18,6 +18,9 @@ typedef double lf_vd __attribute__((vector_size(LF_VECTOR_BYTES)));
 /* The GEMM has no cell epilogue to keep in registers, so an ISA may give it
  * taller register tiles than the step: LF_GEMM_ROWS(G) batch rows for G
  * gate vectors, at most LF_GEMM_MR_MAX. Default: the step's LF_MR. */
+#ifndef LF_STEP_ROWS
+#define LF_STEP_ROWS(G) LF_MR
+#endif
 #ifndef LF_GEMM_ROWS
 #define LF_GEMM_ROWS(G) LF_MR
 #define LF_GEMM_MR_MAX LF_MR
