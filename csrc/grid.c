@@ -123,7 +123,11 @@ static void run_direction(forward_job *job, int64_t layer, int64_t dir, const ch
     for (int64_t ci = 0; ci < n_chunks; ++ci) {
         const int64_t chunk_index = dir == 0 ? ci : n_chunks - 1 - ci;
         const int64_t t0 = chunk_index * chunk, t1 = t0 + chunk < T ? t0 + chunk : T;
-        if (p1 > p0) {
+        /* A one-step chunk (one step per call, or a huge batch) leaves the
+         * input projection to the step, panel by panel: its W_ih and W_hh
+         * panels then stream together, in the step's alternating order. */
+        const int fused_input = t1 - t0 == 1 && d->cell != LF_CELL_GRU;
+        if (p1 > p0 && !fused_input) {
             lf_gemm_args g = {
                 .M = (t1 - t0) * B, .K = I, .A = in + (size_t)(t0 * B * I) * e, .lda = I,
                 .panels = packed + layout.w_ih + (size_t)(p0 * I * width) * e,
@@ -149,6 +153,9 @@ static void run_direction(forward_job *job, int64_t layer, int64_t dir, const ch
                 .w_hn = reset_before ? packed + layout.w_hn : NULL,
                 .rh = reset_before ? wbase + ws->gru_rh : NULL,
                 .z = reset_before ? wbase + ws->gru_z : NULL,
+                .parity = a->step_parity,
+                .x = fused_input ? in + (size_t)(t * B * I) * e : NULL, .I = I,
+                .w_ih = packed + layout.w_ih, .bias = packed + layout.bias,
             };
             if (reset_before) {
                 st.phase = 1;

@@ -108,6 +108,14 @@ typedef struct lf_step_args {
     void *z;                     /* GRU reset-before scratch: (B, Hp) update gate */
     int phase;                   /* GRU reset-before: 1 gates, 2 update; every thread
                                     finishes phase 1 (a barrier) before any starts 2 */
+    unsigned parity;             /* lf_step_panel's order is that of t + parity */
+    /* A chunk of one step (one step per call): instead of gx, the step adds
+     * bias + x @ W_ih itself, panel by panel. NULL x: gx holds them. Not for
+     * the GRU, whose n gate keeps the input part apart. */
+    const void *x;               /* (B, I) this step's input rows */
+    int64_t I;
+    const void *w_ih;            /* input panels, K = I */
+    const void *bias;            /* n_panels*G*NB, panel order */
 } lf_step_args;
 
 typedef void (*lf_gemm_fn)(const lf_gemm_args *);

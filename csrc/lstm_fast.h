@@ -243,6 +243,11 @@ typedef struct lf_forward_args {
     int threads;            /* 0: as many of the pool's threads as the work
                                repays; k > 0: min(k, pool size, hidden blocks),
                                e.g. to test threading on small shapes. */
+    unsigned step_parity;   /* Any value gives the same results. Steps walk
+                               the weights in alternating orders, chosen by the
+                               parity of t + step_parity, which keeps more of
+                               them in cache; a caller running one step per
+                               call should alternate it (e.g. a call counter). */
 } lf_forward_args;
 
 lf_status lf_forward(const lf_plan *plan, const lf_forward_args *args);

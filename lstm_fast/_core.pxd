@@ -133,6 +133,7 @@ cdef extern from "lstm_fast.h" nogil:
         size_t workspace_bytes
         lf_pool *pool
         int threads
+        unsigned step_parity
 
     lf_status lf_forward(const lf_plan *plan, const lf_forward_args *args)
 

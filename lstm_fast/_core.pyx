@@ -364,6 +364,7 @@ cdef class Engine:
     cdef const void **_packed
     cdef list _packed_buffers
     cdef bint _is_double
+    cdef unsigned int _calls  # see _run; never changes a result
     cdef readonly str cell
     cdef readonly object dtype
 
@@ -650,6 +651,11 @@ cdef class Engine:
         args.workspace_bytes = workspace_bytes
         args.pool = pool._pool if pool is not None else NULL
         args.threads = threads
+        # Results never depend on it: alternating it between calls makes
+        # one-step-per-call streams walk the weights in alternating orders,
+        # as the steps of one long call do. A racing increment is harmless.
+        self._calls += 1
+        args.step_parity = self._calls
         with nogil:
             status = lf_forward(&self._plan, &args)
         _check(status, "forward")

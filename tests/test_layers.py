@@ -313,3 +313,40 @@ def test_unusual_arrays_match_native_ones(isa, mode):
     for variant_x, variant_hx in ((swapped, hx), (misaligned, hx), (x, as_list_hx)):
         for got, want in zip(split(mode, layer(variant_x, variant_hx)), expected):
             np.testing.assert_array_equal(got, want)
+
+
+def _stepwise_equals_whole(layer, x, mode):
+    whole = split(mode, layer(x))
+    state, ys = None, []
+    for t in range(len(x)):
+        y, state = layer(x[t : t + 1], state)
+        ys.append(y)
+    stepwise = split(mode, (np.concatenate(ys), state))
+    for a, b in zip(stepwise, whole):
+        if b is not None:
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("B", [1, 3, 17])
+@pytest.mark.parametrize("mode", MODES)
+def test_one_step_per_call_equals_one_call(isa, mode, B, dtype):
+    # One step per call takes the engine's fused path (each step adds its own
+    # input projection, walking the panels in an order that alternates between
+    # calls); one call over the sequence takes the GEMM path. Same bits. H=37
+    # spans several panels on every ISA, so the order really alternates.
+    T, I, H = 6, 19, 37
+    layer = make_layer(mode, I, H, num_layers=2, dtype=dtype, seed=3)
+    x = make_input(make_rng("stepwise", mode, B, np.dtype(dtype).name), T, B, I, dtype)
+    _stepwise_equals_whole(layer, x, mode)
+
+
+@pytest.mark.parametrize("cls,variant", [
+    (lstm_fast.LSTM, {"peephole": True, "clip": 1.5}),
+    (lstm_fast.LSTM, {"coupled_input_forget": True}),
+    (lstm_fast.GRU, {"reset_before_product": True}),
+])
+def test_one_step_per_call_equals_one_call_variants(isa, cls, variant):
+    layer = cls(11, 37, num_layers=2, variant=variant)
+    x = make_input(make_rng("stepwise-variant", str(variant)), 5, 3, 11, np.float32)
+    _stepwise_equals_whole(layer, x, "lstm" if cls is lstm_fast.LSTM else "gru")

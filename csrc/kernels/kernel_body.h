@@ -266,17 +266,28 @@ static LF_INLINE void F(finish_row)(const lf_cell_kind cell, const int generic,
 
 /* One register tile of the step: the recurrent product over the whole
  * shared dimension on top of gx (and for the GRU's n gate, on top of its
- * recurrent bias), then the cell update on the accumulators. */
+ * recurrent bias), then the cell update on the accumulators. With s->x, the
+ * tile first computes what the GEMM would have put in gx, in the GEMM's
+ * order, so the result is the same to the bit. */
 static LF_INLINE void F(step_tile)(const int rows, const int G, const lf_cell_kind cell,
                                    const int generic, const lf_step_args *s, int64_t r0,
                                    int64_t p) {
     const int64_t PW = G * NB;
     VEC acc[LF_MR][4];
-    for (int r = 0; r < rows; ++r) {
-        const REAL *gx = (const REAL *)s->gx + (r0 + r) * s->ldgx + p * PW;
-        for (int g = 0; g < G; ++g)
-            acc[r][g] = cell == LF_CELL_GRU && g == 2 ? F(load)((const REAL *)s->b_hn + p * NB)
-                                                      : F(load)(gx + g * NB);
+    if (s->x) {
+        const REAL *bias = (const REAL *)s->bias + p * PW;
+        for (int r = 0; r < rows; ++r)
+            for (int g = 0; g < G; ++g) acc[r][g] = F(load)(bias + g * NB);
+        F(accumulate)(rows, G, s->I, (const REAL *)s->x + r0 * s->I, s->I,
+                      (const REAL *)s->w_ih + p * s->I * PW, acc);
+    } else {
+        for (int r = 0; r < rows; ++r) {
+            const REAL *gx = (const REAL *)s->gx + (r0 + r) * s->ldgx + p * PW;
+            for (int g = 0; g < G; ++g)
+                acc[r][g] = cell == LF_CELL_GRU && g == 2
+                                ? F(load)((const REAL *)s->b_hn + p * NB)
+                                : F(load)(gx + g * NB);
+        }
     }
     F(accumulate)(rows, G, s->R, (const REAL *)s->h_prev + r0 * s->R, s->R,
                   (const REAL *)s->w_hh + p * s->R * PW, acc);
@@ -289,7 +300,8 @@ static LF_INLINE void F(step_tile)(const int rows, const int G, const lf_cell_ki
 static LF_INLINE void F(step_cell)(const int G, const lf_cell_kind cell, const int generic,
                                    const lf_step_args *s) {
     const int MR = LF_STEP_ROWS(G);
-    for (int64_t p = s->panel_begin; p < s->panel_end; ++p)
+    for (int64_t i = s->panel_begin; i < s->panel_end; ++i) {
+        const int64_t p = lf_step_panel(s, i);
         for (int64_t r0 = 0; r0 < s->B; r0 += MR) {
             const int64_t left = s->B - r0;
             const int rows = left < MR ? (int)left : MR;
@@ -297,6 +309,7 @@ static LF_INLINE void F(step_cell)(const int G, const lf_cell_kind cell, const i
             LF_ROW_SWITCH(rows, LF_STEP_CALL)
 #undef LF_STEP_CALL
         }
+    }
 }
 
 /* GRU with the reset before the recurrent product: n needs (r * h) @ W_hn,
@@ -356,7 +369,8 @@ static LF_INLINE void F(gru_rb_update_tile)(const int rows, const lf_step_args *
  * meets at a barrier (phase 2 reads r*h of every unit), then runs phase 2. */
 static void F(step_gru_reset_before)(const lf_step_args *s) {
     const int MR = LF_STEP_ROWS(s->phase == 1 ? 2 : 1);
-    for (int64_t p = s->panel_begin; p < s->panel_end; ++p)
+    for (int64_t i = s->panel_begin; i < s->panel_end; ++i) {
+        const int64_t p = lf_step_panel(s, i);
         for (int64_t r0 = 0; r0 < s->B; r0 += MR) {
             const int64_t left = s->B - r0;
             const int rows = left < MR ? (int)left : MR;
@@ -370,6 +384,7 @@ static void F(step_gru_reset_before)(const lf_step_args *s) {
 #undef LF_UPDATE_CALL
             }
         }
+    }
 }
 
 static void F(step)(const lf_step_args *s) {

@@ -39,6 +39,17 @@ typedef double lf_vd __attribute__((vector_size(LF_VECTOR_BYTES)));
     default: break;                       \
     }
 
+/* The i-th panel a step visits, i in [panel_begin, panel_end): ascending on
+ * even steps, descending on odd ones. Each step streams the same recurrent
+ * weights; when they barely miss the cache (1 MiB at H=256 in a 1 MiB L2),
+ * a cyclic order under LRU misses on every line, while reversing it starts
+ * each step on the lines the last one used most recently. Measured 0.78x
+ * the time of a B=1 H=256 step and 0.91x at H=512. Panels are independent,
+ * so the order changes no result. */
+static inline int64_t lf_step_panel(const lf_step_args *s, int64_t i) {
+    return ((uint64_t)s->t + s->parity) & 1 ? s->panel_end - 1 - (i - s->panel_begin) : i;
+}
+
 #define LF_PASTE_(a, b) a##_##b
 #define LF_PASTE(a, b) LF_PASTE_(a, b)
 
