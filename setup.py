@@ -46,7 +46,10 @@ ISA_KERNELS = {
 
 def _base_flags(compiler_type):
     if compiler_type == "msvc":
-        return ["/O2"]
+        # The kernels are GNU C (vector extensions, __builtin_*): say so here
+        # rather than fail on the first vector type.
+        raise RuntimeError("lstm_fast's C core needs GCC or Clang (GNU C); "
+                           "MSVC cannot compile it (on Windows, use MinGW-w64 or clang)")
     flags = ["-std=gnu11", "-fvisibility=hidden", "-Wall", "-Wno-unused-function"]
     if os.environ.get("LSTM_FAST_DEBUG") == "1":
         flags += ["-O0", "-g", "-UNDEBUG"]
@@ -82,7 +85,7 @@ class BuildExt(build_ext):
             ext.extra_link_args = list(ext.extra_link_args or []) + [
                 f"-fsanitize={os.environ['LSTM_FAST_SANITIZE']}"
             ]
-        if ext.name == "lstm_fast._core" and ctype != "msvc" and _is_x86_64():
+        if ext.name == "lstm_fast._core" and _is_x86_64():
             for isa, (source, flags) in ISA_KERNELS.items():
                 try:
                     objects = self.compiler.compile(
