@@ -118,7 +118,7 @@ static void run_direction(forward_job *job, int64_t layer, int64_t dir, const ch
 
     int64_t p0, p1;
     share(n_panels, index, count, &p0, &p1);
-    const int64_t width = G * NB;
+    const int64_t width = G * NB, ldgx = G * Hp;
     const int64_t chunk = ws->chunk_steps, n_chunks = (T + chunk - 1) / chunk;
     for (int64_t ci = 0; ci < n_chunks; ++ci) {
         const int64_t chunk_index = dir == 0 ? ci : n_chunks - 1 - ci;
@@ -133,7 +133,7 @@ static void run_direction(forward_job *job, int64_t layer, int64_t dir, const ch
                 .panels = packed + layout.w_ih + (size_t)(p0 * I * width) * e,
                 .n_panels = p1 - p0, .gates = G,
                 .bias = packed + layout.bias + (size_t)(p0 * width) * e,
-                .C = gx + (size_t)(p0 * width) * e, .ldc = ws->gx_row, .n_cols = (p1 - p0) * width,
+                .C = gx + (size_t)(p0 * width) * e, .ldc = ldgx, .n_cols = (p1 - p0) * width,
             };
             k->gemm[d->dtype](&g);
         }
@@ -143,7 +143,7 @@ static void run_direction(forward_job *job, int64_t layer, int64_t dir, const ch
             lf_step_args st = {
                 .cell = d->cell, .B = B, .H = H, .R = R, .n_panels = n_panels,
                 .w_hh = packed + layout.w_hh,
-                .gx = gx + (size_t)((t - t0) * B * ws->gx_row) * e, .ldgx = ws->gx_row,
+                .gx = gx + (size_t)((t - t0) * B * ldgx) * e, .ldgx = ldgx,
                 .b_hn = d->cell == LF_CELL_GRU && !reset_before ? packed + layout.b_hn : NULL,
                 .h_prev = h_prev, .h_next = h_next, .c = c, .m = m,
                 .y = m ? NULL : y_t, .ldy = ld_out, .lengths = a->lengths, .t = t,

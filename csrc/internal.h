@@ -86,9 +86,8 @@ typedef struct lf_step_args {
     int64_t B, H, R;       /* R = K of the recurrent product */
     int64_t n_panels;      /* ceil(H / NB) */
     const void *w_hh;      /* recurrent panels, K = R */
-    void *gx;              /* (B, ldgx) input projection incl. biases, panel order;
-                              the step may overwrite it with partial sums */
-    int64_t ldgx;          /* >= G*Hp */
+    const void *gx;        /* (B, ldgx) input projection incl. biases, panel order */
+    int64_t ldgx;          /* G*Hp */
     const void *b_hn;      /* GRU: (Hp) recurrent bias of the n gate; NULL otherwise */
     const void *h_prev;    /* (B, R) */
     void *h_next;          /* (B, R); LSTMP: written by the projection, not here */
@@ -162,7 +161,6 @@ LF_HIDDEN lf_status lf_packed_layout_of(const lf_plan *plan, int64_t layer, lf_p
 
 typedef struct lf_workspace_layout {
     int64_t chunk_steps;   /* time steps per input-projection chunk */
-    int64_t gx_row;        /* values between rows of gx: G*Hp plus padding */
     size_t gx, between_layers, h_a, h_b, c, m;
     size_t gru_rh, gru_z;  /* LF_GRU_RESET_BEFORE_PRODUCT only */
     size_t total;

@@ -177,9 +177,9 @@ LF_HIDDEN lf_status lf_workspace_layout_of(const lf_plan *plan, int64_t T, int64
     const lf_desc *d = &plan->desc;
     const size_t e = plan->elem_size;
     size_t row, step_values, seq_values, state_values, cell_values;
-    if (!lf_mul((size_t)plan->gates, (size_t)plan->hidden_padded, &row)) return LF_ERR_OVERFLOW;
-    out->gx_row = (int64_t)row;
-    if (!lf_mul(row, (size_t)B, &step_values)) return LF_ERR_OVERFLOW;
+    if (!lf_mul((size_t)plan->gates, (size_t)plan->hidden_padded, &row) ||
+        !lf_mul(row, (size_t)B, &step_values))
+        return LF_ERR_OVERFLOW;
     int64_t chunk = 1;
     if (step_values > 0 && step_values < (size_t)LF_GX_CHUNK_VALUES)
         chunk = LF_GX_CHUNK_VALUES / (int64_t)step_values;

@@ -80,16 +80,25 @@ static LF_INLINE void F(accumulate)(const int rows, const int G, int64_t K, cons
  * step tile. */
 #define LF_ROW_SWITCH(rows, CALL) LF_ROW_SWITCH_TO(LF_MR, rows, CALL)
 
-/* One register tile of C over the whole shared dimension, from the bias. */
+/* acc = bias + A @ panel over the whole shared dimension K (panel: one
+ * panel of G gates; bias: its G*NB values, or NULL for zero). The GEMM and
+ * the step's fused input projection both compute through here, so the two
+ * paths give the same bits. */
+static LF_INLINE void F(project)(const int rows, const int G, int64_t K, const REAL *A,
+                                 int64_t lda, const REAL *panel, const REAL *bias, VEC acc[][4]) {
+    for (int r = 0; r < rows; ++r)
+        for (int g = 0; g < G; ++g) acc[r][g] = bias ? F(load)(bias + g * NB) : F(splat)(0);
+    F(accumulate)(rows, G, K, A, lda, panel, acc);
+}
+
+/* One register tile of C. */
 static LF_INLINE void F(gemm_tile)(const int rows, const int G, const lf_gemm_args *g,
                                    int64_t r0, int64_t p) {
     const int64_t PW = G * NB;
-    const REAL *bias = g->bias ? (const REAL *)g->bias + p * PW : NULL;
     VEC acc[LF_GEMM_MR_MAX][4];
-    for (int r = 0; r < rows; ++r)
-        for (int gg = 0; gg < G; ++gg) acc[r][gg] = bias ? F(load)(bias + gg * NB) : F(splat)(0);
-    F(accumulate)(rows, G, g->K, (const REAL *)g->A + r0 * g->lda, g->lda,
-                  (const REAL *)g->panels + p * g->K * PW, acc);
+    F(project)(rows, G, g->K, (const REAL *)g->A + r0 * g->lda, g->lda,
+               (const REAL *)g->panels + p * g->K * PW,
+               g->bias ? (const REAL *)g->bias + p * PW : NULL, acc);
     for (int r = 0; r < rows; ++r) {
         REAL *c = (REAL *)g->C + (r0 + r) * g->ldc;
         for (int gg = 0; gg < G; ++gg) {
@@ -267,19 +276,15 @@ static LF_INLINE void F(finish_row)(const lf_cell_kind cell, const int generic,
 /* One register tile of the step: the recurrent product over the whole
  * shared dimension on top of gx (and for the GRU's n gate, on top of its
  * recurrent bias), then the cell update on the accumulators. With s->x, the
- * tile first computes what the GEMM would have put in gx, in the GEMM's
- * order, so the result is the same to the bit. */
+ * tile first computes what the GEMM would have put in gx (F(project)). */
 static LF_INLINE void F(step_tile)(const int rows, const int G, const lf_cell_kind cell,
                                    const int generic, const lf_step_args *s, int64_t r0,
                                    int64_t p) {
     const int64_t PW = G * NB;
     VEC acc[LF_MR][4];
     if (s->x) {
-        const REAL *bias = (const REAL *)s->bias + p * PW;
-        for (int r = 0; r < rows; ++r)
-            for (int g = 0; g < G; ++g) acc[r][g] = F(load)(bias + g * NB);
-        F(accumulate)(rows, G, s->I, (const REAL *)s->x + r0 * s->I, s->I,
-                      (const REAL *)s->w_ih + p * s->I * PW, acc);
+        F(project)(rows, G, s->I, (const REAL *)s->x + r0 * s->I, s->I,
+                   (const REAL *)s->w_ih + p * s->I * PW, (const REAL *)s->bias + p * PW, acc);
     } else {
         for (int r = 0; r < rows; ++r) {
             const REAL *gx = (const REAL *)s->gx + (r0 + r) * s->ldgx + p * PW;

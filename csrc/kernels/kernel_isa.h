@@ -2,8 +2,8 @@
  * kernel_isa.h -- instantiate every kernel for one ISA.
  *
  * A kernels_<isa>.c file defines LF_ISA_SUFFIX, LF_ISA_ID, LF_VECTOR_BYTES
- * and LF_MR (and may define LF_STEP_ROWS, LF_GEMM_ROWS), is compiled with that ISA's -m flags (setup.py), and includes
- * this file. The vector extensions then lower to that ISA's instructions,
+ * and LF_MR (optionally LF_STEP_ROWS and LF_GEMM_ROWS), is compiled with
+ * that ISA's -m flags (setup.py), and includes this file. The vector extensions then lower to that ISA's instructions,
  * and the file exports exactly one symbol: its const kernel table.
  */
 #include <string.h>
@@ -15,9 +15,9 @@ typedef double lf_vd __attribute__((vector_size(LF_VECTOR_BYTES)));
 
 #include "vector_math.h"
 
-/* The GEMM has no cell epilogue to keep in registers, so an ISA may give it
- * taller register tiles than the step: LF_GEMM_ROWS(G) batch rows for G
- * gate vectors, at most LF_GEMM_MR_MAX. Default: the step's LF_MR. */
+/* Register tile heights for G gate vectors: LF_STEP_ROWS(G) rows for the
+ * step (at most LF_MR) and LF_GEMM_ROWS(G) for the GEMM (at most
+ * LF_GEMM_MR_MAX). Default: LF_MR for every G. */
 #ifndef LF_STEP_ROWS
 #define LF_STEP_ROWS(G) LF_MR
 #endif
