@@ -52,7 +52,7 @@ def _parser():
         type=float,
         default=3.0,
         metavar="S",
-        help="stop sampling a peer after S seconds once it has 5 samples (default %(default)s)",
+        help="stop sampling a case after S seconds per peer once every peer has 5 samples (default %(default)s)",
     )
     b.add_argument("--cases", nargs="+", metavar="PATTERN", help="case names or shell patterns (lstm_*)")
     b.add_argument(

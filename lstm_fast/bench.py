@@ -398,12 +398,9 @@ class Timing:
     samples: int
 
 
-def time_callable(fn, repeat=20, min_sample_time=0.01, max_time=3.0, warmup_time=0.2) -> Timing:
-    """timeit-style: warm up, then `repeat` samples of `number` calls each,
-    `number` chosen so a sample lasts at least min_sample_time (perf_counter
-    noise stays small for µs calls). Stops early after max_time seconds once
-    5 samples exist, so the large cases stay bounded. GC is off while timing,
-    as in timeit, so a collection does not land in one peer's samples."""
+def _calls_per_sample(fn, min_sample_time, warmup_time) -> int:
+    """Warm fn up for warmup_time; return how many calls make a sample last
+    at least min_sample_time (perf_counter noise stays small for µs calls)."""
     start = time.perf_counter()
     calls = 0
     while True:
@@ -412,23 +409,46 @@ def time_callable(fn, repeat=20, min_sample_time=0.01, max_time=3.0, warmup_time
         elapsed = time.perf_counter() - start
         if elapsed >= warmup_time:
             break
-    number = max(1, math.ceil(min_sample_time / (elapsed / calls)))
-    samples: List[float] = []
+    return max(1, math.ceil(min_sample_time / (elapsed / calls)))
+
+
+def time_callables(fns, repeat=20, min_sample_time=0.01, max_time=3.0, warmup_time=0.2):
+    """Time several callables side by side: {name: fn} -> {name: Timing}.
+
+    Samples are interleaved, one sample of every callable per round (the
+    order rotating each round), rather than all of one then all of the next.
+    This machine's speed drifts by tens of percent within a minute (a VM
+    whose core is shared); timed one after another, each library would be
+    judged in a different weather, and a ratio would say more about the
+    minute than about the code. Each sample of several calls starts with one
+    untimed call, so that a library finds its own weights in the cache as it
+    would timed alone. Stops after max_time seconds per callable once every
+    callable has 5 samples. GC is off while timing, as in timeit."""
+    names = list(fns)
+    number = {name: _calls_per_sample(fns[name], min_sample_time, warmup_time) for name in names}
+    samples = {name: [] for name in names}
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
         begin = time.perf_counter()
-        while len(samples) < repeat:
-            t0 = time.perf_counter()
-            for _ in range(number):
-                fn()
-            samples.append((time.perf_counter() - t0) / number)
-            if len(samples) >= min(5, repeat) and time.perf_counter() - begin > max_time:
+        for round_index in range(repeat):
+            shift = round_index % len(names)
+            for name in names[shift:] + names[:shift]:
+                fn, n = fns[name], number[name]
+                if n > 1:
+                    fn()
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    fn()
+                samples[name].append((time.perf_counter() - t0) / n)
+            if round_index + 1 >= min(5, repeat) and time.perf_counter() - begin > max_time * len(names):
                 break
     finally:
         if gc_was_enabled:
             gc.enable()
-    return Timing(statistics.median(samples), min(samples), number, len(samples))
+    return {
+        name: Timing(statistics.median(s), min(s), number[name], len(s)) for name, s in samples.items()
+    }
 
 
 @dataclass
@@ -479,42 +499,39 @@ def set_lstm_fast_threads(threads: int) -> None:
 
 
 def run_case(case, peers, threads, repeat=20, max_time=3.0, seed=0, report=None) -> List[Result]:
-    """Check then time every peer of one case. lstm_fast always runs first: it
-    is the output the others are checked against and the time they are
-    divided by. `report(result)` is called as each result is ready."""
+    """Check every peer of one case against lstm_fast, then time them all
+    together (time_callables interleaves their samples). lstm_fast comes
+    first: it is the output the others are checked against and the time
+    they are divided by. `report(result)` is called for each result, in
+    peer order, once the case is timed."""
     problem = make_problem(case, seed)
-    results = []
-
-    def done(result):
-        results.append(result)
-        if report is not None:
-            report(result)
-
     fn = build_peer("lstm_fast", case, problem, threads)
     ours = collect(case, fn)
     ref = reference(problem)
     base = Result(case, "lstm_fast", max_abs_diff=max_abs_diff(ours, ref), ok=matches(ours, ref))
-    base.timing = time_callable(fn, repeat, max_time=max_time)
-    base.ratio = 1.0
-    done(base)
-
+    results, fns = [base], {"lstm_fast": fn}
     for peer in peers:
         if peer == "lstm_fast":
             continue
         result = Result(case, peer)
+        results.append(result)
         try:
             fn = build_peer(peer, case, problem, threads)
             out = collect(case, fn)
         except Exception as exc:  # a peer's own failure must not end the run
             result.ok = False
             result.error = f"{type(exc).__name__}: {exc}"
-            done(result)
             continue
         result.max_abs_diff = max_abs_diff(out, ours)
         result.ok = matches(out, ours)
-        result.timing = time_callable(fn, repeat, max_time=max_time)
-        result.ratio = result.timing.median / base.timing.median
-        done(result)
+        fns[peer] = fn
+    timings = time_callables(fns, repeat, max_time=max_time)
+    for result in results:
+        if result.peer in timings:
+            result.timing = timings[result.peer]
+            result.ratio = result.timing.median / timings["lstm_fast"].median
+        if report is not None:
+            report(result)
     return results
 
 
