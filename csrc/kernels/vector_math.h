@@ -7,12 +7,14 @@
  * tests/test_vector_math.py:
  *   exp   (internal) range-reduced to |r| <= ln2/2, degree-7 Taylor
  *         polynomial: truncation 5e-9 relative, so ~1 ulp from rounding.
- *         Valid for x in [-87, 88]; callers clamp first.
- *   sigmoid  1/(1+exp(-x)): no cancellation, absolute error <= 1.2e-7.
- *            x > 17.3 rounds to exactly 1; x < -88 returns exactly 0.
- *   tanh  |x| < 0.4: odd Taylor series to x^13 (truncation < 4e-9 relative);
- *         |x| >= 0.4: 1 - 2/(exp(2|x|)+1), absolute error <= 2.5e-7;
- *         |x| > 9.1 is exactly +-1 (clamped, and 1 - 2.5e-8 rounds to 1).
+ *         Valid for x in [-87, 88]; callers clamp first. From 88.4 to 89
+ *         the exponent 2^128 reads as +inf, which sigmoid relies on.
+ *   sigmoid  1/(1+exp(-x)): no cancellation, absolute error <= 0.9e-7.
+ *            x > 17.3 rounds to exactly 1; x < -88.4 returns exactly 0.
+ *   tanh  m/(2-m) with m = 1 - exp(-2|x|) from an expm1 that keeps the
+ *         relative accuracy of small |x|: one exponential and one division,
+ *         no branch; absolute error <= 1.5e-7, relative <= 3.2 ulp.
+ *         |x| > 9.1 is exactly +-1 (clamped, and m/(2-m) rounds to 1).
  *   NaN in gives NaN out: every clamp is a compare-and-select whose compare
  *   is false for NaN, so NaN flows through to the result.
  * float64 uses the C library per lane: correctly rounded to about 1 ulp,
@@ -54,28 +56,44 @@ static LF_INLINE lf_vf vf_exp_clamped(lf_vf x) {
     return p * (lf_vf)((ni + 127) << 23);
 }
 
-static LF_INLINE lf_vf vf_sigmoid(lf_vf x) {
-    lf_vf z = -x;
-    z = vf_select(z > 88.0f, vf_splat(88.0f), z);
-    z = vf_select(z < -87.0f, vf_splat(-87.0f), z);
-    const lf_vf s = 1.0f / (1.0f + vf_exp_clamped(z));
-    return vf_select(x < -88.0f, vf_splat(0.0f), s);
+/* e^x - 1 for x in [-19, 0], without the cancellation of exp(x) - 1 near 0:
+ * e^x - 1 = 2^n (e^r - 1) + (2^n - 1), with 2^n - 1 exact and e^r - 1 a
+ * polynomial with no constant term, so small x keeps its relative accuracy. */
+static LF_INLINE lf_vf vf_expm1_nonpositive(lf_vf x) {
+    const lf_vf n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    lf_vf r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    lf_vf p = vf_splat(1.0f / 5040.0f);
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    const lf_vi32 ni = __builtin_convertvector(n, lf_vi32);
+    const lf_vf scale = (lf_vf)((ni + 127) << 23);
+    return (p * r) * scale + (scale - 1.0f);
 }
 
+static LF_INLINE lf_vf vf_sigmoid(lf_vf x) {
+    /* The upper clamp of -x is past ln(FLT_MAX): there the exponent bits
+     * 2^128 read as +inf, so very negative x (and -inf) give exactly
+     * 1/(1+inf) = 0 with no select after the division. */
+    lf_vf z = -x;
+    z = vf_select(z > 89.0f, vf_splat(89.0f), z);
+    z = vf_select(z < -87.0f, vf_splat(-87.0f), z);
+    return 1.0f / (1.0f + vf_exp_clamped(z));
+}
+
+/* tanh|x| = (1 - e^-2|x|) / (1 + e^-2|x|) = m / (2 - m), m = -expm1(-2|x|):
+ * one exponential and one division on every lane, and near 0 m keeps
+ * full relative accuracy, so no second (series) branch is needed. */
 static LF_INLINE lf_vf vf_tanh(lf_vf x) {
     const lf_vi32 sign = (lf_vi32)x & (int32_t)0x80000000;
     const lf_vf a = (lf_vf)((lf_vi32)x & 0x7fffffff);
     const lf_vf a_clamped = vf_select(a > 9.1f, vf_splat(9.1f), a);
-    const lf_vf large = 1.0f - 2.0f / (vf_exp_clamped(a_clamped + a_clamped) + 1.0f);
-    const lf_vf a2 = a * a;
-    lf_vf q = vf_splat(21844.0f / 6081075.0f);
-    q = q * a2 - 1382.0f / 155925.0f;
-    q = q * a2 + 62.0f / 2835.0f;
-    q = q * a2 - 17.0f / 315.0f;
-    q = q * a2 + 2.0f / 15.0f;
-    q = q * a2 - 1.0f / 3.0f;
-    const lf_vf small = a + a * a2 * q;
-    const lf_vf t = vf_select(a < 0.4f, small, large);
+    const lf_vf m = -vf_expm1_nonpositive(-2.0f * a_clamped);
+    const lf_vf t = m / (2.0f - m);
     return (lf_vf)((lf_vi32)t | sign);
 }
 
