@@ -123,9 +123,10 @@ static void run_direction(forward_job *job, int64_t layer, int64_t dir, const ch
     for (int64_t ci = 0; ci < n_chunks; ++ci) {
         const int64_t chunk_index = dir == 0 ? ci : n_chunks - 1 - ci;
         const int64_t t0 = chunk_index * chunk, t1 = t0 + chunk < T ? t0 + chunk : T;
-        /* A one-step chunk (one step per call, or a huge batch) leaves the
-         * input projection to the step, panel by panel: its W_ih and W_hh
-         * panels then stream together, in the step's alternating order. */
+        /* A one-step chunk (one step per call, a large batch: plan.c, or
+         * the last step of a sequence) leaves the input projection to the
+         * step, panel by panel: its W_ih and W_hh panels then stream
+         * together, in the step's alternating order. */
         const int fused_input = t1 - t0 == 1 && d->cell != LF_CELL_GRU;
         if (p1 > p0 && !fused_input) {
             lf_gemm_args g = {

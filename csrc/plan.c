@@ -164,6 +164,16 @@ lf_status lf_plan_packed_size(const lf_plan *plan, int64_t layer, int64_t direct
  * more and lost 10% at batch 16. */
 #define LF_GX_CHUNK_VALUES ((int64_t)1 << 20)
 
+/* From this batch on (not the GRU, whose n gate keeps its input part
+ * apart), chunks are one step long, so each step computes bias + x @ W_ih
+ * itself, panel by panel (grid.c): the B x G*H projection then never makes
+ * a round trip through the cache, and each W_ih panel, streamed once per
+ * step, still serves B/6 register tiles. Whole layer, 1 thread, against the
+ * chunked GEMM: H=128-256 at B=32-128 0.81-0.95x the time, H=512 at
+ * B=64-128 0.93-0.99x, H=512 at B=32-48 1.01x; at B=16 1.03-1.05x, so
+ * smaller batches keep the GEMM. The results are the same bits either way. */
+#define LF_FUSED_INPUT_MIN_BATCH 32
+
 static int add_region(size_t *cursor, size_t count, size_t elem, size_t *offset) {
     size_t bytes;
     if (!lf_mul(count, elem, &bytes) || !lf_round_up(bytes, LF_ALIGN, &bytes)) return 0;
@@ -180,14 +190,19 @@ LF_HIDDEN lf_status lf_workspace_layout_of(const lf_plan *plan, int64_t T, int64
     if (!lf_mul((size_t)plan->gates, (size_t)plan->hidden_padded, &row) ||
         !lf_mul(row, (size_t)B, &step_values))
         return LF_ERR_OVERFLOW;
+    const int has_gru_n_gate = d->cell == LF_CELL_GRU;
     int64_t chunk = 1;
-    if (step_values > 0 && step_values < (size_t)LF_GX_CHUNK_VALUES)
+    if ((has_gru_n_gate || B < LF_FUSED_INPUT_MIN_BATCH) && step_values > 0 &&
+        step_values < (size_t)LF_GX_CHUNK_VALUES)
         chunk = LF_GX_CHUNK_VALUES / (int64_t)step_values;
     if (chunk > T) chunk = T > 0 ? T : 1;
     out->chunk_steps = chunk;
+    /* One-step chunks of the other cells fuse the projection into the step
+     * (grid.c) and never touch gx. */
+    const size_t gx_steps = chunk == 1 && !has_gru_n_gate ? 0 : (size_t)chunk;
 
     size_t gx_values, between = 0;
-    if (!lf_mul(step_values, (size_t)chunk, &gx_values) ||
+    if (!lf_mul(step_values, gx_steps, &gx_values) ||
         !lf_mul((size_t)B, (size_t)plan->state_size, &state_values) ||
         !lf_mul((size_t)B, (size_t)d->hidden_size, &cell_values))
         return LF_ERR_OVERFLOW;

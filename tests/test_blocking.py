@@ -11,22 +11,26 @@ import reference
 from helpers import assert_result, make_hx, make_input, make_layer, make_rng, params64, ref_mode
 from lstm_fast import _core
 
-# A gx row is G*Hp = 4*144 values, 33 rows per step: a 2**20-value chunk
-# holds 55 steps, so T=80 takes two chunks, and a chunk's 1815 rows exceed a
-# 512 KiB row block at K=300 (436 rows for float32, 218 for float64).
-T, B, I, H = 80, 33, 300, 140
+# A gx row is G*Hp = 4*144 values. At B=31 rows per step a 2**20-value
+# chunk holds 58 steps, so T=80 takes two chunks, and a chunk's 1798 rows
+# exceed a 512 KiB row block at K=300 (436 rows for float32, 218 for
+# float64). From B=32 on, the LSTM's steps compute their own input
+# projection instead (plan.c: LF_FUSED_INPUT_MIN_BATCH), while the GRU
+# keeps the chunks: B=33 runs the fused path over a long sequence.
+T, I, H = 80, 300, 140
 LENGTHS = [80, 51, 49, 1, 0, 80, 50, 17, 79] + [(7 * i) % 81 for i in range(24)]
 
 
+@pytest.mark.parametrize("B", [31, 33])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("mode", ["lstm", "lstmp", "gru"])
-def test_blocked_paths_match_reference(isa, mode, dtype):
+def test_blocked_paths_match_reference(isa, mode, dtype, B):
     rng = make_rng("blocking", mode, np.dtype(dtype).name)
     layer = make_layer(mode, I, H, num_layers=1, bidirectional=True, dtype=dtype, seed=5)
     P = layer.proj_size if mode == "lstmp" else 0
     x = make_input(rng, T, B, I, dtype)
     hx = make_hx(mode, rng, 2, B, H, P, dtype)
-    lengths = LENGTHS
+    lengths = LENGTHS[:B]
     expected = reference.module_forward(ref_mode(mode), params64(layer), x, hx, lengths, False)
     got = layer(x, hx=hx, lengths=lengths)
     assert_result(mode, got, expected, dtype)
