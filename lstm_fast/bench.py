@@ -412,6 +412,13 @@ def _calls_per_sample(fn, min_sample_time, warmup_time) -> int:
     return max(1, math.ceil(min_sample_time / (elapsed / calls)))
 
 
+# Pause before each interleaved sample: thread pools spin-wait after a call
+# before they sleep (OpenBLAS's for about 0.1 s, ONNX Runtime's and
+# OpenMP's for milliseconds, ours for at most 1 ms), and a pool still
+# spinning on the other core would slow the next library's sample.
+SETTLE_SECONDS = 0.15
+
+
 def time_callables(fns, repeat=20, min_sample_time=0.01, max_time=3.0, warmup_time=0.2):
     """Time several callables side by side: {name: fn} -> {name: Timing}.
 
@@ -422,26 +429,33 @@ def time_callables(fns, repeat=20, min_sample_time=0.01, max_time=3.0, warmup_ti
     judged in a different weather, and a ratio would say more about the
     minute than about the code. Each sample of several calls starts with one
     untimed call, so that a library finds its own weights in the cache as it
-    would timed alone. Stops after max_time seconds per callable once every
-    callable has 5 samples. GC is off while timing, as in timeit."""
+    would timed alone, and with several callables each sample waits
+    SETTLE_SECONDS first, so no other library's threads still spin. Stops
+    after max_time seconds of sampling per callable once every callable has
+    5 samples. GC is off while timing, as in timeit."""
     names = list(fns)
     number = {name: _calls_per_sample(fns[name], min_sample_time, warmup_time) for name in names}
     samples = {name: [] for name in names}
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        begin = time.perf_counter()
+        sampling = 0.0
         for round_index in range(repeat):
             shift = round_index % len(names)
             for name in names[shift:] + names[:shift]:
                 fn, n = fns[name], number[name]
+                if len(names) > 1:
+                    time.sleep(SETTLE_SECONDS)
+                begin = time.perf_counter()
                 if n > 1:
                     fn()
                 t0 = time.perf_counter()
                 for _ in range(n):
                     fn()
-                samples[name].append((time.perf_counter() - t0) / n)
-            if round_index + 1 >= min(5, repeat) and time.perf_counter() - begin > max_time * len(names):
+                end = time.perf_counter()
+                samples[name].append((end - t0) / n)
+                sampling += end - begin
+            if round_index + 1 >= min(5, repeat) and sampling > max_time * len(names):
                 break
     finally:
         if gc_was_enabled:
