@@ -417,6 +417,10 @@ def _calls_per_sample(fn, min_sample_time, warmup_time) -> int:
 # OpenMP's for milliseconds, ours for at most 1 ms), and a pool still
 # spinning on the other core would slow the next library's sample.
 SETTLE_SECONDS = 0.15
+# Then untimed calls for this long (at least one) before the sample: the
+# caches hold another library's data, and after the pause our idle cores
+# must wake (on a VM the host may have lent them out meanwhile).
+REWARM_SECONDS = 0.02
 
 
 def time_callables(fns, repeat=20, min_sample_time=0.01, max_time=3.0, warmup_time=0.2):
@@ -427,10 +431,10 @@ def time_callables(fns, repeat=20, min_sample_time=0.01, max_time=3.0, warmup_ti
     This machine's speed drifts by tens of percent within a minute (a VM
     whose core is shared); timed one after another, each library would be
     judged in a different weather, and a ratio would say more about the
-    minute than about the code. Each sample of several calls starts with one
-    untimed call, so that a library finds its own weights in the cache as it
-    would timed alone, and with several callables each sample waits
-    SETTLE_SECONDS first, so no other library's threads still spin. Stops
+    minute than about the code. With several callables each sample waits
+    SETTLE_SECONDS first, so no other library's threads still spin, then
+    makes untimed calls for REWARM_SECONDS, so that a library finds its own
+    weights in the cache and its threads awake, as it would timed alone. Stops
     after max_time seconds of sampling per callable once every callable has
     5 samples. GC is off while timing, as in timeit."""
     names = list(fns)
@@ -447,9 +451,11 @@ def time_callables(fns, repeat=20, min_sample_time=0.01, max_time=3.0, warmup_ti
                 if len(names) > 1:
                     time.sleep(SETTLE_SECONDS)
                 begin = time.perf_counter()
-                if n > 1:
+                while True:
                     fn()
-                t0 = time.perf_counter()
+                    t0 = time.perf_counter()
+                    if t0 - begin >= REWARM_SECONDS:
+                        break
                 for _ in range(n):
                     fn()
                 end = time.perf_counter()
