@@ -38,41 +38,43 @@ static LF_INLINE lf_vf vf_select(lf_vi32 mask, lf_vf a, lf_vf b) {
     return (lf_vf)((mask & (lf_vi32)a) | (~mask & (lf_vi32)b));
 }
 
-static LF_INLINE lf_vf vf_exp_clamped(lf_vf x) {
+/* The range reduction shared by exp and expm1: x = n*ln2 + r with
+ * |r| <= ln2/2, e^r = 1 + r*q (q a degree-6 Taylor polynomial, so e^r's
+ * truncation is 5e-9 relative), and scale = 2^n built in the exponent bits. */
+typedef struct vf_exp_parts {
+    lf_vf r, q, scale;
+} vf_exp_parts;
+
+static LF_INLINE vf_exp_parts vf_exp_reduce(lf_vf x) {
+    vf_exp_parts e;
     /* n = round(x / ln2) by the 1.5*2^23 trick: exact for |n| < 2^22. */
     const lf_vf n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
     /* ln2 split in two so n*ln2_hi is exact and r keeps full precision. */
-    lf_vf r = x - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    lf_vf p = vf_splat(1.0f / 5040.0f);
-    p = p * r + 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
+    e.r = x - n * 0.693359375f;
+    e.r = e.r - n * -2.12194440e-4f;
+    lf_vf q = vf_splat(1.0f / 5040.0f);
+    q = q * e.r + 1.0f / 720.0f;
+    q = q * e.r + 1.0f / 120.0f;
+    q = q * e.r + 1.0f / 24.0f;
+    q = q * e.r + 1.0f / 6.0f;
+    q = q * e.r + 0.5f;
+    e.q = q * e.r + 1.0f;
     const lf_vi32 ni = __builtin_convertvector(n, lf_vi32);
-    return p * (lf_vf)((ni + 127) << 23);
+    e.scale = (lf_vf)((ni + 127) << 23);
+    return e;
+}
+
+static LF_INLINE lf_vf vf_exp_clamped(lf_vf x) {
+    const vf_exp_parts e = vf_exp_reduce(x);
+    return (e.q * e.r + 1.0f) * e.scale;
 }
 
 /* e^x - 1 for x in [-19, 0], without the cancellation of exp(x) - 1 near 0:
- * e^x - 1 = 2^n (e^r - 1) + (2^n - 1), with 2^n - 1 exact and e^r - 1 a
- * polynomial with no constant term, so small x keeps its relative accuracy. */
+ * e^x - 1 = 2^n (e^r - 1) + (2^n - 1), with 2^n - 1 exact and e^r - 1 = r*q
+ * free of a constant term, so small x keeps its relative accuracy. */
 static LF_INLINE lf_vf vf_expm1_nonpositive(lf_vf x) {
-    const lf_vf n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    lf_vf r = x - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    lf_vf p = vf_splat(1.0f / 5040.0f);
-    p = p * r + 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    const lf_vi32 ni = __builtin_convertvector(n, lf_vi32);
-    const lf_vf scale = (lf_vf)((ni + 127) << 23);
-    return (p * r) * scale + (scale - 1.0f);
+    const vf_exp_parts e = vf_exp_reduce(x);
+    return (e.q * e.r) * e.scale + (e.scale - 1.0f);
 }
 
 static LF_INLINE lf_vf vf_sigmoid(lf_vf x) {
