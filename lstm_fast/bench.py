@@ -432,9 +432,10 @@ def time_callables(fns, repeat=20, min_sample_time=0.01, max_time=3.0, warmup_ti
     whose core is shared); timed one after another, each library would be
     judged in a different weather, and a ratio would say more about the
     minute than about the code. With several callables each sample waits
-    SETTLE_SECONDS first, so no other library's threads still spin, then
-    makes untimed calls for REWARM_SECONDS, so that a library finds its own
-    weights in the cache and its threads awake, as it would timed alone. Stops
+    SETTLE_SECONDS first, so no other library's threads still spin. Every
+    sample starts with untimed calls for REWARM_SECONDS (at least one), so
+    that a library finds its own weights in the cache and its threads
+    awake, as it would timed alone. Stops
     after max_time seconds of sampling per callable once every callable has
     5 samples. GC is off while timing, as in timeit."""
     names = list(fns)
