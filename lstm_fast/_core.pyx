@@ -13,6 +13,7 @@ queue for the GIL twice per call.
 """
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport int64_t
+from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
 cimport numpy as cnp
@@ -217,19 +218,34 @@ cdef inline bint _fits(object array, int typenum, int64_t d0, int64_t d1, int64_
     """The fast check of what C needs: an aligned, native-byte-order, C-contiguous
     ndarray of typenum; d* are the extents, -1 for any, d1 = d2 = -2 for 1-D.
     When it fails, the callers rerun the slow checks for a helpful message."""
+    if d1 == -2:
+        return _fits_nd(array, typenum, 1, d0, 0, 0)
+    return _fits_nd(array, typenum, 3, d0, d1, d2)
+
+
+cdef inline bint _fits_nd(object array, int typenum, int ndim, int64_t d0, int64_t d1,
+                          int64_t d2):
+    """_fits for ndim (1 to 3) extents d0, d1, d2 (the first ndim of them; -1
+    for any)."""
     cdef cnp.ndarray a
     cdef cnp.npy_intp *dims
+    cdef int64_t expected[3]
+    cdef int axis
     if not cnp.PyArray_Check(array):
         return False
     a = <cnp.ndarray>array
-    if (cnp.PyArray_TYPE(a) != typenum or not cnp.PyArray_IS_C_CONTIGUOUS(a)
-            or not cnp.PyArray_ISALIGNED(a) or not cnp.PyArray_ISNOTSWAPPED(a)):
+    if (cnp.PyArray_TYPE(a) != typenum or cnp.PyArray_NDIM(a) != ndim
+            or not cnp.PyArray_IS_C_CONTIGUOUS(a) or not cnp.PyArray_ISALIGNED(a)
+            or not cnp.PyArray_ISNOTSWAPPED(a)):
         return False
     dims = cnp.PyArray_DIMS(a)
-    if d1 == -2:
-        return cnp.PyArray_NDIM(a) == 1 and dims[0] == d0
-    return (cnp.PyArray_NDIM(a) == 3 and (d0 < 0 or dims[0] == d0)
-            and (d1 < 0 or dims[1] == d1) and dims[2] == d2)
+    expected[0] = d0
+    expected[1] = d1
+    expected[2] = d2
+    for axis in range(ndim):
+        if expected[axis] >= 0 and dims[axis] != expected[axis]:
+            return False
+    return True
 
 
 cdef int _refuse_unusual(str name, object array) except -1:
@@ -249,6 +265,25 @@ cdef object _empty(int ndim, int64_t d0, int64_t d1, int64_t d2, int typenum):
     dims[1] = d1
     dims[2] = d2
     return cnp.PyArray_EMPTY(ndim, dims, typenum, 0)
+
+
+cdef object _state_array(int ndim, int64_t stacked, int64_t batch, int64_t width, int typenum):
+    """A final state as the caller's initial state is shaped (Engine._run)."""
+    if ndim == 3:
+        return _empty(3, stacked, batch, width, typenum)
+    if ndim == 2:
+        return _empty(2, stacked * batch, width, 0, typenum)
+    return _empty(1, width, 0, 0, typenum)
+
+
+cdef inline bint _state_fits(object array, int typenum, int ndim, int64_t stacked, int64_t batch,
+                             int64_t width):
+    """_fits_nd for a state shaped as _state_array makes it."""
+    if ndim == 3:
+        return _fits_nd(array, typenum, 3, stacked, batch, width)
+    if ndim == 2:
+        return _fits_nd(array, typenum, 2, stacked * batch, width, 0)
+    return _fits_nd(array, typenum, 1, width, 0, 0)
 
 
 def version():
@@ -576,7 +611,8 @@ cdef class Engine:
             _refuse_unusual("lengths", lengths)
         if threads < 0:
             raise ValueError(f"threads must be >= 0, got {threads}")
-        return self._run(x, h0, c0, lengths, pool, threads)
+        return self._run(x, h0, c0, lengths, pool, threads, cnp.PyArray_DIMS(<cnp.ndarray>x)[0],
+                         batch, 3, 3)
 
     def workspace_bytes(self, steps, batch):
         """Scratch bytes one forward of `steps` x `batch` allocates: bounded in
@@ -587,77 +623,124 @@ cdef class Engine:
                                       &bytes), "workspace size")
         return bytes
 
-    def call_like_torch(self, input, hx, ThreadPool pool):
-        """The per-call fast path of the layers: when `input` is already a
-        (T, B, input_size) C-contiguous array of the engine's dtype and `hx` is
-        None or states of exactly the engine's shapes, run and return torch's
-        result structure ((y, (h_n, c_n)) for an LSTM, else (y, h_n)).
-        Otherwise return None and let the caller convert and validate."""
+    def call_fast(self, input, hx, ThreadPool pool, bint cell=False, bint batch_first=False):
+        """The per-call fast path of the layers and cells: when `input` and `hx`
+        (None, h, or for an LSTM the tuple (h, c)) are already C-contiguous
+        arrays of the engine's dtype with exactly the shapes torch takes, run
+        and return torch's result structure; otherwise return None and let the
+        caller convert and validate.
+
+        layer (cell False): input (T, B, input_size), or (T, input_size)
+            unbatched; states (S, B, .) or (S, .). Returns (y, (h_n, c_n)) for an
+            LSTM, else (y, h_n). batch_first layers pass only unbatched input.
+        cell (a one-layer, one-direction engine): input (B, input_size), or
+            (input_size,) unbatched; states (B, .) or (.,). Returns (h', c')
+            for an LSTM, else h'.
+        """
         cdef const lf_desc *desc = &self._plan.desc
         cdef int typenum = cnp.NPY_FLOAT64 if self._is_double else cnp.NPY_FLOAT32
         cdef int64_t stacked = desc.num_layers * desc.num_directions
-        cdef int64_t batch
+        cdef int64_t steps, batch
+        cdef cnp.npy_intp *dims
+        cdef int ndim
         cdef bint is_lstm = desc.cell == LF_CELL_LSTM
-        h0 = c0 = None
-        if not _fits(input, typenum, -1, -1, desc.input_size):
+        if not cnp.PyArray_Check(input):
             return None
-        batch = cnp.PyArray_DIMS(<cnp.ndarray>input)[1]
+        ndim = cnp.PyArray_NDIM(<cnp.ndarray>input)
+        dims = cnp.PyArray_DIMS(<cnp.ndarray>input)
+        if cell:
+            if stacked != 1 or ndim < 1 or ndim > 2:
+                return None
+            steps = 1
+            batch = dims[0] if ndim == 2 else 1
+        else:
+            if ndim < 2 or ndim > 3 or (batch_first and ndim == 3):
+                return None
+            steps = dims[0]
+            batch = dims[1] if ndim == 3 else 1
+        # Empty calls are rare; the general path handles them.
+        if steps == 0 or batch == 0 or dims[ndim - 1] != desc.input_size:
+            return None
+        if not _fits_nd(input, typenum, ndim, -1, -1, -1):
+            return None
+        h0 = c0 = None
         if hx is not None:
             if is_lstm:
                 if type(hx) is not tuple or len(<tuple>hx) != 2:
                     return None
                 h0, c0 = <tuple>hx
-                if not _fits(c0, typenum, stacked, batch, desc.hidden_size):
+                if not _state_fits(c0, typenum, ndim, stacked, batch, desc.hidden_size):
                     return None
             else:
                 h0 = hx
-            if not _fits(h0, typenum, stacked, batch, self._plan.state_size):
+            if not _state_fits(h0, typenum, ndim, stacked, batch, self._plan.state_size):
                 return None
-        y, h_n, c_n = self._run(input, h0, c0, None, pool, 0)
+        y, h_n, c_n = self._run(input, h0, c0, None, pool, 0, steps, batch,
+                                0 if cell else ndim, ndim)
+        if cell:
+            return (h_n, c_n) if is_lstm else h_n
         return (y, (h_n, c_n)) if is_lstm else (y, h_n)
 
-    cdef tuple _run(self, x, h0, c0, lengths, ThreadPool pool, int threads):
-        """forward() after its checks."""
+    cdef tuple _run(self, x, h0, c0, lengths, ThreadPool pool, int threads, int64_t steps,
+                    int64_t batch, int y_ndim, int state_ndim):
+        """forward() after its checks. The outputs' shapes: y_ndim 3 (T, B, D*R),
+        2 (T*B, D*R), 0 none (scratch: a cell's caller wants only the state);
+        state_ndim 3 (S, B, .), 2 (S*B, .), 1 (.) with S*B = 1."""
         cdef const lf_desc *desc = &self._plan.desc
         cdef int64_t stacked = desc.num_layers * desc.num_directions
         cdef int64_t state_size = self._plan.state_size
+        cdef int64_t y_width = desc.num_directions * state_size
         cdef bint is_lstm = desc.cell == LF_CELL_LSTM
         cdef int typenum = cnp.NPY_FLOAT64 if self._is_double else cnp.NPY_FLOAT32
-        cdef int64_t steps = cnp.PyArray_DIMS(<cnp.ndarray>x)[0]
-        cdef int64_t batch = cnp.PyArray_DIMS(<cnp.ndarray>x)[1]
-        cdef size_t workspace_bytes
+        cdef size_t workspace_bytes, y_scratch_bytes = 0
+        cdef char *scratch
         cdef lf_forward_args args
         cdef lf_status status
 
         _check(lf_plan_workspace_size(&self._plan, steps, batch, &workspace_bytes),
                "workspace size")
-        # A fresh workspace per call keeps concurrent calls on one engine independent.
-        workspace = _empty(1, <int64_t>workspace_bytes, 0, 0, cnp.NPY_UINT8)
-        y = _empty(3, steps, batch, desc.num_directions * state_size, typenum)
-        h_n = _empty(3, stacked, batch, state_size, typenum)
-        c_n = _empty(3, stacked, batch, desc.hidden_size, typenum) if is_lstm else None
-
-        args.T = steps
-        args.B = batch
-        args.x = _pointer(x)
-        args.h0 = _pointer(h0)
-        args.c0 = _pointer(c0)
-        args.lengths = <const int64_t *>_pointer(lengths)
-        args.y = _pointer(y)
-        args.h_n = _pointer(h_n)
-        args.c_n = _pointer(c_n)
-        args.packed = self._packed
-        args.workspace = _pointer(workspace)
-        args.workspace_bytes = workspace_bytes
-        args.pool = pool._pool if pool is not None else NULL
-        args.threads = threads
-        # Results never depend on it: alternating it between calls makes
-        # one-step-per-call streams walk the weights in alternating orders,
-        # as the steps of one long call do. A racing increment is harmless.
-        self._calls += 1
-        args.step_parity = self._calls
-        with nogil:
-            status = lf_forward(&self._plan, &args)
+        h_n = _state_array(state_ndim, stacked, batch, state_size, typenum)
+        c_n = _state_array(state_ndim, stacked, batch, desc.hidden_size, typenum) if is_lstm else None
+        if y_ndim == 3:
+            y = _empty(3, steps, batch, y_width, typenum)
+        elif y_ndim == 2:
+            y = _empty(2, steps * batch, y_width, 0, typenum)
+        else:
+            # Only one-step, one-layer, one-direction calls come here: y is
+            # then exactly as large as h_n, which exists, so no overflow.
+            y = None
+            y_scratch_bytes = (<size_t>cnp.PyArray_NBYTES(<cnp.ndarray>h_n) + 63) // 64 * 64
+        if workspace_bytes > (<size_t>-1) - y_scratch_bytes - 1:
+            raise MemoryError(f"forward needs more than {workspace_bytes} bytes of workspace")
+        # malloc, not a NumPy array: cheaper per call, and still a fresh
+        # workspace per call, so concurrent calls on one engine stay independent.
+        scratch = <char *>malloc(workspace_bytes + y_scratch_bytes + 1)
+        if scratch == NULL:
+            raise MemoryError(f"forward could not allocate {workspace_bytes} bytes of workspace")
+        try:
+            args.T = steps
+            args.B = batch
+            args.x = _pointer(x)
+            args.h0 = _pointer(h0)
+            args.c0 = _pointer(c0)
+            args.lengths = <const int64_t *>_pointer(lengths)
+            args.y = _pointer(y) if y is not None else <void *>scratch
+            args.h_n = _pointer(h_n)
+            args.c_n = _pointer(c_n)
+            args.packed = self._packed
+            args.workspace = scratch + y_scratch_bytes
+            args.workspace_bytes = workspace_bytes
+            args.pool = pool._pool if pool is not None else NULL
+            args.threads = threads
+            # Results never depend on it: alternating it between calls makes
+            # one-step-per-call streams walk the weights in alternating orders,
+            # as the steps of one long call do. A racing increment is harmless.
+            self._calls += 1
+            args.step_parity = self._calls
+            with nogil:
+                status = lf_forward(&self._plan, &args)
+        finally:
+            free(scratch)
         _check(status, "forward")
         return y, h_n, c_n
 

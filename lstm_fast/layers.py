@@ -190,6 +190,8 @@ def _lengths_array(lengths, batch, steps):
 def _engine_array(array, dtype):
     """`array` as the C core reads it: C-contiguous, aligned, native byte order,
     of `dtype` (a copy only when one of these is missing)."""
+    if array.dtype == dtype and array.flags.c_contiguous and array.flags.aligned:
+        return array  # the common case, without np.require's cost per call
     return np.require(array, dtype=dtype, requirements=("C", "A"))
 
 
@@ -675,13 +677,14 @@ class _RNNBase(_RecurrentBase):
         (L, N, D * R), or (N, L, D * R) with batch_first, or (L, D * R)
         unbatched; h_n and c_n have the shapes of h_0 and c_0.
         """
-        if lengths is None and not self._batch_first:
+        if lengths is None:
             engine = self._engine
             if engine is not None:
                 # Streaming calls (one step at a time, state carried) live or
                 # die by per-call overhead: arrays that already have the exact
                 # dtype, layout and shapes skip the conversions below.
-                result = engine.call_like_torch(input, hx, _config.thread_pool())
+                result = engine.call_fast(input, hx, _config.thread_pool(),
+                                          batch_first=self._batch_first)
                 if result is not None:
                     return result
         x = _float_array("input", input)
@@ -831,6 +834,12 @@ class _RNNCellBase(_RecurrentBase):
 
         Returns LSTMCell: (h', c'); GRUCell/RNNCell: h'. Shapes as the state's.
         """
+        engine = self._engine
+        if engine is not None:
+            # As in _RNNBase.forward: exact arrays skip the conversions.
+            result = engine.call_fast(input, hx, _config.thread_pool(), cell=True)
+            if result is not None:
+                return result
         x = _float_array("input", input)
         if x.ndim not in (1, 2):
             raise ValueError(

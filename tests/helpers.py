@@ -199,3 +199,27 @@ def torch_forward(module, mode, input, hx=None, lengths=None, batch_first=False)
     if is_lstm(mode):
         return out.numpy(), (hn[0].numpy(), hn[1].numpy())
     return out.numpy(), hn.numpy()
+
+
+class FastPathSpy:
+    """Stands in for a layer's or cell's engine and counts the calls that its
+    per-call fast path (Engine.call_fast) accepted."""
+
+    def __init__(self, engine):
+        self._engine = engine
+        self.accepted = 0
+
+    def call_fast(self, *args, **kwargs):
+        result = self._engine.call_fast(*args, **kwargs)
+        self.accepted += result is not None
+        return result
+
+    def __getattr__(self, name):
+        return getattr(self._engine, name)
+
+
+def spy_fast_path(module):
+    """Run `module` (an lstm_fast layer or cell) on a FastPathSpy; returns it."""
+    module._current_engine()
+    spy = module._engine = FastPathSpy(module._engine)
+    return spy

@@ -4,7 +4,7 @@ import pytest
 
 import lstm_fast  # noqa: F401
 import reference
-from helpers import assert_close, make_cell, make_rng, params64
+from helpers import assert_close, make_cell, make_rng, params64, spy_fast_path
 
 CELL_MODES = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
 
@@ -74,3 +74,41 @@ def test_cell_params_and_init(mode):
     ro = cell.weight_ih
     with pytest.raises(ValueError):
         ro[0, 0] = 1.0
+
+
+@pytest.mark.parametrize("batched", [True, False], ids=["batched", "unbatched"])
+@pytest.mark.parametrize("mode", CELL_MODES)
+def test_fast_path_equals_converting_path(isa, mode, batched):
+    # Exact float32 arrays take the per-call fast path (no conversion, outputs
+    # shaped in C); float64 and non-contiguous arrays take the converting one.
+    # Same bits, same shapes, and fresh outputs that alias no argument.
+    rng = make_rng("cell-fast-path", mode, batched)
+    I, H = 7, 37
+    cell = make_cell(mode, I, H, dtype=np.float32, seed=5)
+    lead = (3,) if batched else ()
+    x = rng.standard_normal(lead + (I,)).astype(np.float32)
+    h = rng.uniform(-0.9, 0.9, lead + (H,)).astype(np.float32)
+    c = rng.uniform(-2, 2, lead + (H,)).astype(np.float32)
+    hx = (h, c) if mode == "lstm" else h
+
+    def outputs(result):
+        return result if mode == "lstm" else (result,)
+
+    spy = spy_fast_path(cell)
+    fast = outputs(cell(x, hx))
+    assert spy.accepted == 1                # the path under test
+    wide_hx = tuple(a.astype(np.float64) for a in hx) if mode == "lstm" else h.astype(np.float64)
+    strided = np.repeat(x, 2, axis=-1)[..., ::2]
+    assert not strided.flags.c_contiguous
+    for variant_x, variant_hx in ((x.astype(np.float64), hx), (x, wide_hx), (strided, hx)):
+        for got, want in zip(outputs(cell(variant_x, variant_hx)), fast):
+            assert got.dtype == np.float32 and got.shape == lead + (H,)
+            np.testing.assert_array_equal(got, want)
+    for out in fast:
+        assert out.shape == lead + (H,) and out.dtype == np.float32
+        for argument in (x, h, c):
+            assert not np.shares_memory(out, argument)
+    h_next = fast[0]
+    again = outputs(cell(x, hx))
+    h_next[...] = 0                         # outputs are the caller's, not scratch
+    np.testing.assert_array_equal(outputs(cell(x, hx))[0], again[0])

@@ -5,7 +5,7 @@ import pytest
 import lstm_fast  # noqa: F401  (a collection error here means the package is not built)
 import reference
 from helpers import (MODES, assert_close, assert_result, is_lstm, make_hx, make_input, make_layer,
-                     make_rng, params64, proj_for, ref_mode, split, tol)
+                     make_rng, params64, proj_for, ref_mode, split, spy_fast_path, tol)
 
 DTYPES = [np.float32, np.float64]
 
@@ -279,6 +279,32 @@ def test_unbatched_equals_batch_of_one(isa):
     assert y1.shape == (T, 2 * H) and h1.shape == (4, H)
     np.testing.assert_allclose(y1, y3[:, 0], **tol(np.float64))
     np.testing.assert_allclose(h1, h3[:, 0], **tol(np.float64))
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("mode", ["lstm", "gru"])
+def test_unbatched_fast_path_equals_converting_path(isa, mode, batch_first):
+    # Exact float32 unbatched input and states take the per-call fast path
+    # (outputs shaped in C), also for batch_first layers; float64 ones take
+    # the converting path. Same bits and shapes.
+    rng = make_rng("unbatched-fast-path", mode, batch_first)
+    T, I, H = 4, 6, 20
+    layer = make_layer(mode, I, H, num_layers=2, bidirectional=True, batch_first=batch_first,
+                       dtype=np.float32, seed=4)
+    x = make_input(rng, T, 1, I, np.float32, unbatched=True)
+    hx = make_hx(mode, rng, 4, 1, H, 0, np.float32, unbatched=True)
+    wide_hx = tuple(a.astype(np.float64) for a in hx) if mode == "lstm" else hx.astype(np.float64)
+    spy = spy_fast_path(layer)
+    fast = split(mode, layer(x, hx))
+    assert spy.accepted == 1                # the path under test
+    assert fast[0].shape == (T, 2 * H) and fast[1].shape == (4, H)
+    for variant_x, variant_hx in ((x.astype(np.float64), hx), (x, wide_hx)):
+        for got, want in zip(split(mode, layer(variant_x, variant_hx)), fast):
+            if want is not None:
+                assert got.shape == want.shape and got.dtype == np.float32
+                np.testing.assert_array_equal(got, want)
+    batched = split(mode, layer(x[None] if batch_first else x[:, None], None))
+    np.testing.assert_array_equal(split(mode, layer(x))[0], batched[0].reshape(T, 2 * H))
 
 
 def test_output_is_fresh_array(isa):
