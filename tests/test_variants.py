@@ -115,3 +115,36 @@ def test_layer_variant_checks():
 def test_bad_variant_values_are_named(variant, error, match):
     with pytest.raises(error, match=match):
         lstm_fast.LSTM(2, 3, variant=variant)
+
+
+@pytest.mark.parametrize("H", [1, 9, 37, 70])
+@pytest.mark.parametrize("B", [1, 2, 4])
+@pytest.mark.parametrize("cell", ["rnn_tanh", "rnn_relu", "gru_reset_before"])
+def test_split_accumulator_chains(cell, B, H, isa, rng):
+    # One- and two-gate tiles of 1, 2 or 4 rows split the recurrent sum over
+    # k into 8 / (rows x gates) partial sums (kernel_body.h,
+    # accumulate_short); H = K here covers no tail and tails of 1 to 6.
+    # Long sequences, so a wrong partial sum compounds.
+    T, I = 9, 5
+    reset_before = cell == "gru_reset_before"
+    if reset_before:
+        layer = lstm_fast.GRU(I, H, dtype=np.float32, seed=H,
+                              variant={"reset_before_product": True})
+    else:
+        layer = lstm_fast.RNN(I, H, nonlinearity=cell[4:], dtype=np.float32, seed=H)
+    assert layer.isa == isa
+    x = make_input(rng, T, B, I, np.float32, scale=2.0)
+    h0 = rng.uniform(-0.9, 0.9, (1, B, H)).astype(np.float32)
+    y, h_n = layer(x, h0)
+    p = {k: v.astype(np.float64) for k, v in layer.state_dict().items()}
+    if reset_before:
+        W, R = to_onnx_gru(p["weight_ih_l0"]), to_onnx_gru(p["weight_hh_l0"])
+        bias = np.concatenate([to_onnx_gru(p["bias_ih_l0"]), to_onnx_gru(p["bias_hh_l0"])])
+        Y, Y_h = ref.onnx_forward("GRU", x, W[None], R[None], bias[None], initial_h=h0)
+    else:
+        bias = np.concatenate([p["bias_ih_l0"], p["bias_hh_l0"]])
+        Y, Y_h = ref.onnx_forward("RNN", x, p["weight_ih_l0"][None], p["weight_hh_l0"][None],
+                                  bias[None], initial_h=h0,
+                                  activations=["Tanh" if cell == "rnn_tanh" else "Relu"])
+    np.testing.assert_allclose(y, Y[:, 0], **tol(np.float32))
+    np.testing.assert_allclose(h_n, Y_h, **tol(np.float32))

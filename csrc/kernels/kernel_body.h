@@ -76,6 +76,73 @@ static LF_INLINE void F(accumulate)(const int rows, const int G, int64_t K, cons
     }
 }
 
+/* Each FMA waits ~4 cycles for the previous one into the same register, so
+ * a tile with fewer than LF_MIN_CHAINS accumulators (rows x gates) leaves
+ * the FMA pipes idle, unless, as with 3 or 4 gates, loading the panel's G
+ * vectors per k from L2 takes as long anyway. Measured with one gate (plain
+ * RNN): B=1 0.62x, B=2 0.45x, B=4 0.91-0.97x the time, but B=3 1.04-1.13x
+ * (k steps of 3 or 2 over 9 or 6 chains); with 3 or 4 gates at B=1 or 2 no
+ * better than 0.96-1.05x. So only 1, 2 or 4 chains of 1 or 2 gates split. */
+#define LF_MIN_CHAINS 8
+
+/* accumulate for such a short tile: consecutive k go round robin to S
+ * partial sums per accumulator, added in a fixed order at the end, so the
+ * bits still depend only on K and the tile's shape, never on threads. */
+static LF_INLINE void F(accumulate_short)(const int rows, const int G, int64_t K, const REAL *A,
+                                          int64_t lda, const REAL *panel, VEC acc[][4]) {
+    const int S = LF_MIN_CHAINS / (rows * G);
+    VEC part[LF_MIN_CHAINS][LF_MIN_CHAINS][4];
+#pragma GCC unroll 8
+    for (int j = 0; j < S; ++j)
+#pragma GCC unroll 8
+        for (int r = 0; r < rows; ++r)
+#pragma GCC unroll 4
+            for (int g = 0; g < G; ++g) part[j][r][g] = j == 0 ? acc[r][g] : F(splat)(0);
+    int64_t k = 0;
+    for (; k + S <= K; k += S) {
+#pragma GCC unroll 8
+        for (int j = 0; j < S; ++j) {
+            const REAL *w = panel + (k + j) * G * NB;
+#pragma GCC unroll 8
+            for (int r = 0; r < rows; ++r) {
+                const VEC a = F(splat)(A[r * lda + k + j]);
+#pragma GCC unroll 4
+                for (int g = 0; g < G; ++g) part[j][r][g] += a * F(load)(w + g * NB);
+            }
+        }
+    }
+    for (; k < K; ++k) {
+        const REAL *w = panel + k * G * NB;
+#pragma GCC unroll 8
+        for (int r = 0; r < rows; ++r) {
+            const VEC a = F(splat)(A[r * lda + k]);
+#pragma GCC unroll 4
+            for (int g = 0; g < G; ++g) part[0][r][g] += a * F(load)(w + g * NB);
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < rows; ++r)
+#pragma GCC unroll 4
+        for (int g = 0; g < G; ++g) {
+            VEC sum = part[0][r][g];
+#pragma GCC unroll 8
+            for (int j = 1; j < S; ++j) sum += part[j][r][g];
+            acc[r][g] = sum;
+        }
+}
+
+/* The step's recurrent product. (The input projection keeps accumulate's
+ * one chain per accumulator: the GEMM and the step's fused projection must
+ * give the same bits whatever their tiles.) */
+static LF_INLINE void F(accumulate_recurrent)(const int rows, const int G, int64_t K,
+                                              const REAL *A, int64_t lda, const REAL *panel,
+                                              VEC acc[][4]) {
+    if (G <= 2 && (rows * G == 1 || rows * G == 2 || rows * G == 4))
+        F(accumulate_short)(rows, G, K, A, lda, panel, acc);
+    else
+        F(accumulate)(rows, G, K, A, lda, panel, acc);
+}
+
 /* Expands CALL(n) for the remaining-rows count n in 1..LF_MR, the tallest
  * step tile. */
 #define LF_ROW_SWITCH(rows, CALL) LF_ROW_SWITCH_TO(LF_MR, rows, CALL)
@@ -294,8 +361,8 @@ static LF_INLINE void F(step_tile)(const int rows, const int G, const lf_cell_ki
                                 : F(load)(gx + g * NB);
         }
     }
-    F(accumulate)(rows, G, s->R, (const REAL *)s->h_prev + r0 * s->R, s->R,
-                  (const REAL *)s->w_hh + p * s->R * PW, acc);
+    F(accumulate_recurrent)(rows, G, s->R, (const REAL *)s->h_prev + r0 * s->R, s->R,
+                            (const REAL *)s->w_hh + p * s->R * PW, acc);
     for (int r = 0; r < rows; ++r) F(finish_row)(cell, generic, s, acc[r], r0 + r, p);
 }
 
@@ -333,8 +400,8 @@ static LF_INLINE void F(gru_rb_gates_tile)(const int rows, const lf_step_args *s
         acc[r][0] = F(load)(gx);
         acc[r][1] = F(load)(gx + NB);
     }
-    F(accumulate)(rows, 2, s->R, (const REAL *)s->h_prev + r0 * s->R, s->R,
-                  (const REAL *)s->w_hh + p * s->R * 2 * NB, acc);
+    F(accumulate_recurrent)(rows, 2, s->R, (const REAL *)s->h_prev + r0 * s->R, s->R,
+                            (const REAL *)s->w_hh + p * s->R * 2 * NB, acc);
     for (int r = 0; r < rows; ++r) {
         const int64_t b = r0 + r;
         const VEC rg = F(activate)(&o->act[LF_ROLE_F], o->clip, acc[r][0]);
@@ -353,8 +420,8 @@ static LF_INLINE void F(gru_rb_update_tile)(const int rows, const lf_step_args *
     VEC acc[LF_MR][4];
     for (int r = 0; r < rows; ++r)
         acc[r][0] = F(load)((const REAL *)s->gx + (r0 + r) * ldgx + p * 3 * NB + 2 * NB);
-    F(accumulate)(rows, 1, s->R, (const REAL *)s->rh + r0 * s->R, s->R,
-                  (const REAL *)s->w_hn + p * s->R * NB, acc);
+    F(accumulate_recurrent)(rows, 1, s->R, (const REAL *)s->rh + r0 * s->R, s->R,
+                            (const REAL *)s->w_hn + p * s->R * NB, acc);
     for (int r = 0; r < rows; ++r) {
         const int64_t b = r0 + r;
         if (s->lengths && s->t >= s->lengths[b]) {
