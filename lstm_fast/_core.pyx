@@ -194,8 +194,9 @@ cdef int _require_array(str name, object array, object dtype, tuple shape) excep
 # memoryview is released when the helper returns; the pointer stays valid
 # because the caller keeps the owning array alive for the whole C call. Empty
 # arrays give NULL, which the C core accepts for zero elements. The views are
-# const so that read-only arrays pass. The per-call path (Engine.forward) uses
-# _fits/_pointer instead: NumPy's C API costs far less than a memoryview.
+# const so that read-only arrays pass. The per-call path (Engine.forward,
+# Engine.call_fast, Engine._run) uses _fits_nd/_state_fits/_pointer instead:
+# NumPy's C API costs far less than a memoryview.
 
 cdef void *_data(object array, bint is_double) except? NULL:
     cdef const float[::1] floats
@@ -701,6 +702,10 @@ cdef class Engine:
                "workspace size")
         h_n = _state_array(state_ndim, stacked, batch, state_size, typenum)
         c_n = _state_array(state_ndim, stacked, batch, desc.hidden_size, typenum) if is_lstm else None
+        # What the shapes below take for granted (call_fast guarantees it).
+        if ((state_ndim == 1 and stacked * batch != 1)
+                or (y_ndim == 0 and (steps != 1 or desc.num_directions != 1 or stacked != 1))):
+            raise SystemError("Engine._run: output shapes do not fit this call")
         if y_ndim == 3:
             y = _empty(3, steps, batch, y_width, typenum)
         elif y_ndim == 2:
@@ -714,9 +719,11 @@ cdef class Engine:
             raise MemoryError(f"forward needs more than {workspace_bytes} bytes of workspace")
         # malloc, not a NumPy array: cheaper per call, and still a fresh
         # workspace per call, so concurrent calls on one engine stay independent.
+        # The + 1 keeps malloc(0), which may return NULL, from reading as failure.
         scratch = <char *>malloc(workspace_bytes + y_scratch_bytes + 1)
         if scratch == NULL:
-            raise MemoryError(f"forward could not allocate {workspace_bytes} bytes of workspace")
+            raise MemoryError(f"forward could not allocate "
+                              f"{workspace_bytes + y_scratch_bytes + 1} bytes of workspace")
         try:
             args.T = steps
             args.B = batch

@@ -376,3 +376,21 @@ def test_one_step_per_call_equals_one_call_variants(isa, cls, variant):
     layer = cls(11, 37, num_layers=2, variant=variant)
     x = make_input(make_rng("stepwise-variant", str(variant)), 5, 3, 11, np.float32)
     _stepwise_equals_whole(layer, x, "lstm" if cls is lstm_fast.LSTM else "gru")
+
+
+@pytest.mark.parametrize("mode", ["lstm", "gru"])
+def test_rows_do_not_depend_on_the_batch(isa, mode):
+    # README: LSTM and GRU results are bitwise the same whatever else is
+    # batched with a sequence (tile heights, and from B=32 the fused input
+    # projection, change nothing per row). Plain RNNs and reset-before GRUs
+    # are exempt (kernel_body.h, accumulate_short).
+    rng = make_rng("batch-invariance", mode)
+    T, I, H = 5, 13, 37
+    layer = make_layer(mode, I, H, dtype=np.float32, seed=8)
+    x = make_input(rng, T, 40, I, np.float32)
+    alone = split(mode, layer(np.ascontiguousarray(x[:, 2:3])))
+    for B in (7, 40):
+        batched = split(mode, layer(np.ascontiguousarray(x[:, :B])))
+        for got, want in zip(batched, alone):
+            if want is not None:
+                np.testing.assert_array_equal(got[:, 2:3], want)

@@ -117,14 +117,15 @@ def test_bad_variant_values_are_named(variant, error, match):
         lstm_fast.LSTM(2, 3, variant=variant)
 
 
-@pytest.mark.parametrize("H", [1, 9, 37, 70])
+@pytest.mark.parametrize("H", [1, 3, 8, 9, 10, 11, 12, 15, 16, 37, 70])
 @pytest.mark.parametrize("B", [1, 2, 4])
 @pytest.mark.parametrize("cell", ["rnn_tanh", "rnn_relu", "gru_reset_before"])
 def test_split_accumulator_chains(cell, B, H, isa, rng):
     # One- and two-gate tiles of 1, 2 or 4 rows split the recurrent sum over
-    # k into 8 / (rows x gates) partial sums (kernel_body.h,
-    # accumulate_short); H = K here covers no tail and tails of 1 to 6.
-    # Long sequences, so a wrong partial sum compounds.
+    # k into S = 8 / (rows x gates) partial sums (kernel_body.h,
+    # accumulate_short). K = H here: K < S, K a multiple of S, and tails of
+    # 1 to 7 for S = 8 (1 to 3 for S = 4, 1 for S = 2). Long sequences, so a
+    # wrong partial sum compounds.
     T, I = 9, 5
     reset_before = cell == "gru_reset_before"
     if reset_before:

@@ -85,19 +85,28 @@ static LF_INLINE void F(accumulate)(const int rows, const int G, int64_t K, cons
  * better than 0.96-1.05x. So only 1, 2 or 4 chains of 1 or 2 gates split. */
 #define LF_MIN_CHAINS 8
 
-/* accumulate for such a short tile: consecutive k go round robin to S
- * partial sums per accumulator, added in a fixed order at the end, so the
- * bits still depend only on K and the tile's shape, never on threads. */
+/* accumulate for such a short tile (rows x G <= LF_MIN_CHAINS / 2):
+ * consecutive k go round robin to S partial sums per accumulator, added in
+ * a fixed order at the end. So the bits depend on K and on the tile height,
+ * which follows from the batch size and a row's place in the batch (a plain
+ * RNN row can differ in the last bit at B=1 and B=4), never on the thread
+ * count: threads split panels, and every thread tiles the whole batch. */
 static LF_INLINE void F(accumulate_short)(const int rows, const int G, int64_t K, const REAL *A,
                                           int64_t lda, const REAL *panel, VEC acc[][4]) {
     const int S = LF_MIN_CHAINS / (rows * G);
-    VEC part[LF_MIN_CHAINS][LF_MIN_CHAINS][4];
+    if (S < 2) { /* nothing to split (and S = 0 would never advance k) */
+        F(accumulate)(rows, G, K, A, lda, panel, acc);
+        return;
+    }
+    VEC part[LF_MIN_CHAINS][LF_MIN_CHAINS / 2][4];
+    /* -0, not +0: the additive identity for every value, -0 included. */
+    const VEC identity = F(splat)((REAL)-0.0);
 #pragma GCC unroll 8
     for (int j = 0; j < S; ++j)
 #pragma GCC unroll 8
         for (int r = 0; r < rows; ++r)
 #pragma GCC unroll 4
-            for (int g = 0; g < G; ++g) part[j][r][g] = j == 0 ? acc[r][g] : F(splat)(0);
+            for (int g = 0; g < G; ++g) part[j][r][g] = j == 0 ? acc[r][g] : identity;
     int64_t k = 0;
     for (; k + S <= K; k += S) {
 #pragma GCC unroll 8
