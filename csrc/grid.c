@@ -127,7 +127,7 @@ static void run_direction(forward_job *job, int64_t layer, int64_t dir, const ch
          * the last step of a sequence) leaves the input projection to the
          * step, panel by panel: its W_ih and W_hh panels then stream
          * together, in the step's alternating order. */
-        const int fused_input = t1 - t0 == 1 && d->cell != LF_CELL_GRU;
+        const int fused_input = lf_chunk_fuses_input(d->cell, t1 - t0);
         if (p1 > p0 && !fused_input) {
             lf_gemm_args g = {
                 .M = (t1 - t0) * B, .K = I, .A = in + (size_t)(t0 * B * I) * e, .lda = I,

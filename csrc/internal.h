@@ -43,6 +43,14 @@ static inline int lf_round_up(size_t a, size_t multiple, size_t *out) {
     *out = t - t % multiple;
     return 1;
 }
+/* One rule for plan.c (which then allocates no gx) and grid.c (which then
+ * has the step project x itself): a one-step chunk fuses the input
+ * projection into the step, except for the GRU, whose n gate keeps its
+ * input part apart from the recurrent one. */
+static inline int lf_chunk_fuses_input(lf_cell_kind cell, int64_t chunk_steps) {
+    return chunk_steps == 1 && cell != LF_CELL_GRU;
+}
+
 static inline void *lf_align_ptr(void *p) {
     uintptr_t u = (uintptr_t)p;
     return (void *)((u + (LF_ALIGN - 1)) & ~(uintptr_t)(LF_ALIGN - 1));

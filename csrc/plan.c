@@ -197,9 +197,8 @@ LF_HIDDEN lf_status lf_workspace_layout_of(const lf_plan *plan, int64_t T, int64
         chunk = LF_GX_CHUNK_VALUES / (int64_t)step_values;
     if (chunk > T) chunk = T > 0 ? T : 1;
     out->chunk_steps = chunk;
-    /* One-step chunks of the other cells fuse the projection into the step
-     * (grid.c) and never touch gx. */
-    const size_t gx_steps = chunk == 1 && !has_gru_n_gate ? 0 : (size_t)chunk;
+    /* Fused chunks (lf_chunk_fuses_input) never touch gx. */
+    const size_t gx_steps = lf_chunk_fuses_input(d->cell, chunk) ? 0 : (size_t)chunk;
 
     size_t gx_values, between = 0;
     if (!lf_mul(step_values, gx_steps, &gx_values) ||
