@@ -378,15 +378,23 @@ def test_one_step_per_call_equals_one_call_variants(isa, cls, variant):
     _stepwise_equals_whole(layer, x, "lstm" if cls is lstm_fast.LSTM else "gru")
 
 
-@pytest.mark.parametrize("mode", ["lstm", "gru"])
-def test_rows_do_not_depend_on_the_batch(isa, mode):
+@pytest.mark.parametrize("mode,variant", [
+    ("lstm", None), ("gru", None),
+    ("lstm", {"peephole": True, "clip": 1.5}), ("gru", {"clip": 2.0}),
+])
+def test_rows_do_not_depend_on_the_batch(isa, mode, variant):
     # README: LSTM and GRU results are bitwise the same whatever else is
-    # batched with a sequence (tile heights, and from B=32 the fused input
-    # projection, change nothing per row). Plain RNNs and reset-before GRUs
-    # are exempt (kernel_body.h, accumulate_short).
-    rng = make_rng("batch-invariance", mode)
+    # batched with a sequence (tile heights, a lone row's two-panel tiles,
+    # and from B=32 the fused input projection, change nothing per row).
+    # Plain RNNs and reset-before GRUs are exempt (kernel_body.h,
+    # accumulate_short). The variants take the general cell update.
+    rng = make_rng("batch-invariance", mode, str(variant))
     T, I, H = 5, 13, 37
-    layer = make_layer(mode, I, H, dtype=np.float32, seed=8)
+    if variant is None:
+        layer = make_layer(mode, I, H, dtype=np.float32, seed=8)
+    else:
+        cls = lstm_fast.LSTM if mode == "lstm" else lstm_fast.GRU
+        layer = cls(I, H, variant=variant, seed=8)
     x = make_input(rng, T, 40, I, np.float32)
     alone = split(mode, layer(np.ascontiguousarray(x[:, 2:3])))
     for B in (7, 40):
