@@ -153,7 +153,8 @@ static LF_INLINE void F(accumulate_recurrent)(const int rows, const int G, int64
 }
 
 /* Expands CALL(n) for the remaining-rows count n in 1..LF_MR, the tallest
- * step tile. */
+ * step tile. The CALLs test n <= MR (the tile height for their gate count):
+ * without the test GCC compiles the taller, never-taken tiles too. */
 #define LF_ROW_SWITCH(rows, CALL) LF_ROW_SWITCH_TO(LF_MR, rows, CALL)
 
 /* acc = bias + A @ panel over the whole shared dimension K (panel: one
@@ -204,7 +205,7 @@ static LF_INLINE void F(gemm_gates)(const int G, const lf_gemm_args *g) {
             for (int64_t r0 = m0; r0 < m1; r0 += MR) {
                 const int64_t left = m1 - r0;
                 const int rows = left < MR ? (int)left : MR;
-#define LF_GEMM_CALL(n) F(gemm_tile)(n, G, g, r0, p)
+#define LF_GEMM_CALL(n) if ((n) <= MR) F(gemm_tile)(n, G, g, r0, p)
                 LF_ROW_SWITCH_TO(LF_GEMM_MR_MAX, rows, LF_GEMM_CALL)
 #undef LF_GEMM_CALL
             }
@@ -464,7 +465,7 @@ static LF_INLINE void F(step_cell)(const int G, const lf_cell_kind cell, const i
         for (int64_t r0 = 0; r0 < s->B; r0 += MR) {
             const int64_t left = s->B - r0;
             const int rows = left < MR ? (int)left : MR;
-#define LF_STEP_CALL(n) F(step_tile)(n, G, cell, generic, s, r0, p)
+#define LF_STEP_CALL(n) if ((n) <= MR) F(step_tile)(n, G, cell, generic, s, r0, p)
             LF_ROW_SWITCH(rows, LF_STEP_CALL)
 #undef LF_STEP_CALL
         }
