@@ -55,23 +55,43 @@ static LF_INLINE VEC F(splat)(REAL a) {
 #define LF_PREFETCH_ROWS 16
 #define LF_PREFETCH_MIN_TILE_ROWS 2
 
-/* acc[r][g] += sum_k A[r][k] * panel[k][g*NB : g*NB+NB] */
-static LF_INLINE void F(accumulate)(const int rows, const int G, int64_t K, const REAL *A,
-                                    int64_t lda, const REAL *panel, VEC acc[][4]) {
+/* A register tile is `rows` batch rows x NP panels, one of the two being 1:
+ * several rows share each weight vector loaded, and a lone row (batch 1)
+ * takes LF_ROW_PANELS panels instead. One row on one panel has only G
+ * accumulator chains: too few to cover the FMA latency when the panel sits
+ * in L1 or L2, and too few loads in flight when it streams from L3.
+ * Measured against one panel per tile, 1 thread: tiny layer (H=64) 0.93x
+ * the time, T=1000 H=128 0.95x, H=256 0.91x, GRU H=256 0.91x, H=512 0.98x;
+ * four panels per tile lost to two at H<=256. Accumulator acc[r * NP + j]
+ * belongs to row r and panel j. */
+#define LF_ROW_PANELS 2
+
+/* acc[r*NP + j][g] += sum_k A[r][k] * panel[j][k][g*NB : g*NB+NB]. Each
+ * accumulator is one chain over k in order, whatever the tile's shape: a
+ * value's bits do not depend on the rows or panels it was tiled with. */
+static LF_INLINE void F(accumulate)(const int rows, const int NP, const int G, int64_t K,
+                                    const REAL *A, int64_t lda, const REAL *const *panel,
+                                    VEC acc[][4]) {
     for (int64_t k = 0; k < K; ++k) {
-        const REAL *w = panel + k * G * NB;
-        VEC wv[4];
+        VEC wv[LF_ROW_PANELS][4];
+#pragma GCC unroll 2
+        for (int j = 0; j < NP; ++j) {
+            const REAL *w = panel[j] + k * G * NB;
 #pragma GCC unroll 4
-        for (int g = 0; g < G; ++g) wv[g] = F(load)(w + g * NB);
-        if (rows >= LF_PREFETCH_MIN_TILE_ROWS) {
+            for (int g = 0; g < G; ++g) wv[j][g] = F(load)(w + g * NB);
+            if (rows >= LF_PREFETCH_MIN_TILE_ROWS) {
 #pragma GCC unroll 4
-            for (int g = 0; g < G; ++g) __builtin_prefetch(w + LF_PREFETCH_ROWS * G * NB + g * NB, 0, 3);
+                for (int g = 0; g < G; ++g)
+                    __builtin_prefetch(w + LF_PREFETCH_ROWS * G * NB + g * NB, 0, 3);
+            }
         }
 #pragma GCC unroll 8
         for (int r = 0; r < rows; ++r) {
             const VEC a = F(splat)(A[r * lda + k]);
+#pragma GCC unroll 2
+            for (int j = 0; j < NP; ++j)
 #pragma GCC unroll 4
-            for (int g = 0; g < G; ++g) acc[r][g] += a * wv[g];
+                for (int g = 0; g < G; ++g) acc[r * NP + j][g] += a * wv[j][g];
         }
     }
 }
@@ -95,7 +115,7 @@ static LF_INLINE void F(accumulate_short)(const int rows, const int G, int64_t K
                                           int64_t lda, const REAL *panel, VEC acc[][4]) {
     const int S = LF_MIN_CHAINS / (rows * G);
     if (S < 2) { /* nothing to split (and S = 0 would never advance k) */
-        F(accumulate)(rows, G, K, A, lda, panel, acc);
+        F(accumulate)(rows, 1, G, K, A, lda, &panel, acc);
         return;
     }
     VEC part[LF_MIN_CHAINS][LF_MIN_CHAINS / 2][4];
@@ -143,13 +163,13 @@ static LF_INLINE void F(accumulate_short)(const int rows, const int G, int64_t K
 /* The step's recurrent product. (The input projection keeps accumulate's
  * one chain per accumulator: the GEMM and the step's fused projection must
  * give the same bits whatever their tiles.) */
-static LF_INLINE void F(accumulate_recurrent)(const int rows, const int G, int64_t K,
-                                              const REAL *A, int64_t lda, const REAL *panel,
-                                              VEC acc[][4]) {
-    if (G <= 2 && (rows * G == 1 || rows * G == 2 || rows * G == 4))
-        F(accumulate_short)(rows, G, K, A, lda, panel, acc);
+static LF_INLINE void F(accumulate_recurrent)(const int rows, const int NP, const int G,
+                                              int64_t K, const REAL *A, int64_t lda,
+                                              const REAL *const *panel, VEC acc[][4]) {
+    if (NP == 1 && G <= 2 && (rows * G == 1 || rows * G == 2 || rows * G == 4))
+        F(accumulate_short)(rows, G, K, A, lda, panel[0], acc);
     else
-        F(accumulate)(rows, G, K, A, lda, panel, acc);
+        F(accumulate)(rows, NP, G, K, A, lda, panel, acc);
 }
 
 /* Expands CALL(n) for the remaining-rows count n in 1..LF_MR, the tallest
@@ -157,25 +177,18 @@ static LF_INLINE void F(accumulate_recurrent)(const int rows, const int G, int64
  * without the test GCC compiles the taller, never-taken tiles too. */
 #define LF_ROW_SWITCH(rows, CALL) LF_ROW_SWITCH_TO(LF_MR, rows, CALL)
 
-/* acc = bias + A @ panel over the whole shared dimension K (panel: one
- * panel of G gates; bias: its G*NB values, or NULL for zero). The GEMM and
- * the step's fused input projection both compute through here, so the two
- * paths give the same bits. */
-static LF_INLINE void F(project)(const int rows, const int G, int64_t K, const REAL *A,
-                                 int64_t lda, const REAL *panel, const REAL *bias, VEC acc[][4]) {
-    for (int r = 0; r < rows; ++r)
-        for (int g = 0; g < G; ++g) acc[r][g] = bias ? F(load)(bias + g * NB) : F(splat)(0);
-    F(accumulate)(rows, G, K, A, lda, panel, acc);
-}
-
-/* One register tile of C. */
+/* One register tile of C = bias + A @ panel. The step's fused input
+ * projection (step_tile with s->x) computes the same sums in the same
+ * order, so the two paths give the same bits. */
 static LF_INLINE void F(gemm_tile)(const int rows, const int G, const lf_gemm_args *g,
                                    int64_t r0, int64_t p) {
     const int64_t PW = G * NB;
+    const REAL *bias = g->bias ? (const REAL *)g->bias + p * PW : NULL;
+    const REAL *panel = (const REAL *)g->panels + p * g->K * PW;
     VEC acc[LF_GEMM_MR_MAX][4];
-    F(project)(rows, G, g->K, (const REAL *)g->A + r0 * g->lda, g->lda,
-               (const REAL *)g->panels + p * g->K * PW,
-               g->bias ? (const REAL *)g->bias + p * PW : NULL, acc);
+    for (int r = 0; r < rows; ++r)
+        for (int gg = 0; gg < G; ++gg) acc[r][gg] = bias ? F(load)(bias + gg * NB) : F(splat)(0);
+    F(accumulate)(rows, 1, G, g->K, (const REAL *)g->A + r0 * g->lda, g->lda, &panel, acc);
     for (int r = 0; r < rows; ++r) {
         REAL *c = (REAL *)g->C + (r0 + r) * g->ldc;
         for (int gg = 0; gg < G; ++gg) {
@@ -368,77 +381,52 @@ static LF_INLINE void F(finish_tile_row)(const lf_cell_kind cell, const int gene
     else F(finish_row)(cell, 0, s, acc, b, p);
 }
 
-/* One register tile of the step: the recurrent product over the whole
- * shared dimension on top of gx (and for the GRU's n gate, on top of its
- * recurrent bias), then the cell update on the accumulators. With s->x, the
- * tile first computes what the GEMM would have put in gx (F(project)). */
-static LF_INLINE void F(step_tile)(const int rows, const int G, const lf_cell_kind cell,
-                                   const int generic, const lf_step_args *s, int64_t r0,
-                                   int64_t p) {
+/* One register tile of the step (rows x NP panels p[0..NP-1], from batch
+ * row r0): the recurrent product over the whole shared dimension on top of
+ * gx (and for the GRU's n gate, on top of its recurrent bias), then the cell
+ * update on the accumulators. With s->x, the tile first computes what the
+ * GEMM would have put in gx, as gemm_tile does. */
+static LF_INLINE void F(step_tile)(const int rows, const int NP, const int G,
+                                   const lf_cell_kind cell, const int generic,
+                                   const lf_step_args *s, int64_t r0, const int64_t *p) {
     const int64_t PW = G * NB;
     VEC acc[LF_MR][4];
-    if (s->x) {
-        F(project)(rows, G, s->I, (const REAL *)s->x + r0 * s->I, s->I,
-                   (const REAL *)s->w_ih + p * s->I * PW, (const REAL *)s->bias + p * PW, acc);
-    } else {
-        for (int r = 0; r < rows; ++r) {
-            const REAL *gx = (const REAL *)s->gx + (r0 + r) * s->ldgx + p * PW;
-            for (int g = 0; g < G; ++g)
-                acc[r][g] = cell == LF_CELL_GRU && g == 2
-                                ? F(load)((const REAL *)s->b_hn + p * NB)
-                                : F(load)(gx + g * NB);
-        }
-    }
-    F(accumulate_recurrent)(rows, G, s->R, (const REAL *)s->h_prev + r0 * s->R, s->R,
-                            (const REAL *)s->w_hh + p * s->R * PW, acc);
-    for (int r = 0; r < rows; ++r) F(finish_tile_row)(cell, generic, s, acc[r], r0 + r, p);
-}
-
-/* A batch of one row tiles two panels at once. One row on one panel has
- * only G accumulator chains: too few to cover the FMA latency when the
- * panel sits in L1 or L2, and too few loads in flight when it streams from
- * L3. Measured against one panel per tile, 1 thread: tiny layer (H=64)
- * 0.93x the time, T=1000 H=128 0.95x, H=256 0.91x, GRU H=256 0.91x,
- * H=512 0.98x; four panels per tile lost to two at H<=256. */
-#define LF_ROW_PANELS 2
-
-/* acc[j][g] += sum_k a[k] * panel_j[k][g*NB : g*NB+NB] for NP panels and
- * one row: per accumulator the same sum in the same order as accumulate on
- * one panel, so grouping panels changes no bit. */
-static LF_INLINE void F(accumulate_panels)(const int NP, const int G, int64_t K, const REAL *a,
-                                           const REAL *const *panel, VEC acc[][4]) {
-    for (int64_t k = 0; k < K; ++k) {
-        const VEC av = F(splat)(a[k]);
-#pragma GCC unroll 2
-        for (int j = 0; j < NP; ++j)
-#pragma GCC unroll 4
-            for (int g = 0; g < G; ++g) acc[j][g] += av * F(load)(panel[j] + (k * G + g) * NB);
-    }
-}
-
-/* step_tile for batch row 0 on NP panels (p[0..NP-1]). */
-static LF_INLINE void F(step_tile_row)(const int NP, const int G, const lf_cell_kind cell,
-                                       const int generic, const lf_step_args *s,
-                                       const int64_t *p) {
-    const int64_t PW = G * NB;
-    VEC acc[LF_ROW_PANELS][4] = {{{0}}}; /* {0}: G = 3 leaves acc[j][3] unused */
-    const REAL *w_ih[LF_ROW_PANELS] = {0}, *w_hh[LF_ROW_PANELS] = {0};
+    const REAL *w_ih[LF_ROW_PANELS], *w_hh[LF_ROW_PANELS];
 #pragma GCC unroll 2
     for (int j = 0; j < NP; ++j) {
         w_ih[j] = (const REAL *)s->w_ih + p[j] * s->I * PW;
         w_hh[j] = (const REAL *)s->w_hh + p[j] * s->R * PW;
-#pragma GCC unroll 4
-        for (int g = 0; g < G; ++g) {
-            if (s->x) acc[j][g] = F(load)((const REAL *)s->bias + p[j] * PW + g * NB);
-            else if (cell == LF_CELL_GRU && g == 2)
-                acc[j][g] = F(load)((const REAL *)s->b_hn + p[j] * NB);
-            else acc[j][g] = F(load)((const REAL *)s->gx + p[j] * PW + g * NB);
-        }
     }
-    if (s->x) F(accumulate_panels)(NP, G, s->I, (const REAL *)s->x, w_ih, acc);
-    F(accumulate_panels)(NP, G, s->R, (const REAL *)s->h_prev, w_hh, acc);
+    if (s->x) {
+#pragma GCC unroll 8
+        for (int r = 0; r < rows; ++r)
 #pragma GCC unroll 2
-    for (int j = 0; j < NP; ++j) F(finish_tile_row)(cell, generic, s, acc[j], 0, p[j]);
+            for (int j = 0; j < NP; ++j)
+#pragma GCC unroll 4
+                for (int g = 0; g < G; ++g)
+                    acc[r * NP + j][g] = F(load)((const REAL *)s->bias + p[j] * PW + g * NB);
+        F(accumulate)(rows, NP, G, s->I, (const REAL *)s->x + r0 * s->I, s->I, w_ih, acc);
+    } else {
+#pragma GCC unroll 8
+        for (int r = 0; r < rows; ++r)
+#pragma GCC unroll 2
+            for (int j = 0; j < NP; ++j) {
+                const REAL *gx = (const REAL *)s->gx + (r0 + r) * s->ldgx + p[j] * PW;
+#pragma GCC unroll 4
+                for (int g = 0; g < G; ++g)
+                    acc[r * NP + j][g] = cell == LF_CELL_GRU && g == 2
+                                             ? F(load)((const REAL *)s->b_hn + p[j] * NB)
+                                             : F(load)(gx + g * NB);
+            }
+    }
+    F(accumulate_recurrent)(rows, NP, G, s->R, (const REAL *)s->h_prev + r0 * s->R, s->R, w_hh,
+                            acc);
+    /* Rows not force-unrolled: eight copies of the cell update made GCC keep
+     * the float64 tiles' accumulators on the stack through the product. */
+    for (int r = 0; r < rows; ++r)
+#pragma GCC unroll 2
+        for (int j = 0; j < NP; ++j)
+            F(finish_tile_row)(cell, generic, s, acc[r * NP + j], r0 + r, p[j]);
 }
 
 /* Like the GEMM, a tile accumulates over the whole shared dimension with its
@@ -452,11 +440,11 @@ static LF_INLINE void F(step_cell)(const int G, const lf_cell_kind cell, const i
         for (; i + LF_ROW_PANELS <= s->panel_end; i += LF_ROW_PANELS) {
             int64_t p[LF_ROW_PANELS];
             for (int j = 0; j < LF_ROW_PANELS; ++j) p[j] = lf_step_panel(s, i + j);
-            F(step_tile_row)(LF_ROW_PANELS, G, cell, generic, s, p);
+            F(step_tile)(1, LF_ROW_PANELS, G, cell, generic, s, 0, p);
         }
         for (; i < s->panel_end; ++i) {
             const int64_t p = lf_step_panel(s, i);
-            F(step_tile_row)(1, G, cell, generic, s, &p);
+            F(step_tile)(1, 1, G, cell, generic, s, 0, &p);
         }
         return;
     }
@@ -465,7 +453,7 @@ static LF_INLINE void F(step_cell)(const int G, const lf_cell_kind cell, const i
         for (int64_t r0 = 0; r0 < s->B; r0 += MR) {
             const int64_t left = s->B - r0;
             const int rows = left < MR ? (int)left : MR;
-#define LF_STEP_CALL(n) if ((n) <= MR) F(step_tile)(n, G, cell, generic, s, r0, p)
+#define LF_STEP_CALL(n) if ((n) <= MR) F(step_tile)(n, 1, G, cell, generic, s, r0, &p)
             LF_ROW_SWITCH(rows, LF_STEP_CALL)
 #undef LF_STEP_CALL
         }
@@ -488,8 +476,9 @@ static LF_INLINE void F(gru_rb_gates_tile)(const int rows, const lf_step_args *s
         acc[r][0] = F(load)(gx);
         acc[r][1] = F(load)(gx + NB);
     }
-    F(accumulate_recurrent)(rows, 2, s->R, (const REAL *)s->h_prev + r0 * s->R, s->R,
-                            (const REAL *)s->w_hh + p * s->R * 2 * NB, acc);
+    const REAL *panel = (const REAL *)s->w_hh + p * s->R * 2 * NB;
+    F(accumulate_recurrent)(rows, 1, 2, s->R, (const REAL *)s->h_prev + r0 * s->R, s->R, &panel,
+                            acc);
     for (int r = 0; r < rows; ++r) {
         const int64_t b = r0 + r;
         const VEC rg = F(activate)(&o->act[LF_ROLE_F], o->clip, acc[r][0]);
@@ -508,8 +497,8 @@ static LF_INLINE void F(gru_rb_update_tile)(const int rows, const lf_step_args *
     VEC acc[LF_MR][4];
     for (int r = 0; r < rows; ++r)
         acc[r][0] = F(load)((const REAL *)s->gx + (r0 + r) * ldgx + p * 3 * NB + 2 * NB);
-    F(accumulate_recurrent)(rows, 1, s->R, (const REAL *)s->rh + r0 * s->R, s->R,
-                            (const REAL *)s->w_hn + p * s->R * NB, acc);
+    const REAL *panel = (const REAL *)s->w_hn + p * s->R * NB;
+    F(accumulate_recurrent)(rows, 1, 1, s->R, (const REAL *)s->rh + r0 * s->R, s->R, &panel, acc);
     for (int r = 0; r < rows; ++r) {
         const int64_t b = r0 + r;
         if (s->lengths && s->t >= s->lengths[b]) {
