@@ -65,6 +65,7 @@ static LF_INLINE VEC F(splat)(REAL a) {
  * four panels per tile lost to two at H<=256. Accumulator acc[r * NP + j]
  * belongs to row r and panel j. */
 #define LF_ROW_PANELS 2
+_Static_assert(LF_ROW_PANELS <= LF_MR, "a lone row's tile holds LF_ROW_PANELS accumulator rows");
 
 /* acc[r*NP + j][g] += sum_k A[r][k] * panel[j][k][g*NB : g*NB+NB]. Each
  * accumulator is one chain over k in order, whatever the tile's shape: a
