@@ -80,8 +80,9 @@ def test_cell_params_and_init(mode):
 @pytest.mark.parametrize("mode", CELL_MODES)
 def test_fast_path_equals_converting_path(isa, mode, batched):
     # Exact float32 arrays take the per-call fast path (no conversion, outputs
-    # shaped in C); float64 and non-contiguous arrays take the converting one.
-    # Same bits, same shapes, and fresh outputs that alias no argument.
+    # shaped in C), and so does float64 or strided input, cast there; float64
+    # states take the converting path. Same bits, same shapes, and fresh
+    # outputs that alias no argument.
     rng = make_rng("cell-fast-path", mode, batched)
     I, H = 7, 37
     cell = make_cell(mode, I, H, dtype=np.float32, seed=5)
@@ -100,10 +101,13 @@ def test_fast_path_equals_converting_path(isa, mode, batched):
     wide_hx = tuple(a.astype(np.float64) for a in hx) if mode == "lstm" else h.astype(np.float64)
     strided = np.repeat(x, 2, axis=-1)[..., ::2]
     assert not strided.flags.c_contiguous
-    for variant_x, variant_hx in ((x.astype(np.float64), hx), (x, wide_hx), (strided, hx)):
+    for variant_x, variant_hx, takes_fast_path in ((x.astype(np.float64), hx, True),
+                                                   (x, wide_hx, False), (strided, hx, True)):
+        accepted = spy.accepted
         for got, want in zip(outputs(cell(variant_x, variant_hx)), fast):
             assert got.dtype == np.float32 and got.shape == lead + (H,)
             np.testing.assert_array_equal(got, want)
+        assert spy.accepted - accepted == takes_fast_path
     for out in fast:
         assert out.shape == lead + (H,) and out.dtype == np.float32
         for argument in (x, h, c):

@@ -285,8 +285,9 @@ def test_unbatched_equals_batch_of_one(isa):
 @pytest.mark.parametrize("mode", ["lstm", "gru"])
 def test_unbatched_fast_path_equals_converting_path(isa, mode, batch_first):
     # Exact float32 unbatched input and states take the per-call fast path
-    # (outputs shaped in C), also for batch_first layers; float64 ones take
-    # the converting path. Same bits and shapes.
+    # (outputs shaped in C), also for batch_first layers, and so does float64
+    # input (cast there); float64 states take the converting path. Same bits
+    # and shapes.
     rng = make_rng("unbatched-fast-path", mode, batch_first)
     T, I, H = 4, 6, 20
     layer = make_layer(mode, I, H, num_layers=2, bidirectional=True, batch_first=batch_first,
@@ -298,11 +299,14 @@ def test_unbatched_fast_path_equals_converting_path(isa, mode, batch_first):
     fast = split(mode, layer(x, hx))
     assert spy.accepted == 1                # the path under test
     assert fast[0].shape == (T, 2 * H) and fast[1].shape == (4, H)
-    for variant_x, variant_hx in ((x.astype(np.float64), hx), (x, wide_hx)):
+    for variant_x, variant_hx, takes_fast_path in ((x.astype(np.float64), hx, True),
+                                                   (x, wide_hx, False)):
+        accepted = spy.accepted
         for got, want in zip(split(mode, layer(variant_x, variant_hx)), fast):
             if want is not None:
                 assert got.shape == want.shape and got.dtype == np.float32
                 np.testing.assert_array_equal(got, want)
+        assert spy.accepted - accepted == takes_fast_path
     batched = split(mode, layer(x[None] if batch_first else x[:, None], None))
     np.testing.assert_array_equal(split(mode, layer(x))[0], batched[0].reshape(T, 2 * H))
 
@@ -322,9 +326,10 @@ def test_output_is_fresh_array(isa):
 
 @pytest.mark.parametrize("mode", ["lstm", "gru"])
 def test_unusual_arrays_match_native_ones(isa, mode):
-    # The per-call fast path takes only aligned, native-byte-order, contiguous
-    # arrays of the exact dtype; anything else must take the converting path
-    # and give the same numbers, never be read raw.
+    # The C core reads only aligned, native-byte-order, contiguous arrays of
+    # the exact dtype: anything else is cast first (by the fast path for
+    # input, by the converting path for states) and gives the same numbers,
+    # never is read raw.
     rng = make_rng("unusual-arrays", mode)
     layer = make_layer(mode, 6, 20, num_layers=2, dtype=np.float32, seed=2)
     x = make_input(rng, 5, 3, 6, np.float32)
