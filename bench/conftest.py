@@ -35,7 +35,7 @@ def pytest_generate_tests(metafunc):
 @pytest.fixture(scope="session")
 def peer_threads(pytestconfig):
     threads = pytestconfig.getoption("--peer-threads") or lb.default_threads()
-    lb.set_lstm_fast_threads(threads)
+    lb.set_threads(threads)
     return threads
 
 

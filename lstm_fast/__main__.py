@@ -99,17 +99,21 @@ def _bench(args):
         else:
             skipped.append(f"{peer} ({reason})")
 
-    bench.set_lstm_fast_threads(args.threads)
+    blas_threads = bench.set_threads(args.threads)
     env = bench.environment(args.threads)
     info = env["cpu_info"]
     versions = [f"lstm_fast {env['lstm_fast']} (ISA {info.get('isa_active')})", f"numpy {env['numpy']}"]
     versions += [f"{m} {env[m]}" for m in ("torch", "onnxruntime") if m in env]
     print(" | ".join(versions))
     print(f"{info.get('cpu', 'unknown CPU')}, {env['cpu_count']} CPUs; python {env['python']} on {env['platform']}")
-    print(
-        f"threads: lstm_fast, torch and onnxruntime {args.threads}; "
-        + "numpy's BLAS uses its own default (set OPENBLAS_NUM_THREADS before starting Python to change it)"
-    )
+    if blas_threads is not None:
+        print(f"threads: lstm_fast, torch and onnxruntime {args.threads}; numpy's OpenBLAS {blas_threads}")
+    else:
+        print(
+            f"threads: lstm_fast, torch and onnxruntime {args.threads}; numpy's BLAS keeps its "
+            "own default (not an OpenBLAS this process can set: set its thread variable, such "
+            "as MKL_NUM_THREADS, before starting Python)"
+        )
     if skipped:
         print("skipped peers: " + "; ".join(skipped))
     peak, peak_how = bench.matmul_peak(args.threads)

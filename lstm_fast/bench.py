@@ -15,6 +15,7 @@ Peers:
 Only numpy and lstm_fast are needed; torch and onnx are imported inside the
 functions that use them, so a missing peer is skipped, never an import error.
 """
+import ctypes
 import fnmatch
 import gc
 import json
@@ -512,11 +513,66 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
-def set_lstm_fast_threads(threads: int) -> None:
-    """Give lstm_fast the same thread count as the peers."""
+def set_threads(threads: int) -> Optional[int]:
+    """Give lstm_fast and numpy's BLAS the thread count of the peers (torch and
+    onnxruntime take theirs in build_peer), so that a one-thread table times
+    every peer on one core. Returns the BLAS thread count now in force, or
+    None where it cannot be set (see numpy_blas_threads)."""
     import lstm_fast
 
     lstm_fast.set_num_threads(threads)
+    for lib in _openblas_libraries():
+        setter = _openblas_function(lib, "set_num_threads")
+        if setter is not None:
+            setter.argtypes, setter.restype = [ctypes.c_int], None
+            setter(threads)
+    return numpy_blas_threads()
+
+
+def numpy_blas_threads() -> Optional[int]:
+    """The thread count of the OpenBLAS that numpy loaded, or None if there is
+    none this module can reach: not Linux, or another BLAS (MKL, Accelerate),
+    whose threads only their own environment variables set at start-up."""
+    for lib in _openblas_libraries():
+        getter = _openblas_function(lib, "get_num_threads")
+        if getter is not None:
+            getter.argtypes, getter.restype = [], ctypes.c_int
+            return int(getter())
+    return None
+
+
+def _openblas_libraries():
+    """The OpenBLAS libraries loaded in this process (numpy's wheels bundle
+    one; a system numpy links the system's), found in /proc/self/maps."""
+    paths = set()
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:  # address perms offset device inode [path]
+                fields = line.split(maxsplit=5)
+                path = fields[5].strip() if len(fields) == 6 else ""
+                if "openblas" in os.path.basename(path).lower() and ".so" in path:
+                    paths.add(path)
+    except OSError:
+        return []
+    libraries = []
+    for path in sorted(paths):
+        try:
+            libraries.append(ctypes.CDLL(path))  # already loaded: the same handle
+        except OSError:
+            continue
+    return libraries
+
+
+def _openblas_function(lib, what):
+    """OpenBLAS's `openblas_<what>` under the names its builds export it as:
+    numpy's scipy-openblas wheels prefix `scipy_` and suffix `64_` (64-bit
+    integers), other ILP64 builds suffix `64_`."""
+    for name in (f"scipy_openblas_{what}64_", f"scipy_openblas_{what}",
+                 f"openblas_{what}64_", f"openblas_{what}"):
+        function = getattr(lib, name, None)
+        if function is not None:
+            return function
+    return None
 
 
 def run_case(case, peers, threads, repeat=20, max_time=3.0, seed=0, report=None) -> List[Result]:
@@ -645,8 +701,8 @@ class Table:
 def matmul_peak(threads, size=1024, repeat=5):
     """Float32 matrix-multiply GFLOP/s on this machine now, with `threads`
     threads: the yardstick for the "% of peak" column. torch.mm (oneDNN or
-    MKL kernels) when torch is installed, else numpy.matmul (whose BLAS thread
-    count was fixed at start-up). Returns (GFLOP/s, how it was measured)."""
+    MKL kernels) when torch is installed, else numpy.matmul (on the threads
+    set_threads gave its BLAS). Returns (GFLOP/s, how it was measured)."""
     rng = np.random.default_rng(0)
     a = rng.standard_normal((size, size), dtype=np.float32)
     b = rng.standard_normal((size, size), dtype=np.float32)
@@ -657,7 +713,8 @@ def matmul_peak(threads, size=1024, repeat=5):
         ta, tb = torch.from_numpy(a), torch.from_numpy(b)
         run, how = (lambda: torch.mm(ta, tb)), f"torch.mm {size}^3, {threads} thread(s)"
     except ImportError:
-        run, how = (lambda: a @ b), f"numpy.matmul {size}^3, BLAS default threads"
+        blas = numpy_blas_threads()
+        run, how = (lambda: a @ b), f"numpy.matmul {size}^3, {blas or 'default'} BLAS thread(s)"
     run()
     best = min(_seconds(run) for _ in range(repeat))
     return 2.0 * size**3 / best / 1e9, how
@@ -680,6 +737,7 @@ def environment(threads):
         "cpu_count": os.cpu_count(),
         "numpy": np.__version__,
         "peer_threads": threads,
+        "numpy_blas_threads": numpy_blas_threads(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     info = lstm_fast.cpu_info()

@@ -182,3 +182,21 @@ def test_engine_refuses_misaligned_weights():
     with pytest.raises(ValueError, match="aligned"):
         _core.Engine("lstm", 2, 3, 0, 1, 1, False, np.float32, "portable",
                      [(w, np.zeros((12, 3), np.float32), None, None, None)])
+
+
+def test_bench_gives_numpy_blas_the_peer_thread_count():
+    # The benchmark's one-thread table must time the NumPy peer on one core
+    # too: its OpenBLAS defaults to every core.
+    from lstm_fast import bench
+
+    blas_before, ours_before = bench.numpy_blas_threads(), lstm_fast.get_num_threads()
+    if blas_before is None:
+        pytest.skip("numpy's BLAS is not an OpenBLAS this process can reach")
+    try:
+        for threads in (1, 2):
+            assert bench.set_threads(threads) == threads
+            assert bench.numpy_blas_threads() == threads
+            assert lstm_fast.get_num_threads() == threads
+    finally:
+        bench.set_threads(blas_before)
+        lstm_fast.set_num_threads(ours_before)
