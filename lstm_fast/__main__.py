@@ -111,8 +111,8 @@ def _bench(args):
     else:
         print(
             f"threads: lstm_fast, torch and onnxruntime {args.threads}; numpy's BLAS keeps its "
-            "own default (not an OpenBLAS this process can set: set its thread variable, such "
-            "as MKL_NUM_THREADS, before starting Python)"
+            "own default (none this process can set; set OPENBLAS_NUM_THREADS, or "
+            "MKL_NUM_THREADS for MKL, before starting Python)"
         )
     if skipped:
         print("skipped peers: " + "; ".join(skipped))

@@ -521,12 +521,19 @@ def set_threads(threads: int) -> Optional[int]:
     import lstm_fast
 
     lstm_fast.set_num_threads(threads)
+    set_openblas_threads(threads)
+    return numpy_blas_threads()
+
+
+def set_openblas_threads(threads: int) -> None:
+    """Set the thread count of every OpenBLAS loaded in this process (numpy's,
+    and scipy's if imported). OpenBLAS caps it at its compiled maximum; a
+    single-threaded build ignores it."""
     for lib in _openblas_libraries():
         setter = _openblas_function(lib, "set_num_threads")
         if setter is not None:
             setter.argtypes, setter.restype = [ctypes.c_int], None
             setter(threads)
-    return numpy_blas_threads()
 
 
 def numpy_blas_threads() -> Optional[int]:
@@ -543,7 +550,8 @@ def numpy_blas_threads() -> Optional[int]:
 
 def _openblas_libraries():
     """The OpenBLAS libraries loaded in this process (numpy's wheels bundle
-    one; a system numpy links the system's), found in /proc/self/maps."""
+    one; a system numpy links the system's), found in /proc/self/maps;
+    the one numpy's wheels bundle (in numpy.libs/) first, then by path."""
     paths = set()
     try:
         with open("/proc/self/maps") as maps:
@@ -554,8 +562,11 @@ def _openblas_libraries():
                     paths.add(path)
     except OSError:
         return []
+    numpys_first = sorted(
+        paths, key=lambda path: (os.path.basename(os.path.dirname(path)) != "numpy.libs", path)
+    )
     libraries = []
-    for path in sorted(paths):
+    for path in numpys_first:
         try:
             libraries.append(ctypes.CDLL(path))  # already loaded: the same handle
         except OSError:

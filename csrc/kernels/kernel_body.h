@@ -14,8 +14,9 @@
  *   step  one recurrent step: gates = gx + h_prev @ W_hh, then the cell
  *         update on the same register tile (the fused "post-GEMM").
  * Register tiles are up to LF_MR batch rows x one panel (G gates x NB hidden
- * units). Tile shape parameters are compile-time constants at every call
- * (switches below), so the accumulator arrays live in registers.
+ * units), or, for a batch of one, one row x LF_ROW_PANELS panels. Tile shape
+ * parameters are compile-time constants at every call (switches below), so
+ * the accumulator arrays live in registers.
  */
 
 static LF_INLINE VEC F(load)(const REAL *p) {
