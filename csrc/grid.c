@@ -38,7 +38,7 @@ typedef struct forward_job {
 } forward_job;
 
 static void fill_state(void *dst, const void *src, size_t bytes) {
-    if (src) memcpy(dst, src, bytes);
+    if (src) memmove(dst, src, bytes); /* a C caller may pass h_n == h0 */
     else memset(dst, 0, bytes);
 }
 
@@ -218,6 +218,15 @@ static lf_status check_args(const lf_plan *p, const lf_forward_args *a, lf_works
     if (a->T < 0 || a->B < 0 || a->threads < 0) return LF_ERR_BAD_DIMENSION;
     lf_status st = lf_workspace_layout_of(p, a->T, a->B, ws);
     if (st != LF_OK) return st;
+    /* x is (T, B, I) and y (T, B, D*R); the offsets into them are int64
+     * products, so their byte sizes must fit (for one layer the workspace
+     * does not bound T). Then T*B*I < 2^62 and no offset overflows. */
+    size_t feature_bytes, x_bytes, y_bytes; /* feature: one input or output value per (t, b) */
+    if (!lf_mul((size_t)a->T, (size_t)a->B, &feature_bytes) ||
+        !lf_mul(feature_bytes, p->elem_size, &feature_bytes) ||
+        !lf_mul(feature_bytes, (size_t)d->input_size, &x_bytes) ||
+        !lf_mul(feature_bytes, (size_t)(d->num_directions * p->state_size), &y_bytes))
+        return LF_ERR_OVERFLOW;
     const int has_steps = a->T > 0 && a->B > 0;
     if (a->B > 0 && !a->h_n) return LF_ERR_NULL_POINTER;
     if (has_steps && (!a->x || !a->y || !a->packed || !a->workspace)) return LF_ERR_NULL_POINTER;

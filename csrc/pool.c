@@ -48,14 +48,17 @@ struct lf_pool {
     pthread_cond_t wake;
     atomic_flag busy;
     /* A seqlock over the job fields below: odd while a job is being
-     * published, even once it is complete; +2 per job. */
+     * published, even once it is complete; +2 per job. The fields are
+     * atomics (relaxed) because a worker outside the last job may read them
+     * while the next job writes them; the fences in lf_pool_run and
+     * worker_main make such a read show up as a changed generation. */
     _Atomic uint64_t generation;
     _Atomic int sleepers;
     _Atomic int pending;           /* workers still inside the current job */
     _Atomic int shutdown;
-    lf_job_fn fn;
-    void *arg;
-    int n_active;
+    _Atomic(lf_job_fn) fn;
+    _Atomic(void *) arg;
+    _Atomic int n_active;
 };
 
 typedef struct worker_start {
@@ -86,11 +89,15 @@ static void *worker_main(void *start_) {
         if (atomic_load(&pool->shutdown)) return NULL;
         /* Snapshot the job, then check no newer one started meanwhile: a
          * worker outside the last job is not waited for, so it may read
-         * these fields while the next job is being written. */
-        const lf_job_fn fn = pool->fn;
-        void *const arg = pool->arg;
-        const int n_active = pool->n_active;
-        if (atomic_load(&pool->generation) != generation) continue;
+         * these fields while the next job is being written. The acquire
+         * fence pairs with lf_pool_run's release fence: if any field read
+         * comes from the next job, the generation read after it is odd or
+         * newer (x86: compiler barriers only; AArch64 needs the fences). */
+        const lf_job_fn fn = atomic_load_explicit(&pool->fn, memory_order_relaxed);
+        void *const arg = atomic_load_explicit(&pool->arg, memory_order_relaxed);
+        const int n_active = atomic_load_explicit(&pool->n_active, memory_order_relaxed);
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load_explicit(&pool->generation, memory_order_relaxed) != generation) continue;
         seen = generation;
         if (start.index < n_active) {
             fn(arg, start.index, n_active);
@@ -179,9 +186,10 @@ LF_HIDDEN void lf_pool_run(lf_pool *pool, int n_wanted, lf_job_fn fn, void *arg)
     const int n = n_wanted < pool->n_threads ? n_wanted : pool->n_threads;
     atomic_store(&pool->pending, n - 1);
     atomic_fetch_add(&pool->generation, 1);
-    pool->fn = fn;
-    pool->arg = arg;
-    pool->n_active = n;
+    atomic_thread_fence(memory_order_release); /* the odd generation before the fields */
+    atomic_store_explicit(&pool->fn, fn, memory_order_relaxed);
+    atomic_store_explicit(&pool->arg, arg, memory_order_relaxed);
+    atomic_store_explicit(&pool->n_active, n, memory_order_relaxed);
     publish_end(pool);
     fn(arg, 0, n);
     int spins = 0;
