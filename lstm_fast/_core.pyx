@@ -235,7 +235,9 @@ cdef inline bint _fits_nd(object array, int typenum, int ndim, int64_t d0, int64
     if not cnp.PyArray_Check(array):
         return False
     a = <cnp.ndarray>array
-    if (cnp.PyArray_TYPE(a) != typenum or cnp.PyArray_NDIM(a) != ndim
+    # Equivalent, not equal: on Linux int64 is NPY_LONG, yet an array built
+    # from C long long (array.array('q')) is NPY_LONGLONG, the same type.
+    if (not cnp.PyArray_EquivTypenums(cnp.PyArray_TYPE(a), typenum) or cnp.PyArray_NDIM(a) != ndim
             or not cnp.PyArray_IS_C_CONTIGUOUS(a) or not cnp.PyArray_ISALIGNED(a)
             or not cnp.PyArray_ISNOTSWAPPED(a)):
         return False

@@ -109,6 +109,19 @@ def _check_variant(variant):
         # Strict: a truthy string such as "no" must not switch a variant on.
         if key in variant and not isinstance(variant[key], (bool, np.bool_)):
             raise TypeError(f"variant[{key!r}] must be a bool, got {variant[key]!r}")
+    activations = variant.get("activations")
+    if activations is not None:
+        # A frozen copy: the engine is rebuilt from it whenever a parameter
+        # changes, so the caller's lists must not be able to change it later.
+        try:
+            frozen = tuple(tuple(role if isinstance(role, str) else tuple(role) for role in entry)
+                           for entry in activations)
+        except TypeError:
+            raise TypeError(
+                "variant['activations'] must hold one sequence per direction of "
+                f"(name, alpha, beta) per role, got {activations!r}"
+            ) from None
+        variant = {**variant, "activations": frozen}
     clip = variant.get("clip", 0.0)
     if isinstance(clip, (bool, np.bool_)) or not isinstance(clip, numbers.Real):
         raise TypeError(f"variant['clip'] must be a real number (0: no clip), got {clip!r}")
@@ -202,6 +215,9 @@ def _split_lstm_hx(hx):
         raise TypeError(f"hx must be a tuple (h_0, c_0) for an LSTM, got {type(hx).__name__}")
     if len(hx) != 2:
         raise ValueError(f"hx must be a tuple (h_0, c_0) of two arrays, got {len(hx)} items")
+    if hx[0] is None or hx[1] is None:
+        # As torch: zeros are hx=None, not half a tuple.
+        raise TypeError("hx must hold two arrays (h_0, c_0); pass hx=None for zero states")
     return hx
 
 

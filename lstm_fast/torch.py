@@ -35,11 +35,33 @@ def _tensor(array, like):
 
 
 class _FastBase(nn.Module):
-    """Holds the lstm_fast copy; the torch module is rebuilt from it on restore."""
+    """Holds the lstm_fast copy; the torch module is rebuilt from it on restore.
+
+    The weights are not torch parameters (nothing here trains), but the
+    module's state_dict holds them under torch's names, so a swapped model
+    saves and loads the checkpoints of the original one."""
 
     def __init__(self, fast):
         super().__init__()
         self.fast = fast
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        for name, array in self.fast.state_dict().items():
+            destination[prefix + name] = torch.from_numpy(array)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        names = self.fast.state_dict().keys()
+        mine = {name: state_dict[prefix + name] for name in names if prefix + name in state_dict}
+        missing_keys.extend(prefix + name for name in names if name not in mine)
+        unexpected_keys.extend(key for key in state_dict
+                               if key.startswith(prefix) and key[len(prefix):] not in names)
+        try:
+            self.fast.load_state_dict(
+                {name: _numpy(value) for name, value in mine.items()}, strict=False
+            )
+        except (TypeError, ValueError) as error:  # shapes or dtypes: torch's way to report
+            error_msgs.append(f"in {prefix[:-1] or 'the module'}: {error}")
 
     def to_torch(self):
         """The equivalent torch module, with the current parameters."""

@@ -41,9 +41,13 @@ def test_lstm_hx_structure(isa):
     h = np.zeros((2, 2, 4), np.float32)
     c = np.zeros((2, 2, 4), np.float32)
     x = _x()
-    for bad in [h, (h,), (h, c, c), [h]]:
+    for bad in [h, (h,), (h, c, c), [h], (None, c), (h, None)]:
         with pytest.raises((TypeError, ValueError), match=HX):
             layer(x, bad)
+    cell = lstm_fast.LSTMCell(3, 4)
+    for bad in [(None, c[0]), (h[0], None)]:  # as torch: zeros are hx=None, not half a tuple
+        with pytest.raises(TypeError, match=HX):
+            cell(x[0], bad)
     # unbatched input with batched state and vice versa
     with pytest.raises(ValueError, match=HX):
         layer(x[:, 0], (h, c))

@@ -163,6 +163,21 @@ def test_lengths_all_full_equals_no_lengths(isa, mode):
             np.testing.assert_allclose(a, b_, rtol=1e-13, atol=1e-14)
 
 
+def test_lengths_of_any_equivalent_int64_type():
+    # On Linux numpy's int64 is C long; an array built from C long long
+    # (array.array('q')) has another type number for the same type.
+    import array
+
+    rng = make_rng("lengths-longlong")
+    layer = make_layer("gru", 2, 3, dtype=np.float32, seed=1)
+    x = make_input(rng, 4, 2, 2, np.float32)
+    longlong = np.asarray(array.array("q", [3, 1]))
+    assert longlong.dtype == np.int64
+    expected = split("gru", layer(x, lengths=np.array([3, 1], np.int64)))
+    for got, want in zip(split("gru", layer(x, lengths=longlong)), expected):
+        np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.parametrize("H,P", [(2, 1), (9, 8), (16, 1), (33, 17)])
 def test_projection_sizes(isa, H, P):
     rng = make_rng("proj", H, P)

@@ -61,6 +61,36 @@ def test_swap_model(dtype, isa):
         torch.testing.assert_close(g, e, rtol=0, atol=0)
 
 
+def test_swapped_model_saves_and_loads_the_original_checkpoints():
+    torch.manual_seed(2)
+    model = Tagger().eval()
+    checkpoint = model.state_dict()
+    swapped = lft.replace_modules(Tagger().eval())    # other random weights
+    assert list(swapped.state_dict()) == list(checkpoint)
+    swapped.load_state_dict(checkpoint)               # strict: every key, no extra
+    for name, value in swapped.state_dict().items():
+        torch.testing.assert_close(value, checkpoint[name], rtol=0, atol=0)
+    x, lengths = torch.randn(6, 2, 5), torch.tensor([6, 4])
+    with torch.no_grad():
+        expected = model(x, lengths)
+    for g, e in zip(swapped(x, lengths), expected):
+        torch.testing.assert_close(g, e, rtol=2e-4, atol=2e-5)
+    # Mismatches are reported as torch reports them, and change nothing.
+    bad = dict(checkpoint)
+    bad["encoder.weight_hh_l0"] = torch.zeros(3, 3)
+    del bad["cell.bias_hh"]
+    bad["cell.extra"] = torch.zeros(1)
+    with pytest.raises(RuntimeError, match="encoder.*weight_hh_l0") as error:
+        swapped.load_state_dict(bad)
+    assert "cell.bias_hh" in str(error.value) and "cell.extra" in str(error.value)
+    for name, value in swapped.state_dict().items():
+        torch.testing.assert_close(value, checkpoint[name], rtol=0, atol=0)
+    del bad["encoder.weight_hh_l0"]
+    result = swapped.load_state_dict(bad, strict=False)
+    assert result.missing_keys == ["encoder.weight_hh_l0", "cell.bias_hh"]
+    assert result.unexpected_keys == ["cell.extra"]
+
+
 def test_swap_module_itself_with_state_and_unbatched():
     torch.manual_seed(1)
     gru = nn.GRU(3, 4, bidirectional=True).eval()

@@ -111,6 +111,8 @@ def test_layer_variant_checks():
      r"activations\[0\]\[1\].*triple"),
     ({"activations": [[("sigmoid", "a", 0), ("tanh", 0, 0), ("tanh", 0, 0)]]}, TypeError,
      r"activations\[0\]\[0\].*numbers"),
+    ({"activations": 5}, TypeError, r"variant\['activations'\]"),
+    ({"activations": [5]}, TypeError, r"variant\['activations'\]"),
 ])
 def test_bad_variant_values_are_named(variant, error, match):
     with pytest.raises(error, match=match):
@@ -149,3 +151,17 @@ def test_split_accumulator_chains(cell, B, H, isa, rng):
                                   activations=["Tanh" if cell == "rnn_tanh" else "Relu"])
     np.testing.assert_allclose(y, Y[:, 0], **tol(np.float32))
     np.testing.assert_allclose(h_n, Y_h, **tol(np.float32))
+
+
+def test_variant_is_a_copy_the_caller_cannot_change():
+    # The engine is rebuilt from the stored variant whenever a parameter
+    # changes; editing the caller's lists afterwards must change nothing.
+    activations = [[("sigmoid", 0, 0), ("tanh", 0, 0), ("tanh", 0, 0)]]
+    layer = lstm_fast.LSTM(3, 4, seed=0, variant={"activations": activations})
+    x = np.full((2, 1, 3), 3.0, np.float32)
+    before = layer(x)[0]
+    activations[0][1] = ("relu", 0, 0)
+    layer.variant["activations"] = None       # the property hands out a copy too
+    layer.weight_ih_l0 = layer.weight_ih_l0   # rebuilds the engine
+    np.testing.assert_array_equal(layer(x)[0], before)
+    assert layer.variant["activations"][0][1] == ("tanh", 0, 0)
