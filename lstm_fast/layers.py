@@ -363,9 +363,10 @@ class _RecurrentBase:
         parameters = self.__dict__.get("_parameters")
         if parameters is not None and name in parameters:
             self._update_parameters({name: self._checked_parameter(name, value)})
-        elif parameters is not None and name.startswith(("weight_", "bias_")):
-            # A misspelt parameter, or a bias of a bias=False module, would
-            # otherwise become a plain attribute that nothing reads.
+        elif parameters is not None and name.startswith(("weight_", "bias_", "peephole_")):
+            # A misspelt parameter, a bias of a bias=False module or peepholes
+            # of a module without them would otherwise become a plain
+            # attribute that nothing reads.
             raise AttributeError(
                 f"{type(self).__name__} has no parameter {name!r}; its parameters are "
                 f"{', '.join(parameters)}"

@@ -71,6 +71,13 @@ def _expect_shape(name, array, shape):
         raise ValueError(f"{name} must have shape {shape}, got {array.shape}")
 
 
+def _floats(name, values):
+    try:
+        return [float(v) for v in (values if values is not None else ())]
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a list of numbers, got {values!r}") from None
+
+
 def _resolve_activations(op, activations, alphas, betas, num_directions):
     """Per direction, one (lower-case name, alpha, beta) per role."""
     roles = len(_DEFAULT_ACTIVATIONS[op])
@@ -85,7 +92,7 @@ def _resolve_activations(op, activations, alphas, betas, num_directions):
                 f"activations must list {roles * num_directions} functions for {op} with "
                 f"{num_directions} direction(s), got {len(names)}"
             )
-    queues = {"alpha": [float(v) for v in (alphas or ())], "beta": [float(v) for v in (betas or ())]}
+    queues = {"alpha": _floats("activation_alpha", alphas), "beta": _floats("activation_beta", betas)}
     resolved = []
     for name in names:
         key = name.lower() if isinstance(name, str) else None
@@ -123,9 +130,9 @@ class Operator:
     def __init__(self, op, W, R, B=None, P=None, *, hidden_size=None, direction="forward",
                  layout=0, activations=None, activation_alpha=None, activation_beta=None,
                  clip=None, input_forget=0, linear_before_reset=0, dtype=None):
-        if op not in _GATES:
+        if not isinstance(op, str) or op not in _GATES:
             raise ValueError(f"op must be LSTM, GRU or RNN, got {op!r}")
-        if direction not in _DIRECTIONS:
+        if not isinstance(direction, str) or direction not in _DIRECTIONS:
             raise ValueError(
                 f"direction must be forward, reverse or bidirectional, got {direction!r}"
             )

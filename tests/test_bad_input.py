@@ -273,6 +273,16 @@ def test_parameter_assignment_no_bias():
         layer.bias_ih_l0 = np.zeros(12)
 
 
+def test_peepholes_of_a_module_without_them_are_refused():
+    plain = lstm_fast.LSTM(3, 4)
+    with pytest.raises(AttributeError, match="peephole_l0"):
+        plain.peephole_l0 = np.zeros(12)
+    peephole = lstm_fast.LSTM(3, 4, variant={"peephole": True})
+    peephole.peephole_l0 = np.ones(12)     # the real one is still assignable
+    with pytest.raises(AttributeError, match="peephole_l1"):
+        peephole.peephole_l1 = np.zeros(12)
+
+
 @pytest.mark.parametrize("mode", ["lstmp", "gru"])
 def test_load_state_dict_errors(mode):
     layer = make_layer(mode, 3, 6, num_layers=2)

@@ -168,6 +168,12 @@ def test_bad_attributes(rng):
     raises(ValueError, "layout must be 0 or 1", layout=2)
     raises(ValueError, "hidden_size=12 is inconsistent with W", hidden_size=H + 1)
     raises(ValueError, "direction must be", direction="both")
+    raises(ValueError, "direction must be", direction=["forward"])
+    raises(TypeError, "activation_alpha must be a list of numbers",
+           activations=["Sigmoid", "ScaledTanh", "Tanh"], activation_alpha=["x"])
+    raises(TypeError, "activation_beta must be a list of numbers",
+           activations=["Sigmoid", "ScaledTanh", "Tanh"], activation_alpha=[1.0],
+           activation_beta=[None])
     raises(ValueError, "W must have shape", direction="bidirectional")
     raises(ValueError, "clip must be a finite number > 0", clip=-1.0)
     raises(ValueError, "clip must be a finite number > 0", clip=float("nan"))
