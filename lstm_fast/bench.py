@@ -529,22 +529,16 @@ def set_openblas_threads(threads: int) -> None:
     """Set the thread count of every OpenBLAS loaded in this process (numpy's,
     and scipy's if imported). OpenBLAS caps it at its compiled maximum; a
     single-threaded build ignores it."""
-    for lib in _openblas_libraries():
-        setter = _openblas_function(lib, "set_num_threads")
-        if setter is not None:
-            setter.argtypes, setter.restype = [ctypes.c_int], None
-            setter(threads)
+    for setter in _openblas_functions("set_num_threads", [ctypes.c_int], None):
+        setter(threads)
 
 
 def numpy_blas_threads() -> Optional[int]:
     """The thread count of the OpenBLAS that numpy loaded, or None if there is
     none this module can reach: not Linux, or another BLAS (MKL, Accelerate),
     whose threads only their own environment variables set at start-up."""
-    for lib in _openblas_libraries():
-        getter = _openblas_function(lib, "get_num_threads")
-        if getter is not None:
-            getter.argtypes, getter.restype = [], ctypes.c_int
-            return int(getter())
+    for getter in _openblas_functions("get_num_threads", [], ctypes.c_int):
+        return int(getter())
     return None
 
 
@@ -574,16 +568,18 @@ def _openblas_libraries():
     return libraries
 
 
-def _openblas_function(lib, what):
-    """OpenBLAS's `openblas_<what>` under the names its builds export it as:
-    numpy's scipy-openblas wheels prefix `scipy_` and suffix `64_` (64-bit
-    integers), other ILP64 builds suffix `64_`."""
-    for name in (f"scipy_openblas_{what}64_", f"scipy_openblas_{what}",
-                 f"openblas_{what}64_", f"openblas_{what}"):
-        function = getattr(lib, name, None)
+def _openblas_functions(what, argtypes, restype):
+    """OpenBLAS's `openblas_<what>` from each loaded OpenBLAS that exports it
+    (numpy's first), typed for ctypes. Builds export it as: numpy's
+    scipy-openblas wheels prefix `scipy_` and suffix `64_` (64-bit integers),
+    other ILP64 builds suffix `64_`."""
+    names = (f"scipy_openblas_{what}64_", f"scipy_openblas_{what}",
+             f"openblas_{what}64_", f"openblas_{what}")
+    for lib in _openblas_libraries():
+        function = next((getattr(lib, name) for name in names if hasattr(lib, name)), None)
         if function is not None:
-            return function
-    return None
+            function.argtypes, function.restype = argtypes, restype
+            yield function
 
 
 def run_case(case, peers, threads, repeat=20, max_time=3.0, seed=0, report=None) -> List[Result]:
