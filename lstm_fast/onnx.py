@@ -25,6 +25,7 @@ import numpy as np
 
 from . import _config, _core
 from ._config import resolve_isa
+from .layers import _to_numpy
 
 __all__ = ["lstm", "gru", "rnn", "Operator", "load", "ACTIVATIONS"]
 
@@ -58,7 +59,7 @@ def _flag(name, value):
 
 
 def _array(name, value, dtype=None):
-    array = np.asarray(value)
+    array = _to_numpy(name, value)
     if dtype is not None:
         if array.dtype.kind != "f":
             raise TypeError(f"{name} must hold floating-point values, got dtype {array.dtype}")
@@ -239,7 +240,7 @@ class Operator:
         c0 = state("initial_c", initial_c)
         lengths = None
         if sequence_lens is not None:
-            lengths = np.asarray(sequence_lens)
+            lengths = _to_numpy("sequence_lens", sequence_lens)
             if lengths.dtype.kind not in "iu":
                 raise TypeError(f"sequence_lens must hold integers, got dtype {lengths.dtype}")
             if lengths.shape != (N,):
@@ -267,7 +268,7 @@ class Operator:
 
 
 def _dtype_of(X):
-    array = np.asarray(X)
+    array = _to_numpy("X", X)
     if array.dtype not in (np.float32, np.float64):
         raise TypeError(f"X must be float32 or float64, got dtype {array.dtype}")
     return array.dtype

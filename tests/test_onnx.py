@@ -181,6 +181,11 @@ def test_bad_attributes(rng):
     raises(ValueError, "initial_h must have shape", initial_h=h0[:, :2])
     raises(ValueError, "X must have shape", X=X[..., :-1])
     raises(TypeError, "X must be float32 or float64", X=X.astype(np.int32))
+    # Ragged nested lists: NumPy's own message would not say which input.
+    raises(ValueError, "X could not be converted", X=[[[1.0, 2.0]], [[1.0]]])
+    raises(ValueError, "W could not be converted", W=[[[1.0, 2.0], [3.0]]])
+    raises(ValueError, "sequence_lens could not be converted", sequence_lens=[[1], [1, 2]])
+    raises(ValueError, "initial_h could not be converted", initial_h=[[1.0], [1.0, 2.0]])
     with pytest.raises(ValueError, match="linear_before_reset must be 0 or 1"):
         lo.gru(X, W[:, :3 * H], R[:, :3 * H], linear_before_reset=5)
     with pytest.raises(ValueError, match="input_forget is an LSTM attribute"):
