@@ -80,6 +80,8 @@ def test_saturation_and_specials(isa, dtype):
     assert np.all(s[x <= -40] >= 0) and np.all(s[x <= -40] < 1e-17)
     # around and below zero
     z = np.array([0.0, -0.0], dtype)
+    # signed zeros kept, as libm and torch keep them: tanh(+0) = +0, tanh(-0) = -0
+    np.testing.assert_array_equal(np.signbit(_call("tanh", z, isa)), [False, True])
     assert np.all(_call("tanh", z, isa) == 0)
     np.testing.assert_array_equal(_call("sigmoid", z, isa), np.array([0.5, 0.5], dtype))
 

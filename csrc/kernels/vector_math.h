@@ -94,7 +94,8 @@ static LF_INLINE lf_vf vf_tanh(lf_vf x) {
     const lf_vi32 sign = (lf_vi32)x & (int32_t)0x80000000;
     const lf_vf a = (lf_vf)((lf_vi32)x & 0x7fffffff);
     const lf_vf a_clamped = vf_select(a > 9.1f, vf_splat(9.1f), a);
-    const lf_vf m = -vf_expm1_nonpositive(-2.0f * a_clamped);
+    /* 0 - e, not -e: expm1(-0) is +0 here, and -(+0) would give tanh(+0) = -0. */
+    const lf_vf m = 0.0f - vf_expm1_nonpositive(-2.0f * a_clamped);
     const lf_vf t = m / (2.0f - m);
     return (lf_vf)((lf_vi32)t | sign);
 }
