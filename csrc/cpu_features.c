@@ -4,9 +4,11 @@
  * Compiled at the baseline (no -m flags) because it runs before anything
  * knows what the CPU supports. The CPU flag alone is not enough: the OS must
  * also save the wide registers on context switch, which XGETBV reports
- * (XCR0). Nothing is cached: detection costs well under a microsecond and is
- * only asked for when a plan is made, and a cache would be shared mutable
- * state.
+ * (XCR0). Nothing is cached: detection is only asked for when a plan is
+ * made, and a cache would be shared mutable state. It is not free in a
+ * virtual machine, where CPUID and XGETBV trap to the hypervisor (~5 us for
+ * lf_isa_best on the bench machine), so the Python layer releases the GIL
+ * around it.
  */
 #include "internal.h"
 

@@ -8,6 +8,7 @@ Needs nothing but numpy and lstm_fast: peers that are not installed are
 listed as skipped.
 """
 import argparse
+import math
 import os
 import sys
 
@@ -70,8 +71,24 @@ def _parser():
 def _bench(args):
     from lstm_fast import bench
 
-    if args.threads < 1 or args.repeat < 1 or args.max_time <= 0:
-        args.error("--threads and --repeat must be >= 1 and --max-time > 0")
+    from lstm_fast import _core
+
+    if not 1 <= args.threads <= _core.MAX_THREADS:
+        args.error(f"--threads must be in [1, {_core.MAX_THREADS}], got {args.threads}")
+    if args.repeat < 1:
+        args.error(f"--repeat must be >= 1, got {args.repeat}")
+    if not (math.isfinite(args.max_time) and args.max_time > 0):
+        args.error(f"--max-time must be a finite number > 0, got {args.max_time}")
+    if args.json:
+        # Find out now, not after minutes of timing, that the results cannot be saved.
+        target = os.path.abspath(args.json)
+        folder = os.path.dirname(target)
+        if os.path.isdir(target):
+            args.error(f"--json {args.json}: is a directory")
+        if not os.path.isdir(folder):
+            args.error(f"--json {args.json}: no directory {folder}")
+        if not os.access(target if os.path.exists(target) else folder, os.W_OK):
+            args.error(f"--json {args.json}: not writable")
     try:
         cases = bench.select_cases(_names(args.cases), args.quick)
     except ValueError as exc:

@@ -60,17 +60,20 @@ _pool_lock = threading.Lock()
 _pool = None
 
 
-def _usable_cores():
+def default_threads():
+    """The CPUs this process may run on (in a container or under taskset
+    fewer than the machine has), at most the pool's limit."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, _core.MAX_THREADS))
 
 
 def _threads_from_env():
     value = os.environ.get(THREADS_ENV)
     if value is None or value.strip() == "":
-        return _usable_cores()
+        return default_threads()
     try:
         threads = int(value)
     except ValueError:
@@ -191,7 +194,7 @@ def cpu_info():
         info["isa_error"] = str(error)
     try:
         info["num_threads"] = get_num_threads()
-    except ValueError as error:
+    except (ValueError, OSError, MemoryError) as error:  # OSError: threads refused
         info["threads_error"] = str(error)
     return info
 

@@ -5,11 +5,13 @@ checks every array's dtype, shape and contiguity itself before a pointer is
 taken: a wrong array must raise, never reach C. The C status -> exception
 mapping lives in _check alone.
 
-The GIL is released around every C call whose cost grows with the network or
-the data (planning, packing, forward, the vector functions). The O(1) queries
-(names, sizes, CPU feature bits) keep it: handing the GIL over costs more than
-they do, and in Engine.forward a second release would make concurrent callers
-queue for the GIL twice per call.
+The GIL is released around every C call that runs more than a few arithmetic
+instructions: planning, packing, forward, the vector functions, and CPU
+detection (CPUID and XGETBV trap to the hypervisor in a virtual machine: about
+5 us for isa_best() on the bench machine). The O(1) arithmetic queries (names,
+sizes) keep it: handing the GIL over costs more than they do, and in
+Engine.forward a second release would make concurrent callers queue for the
+GIL twice per call.
 """
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport int64_t
@@ -84,9 +86,15 @@ cdef int _check(lf_status status, str context) except -1:
 
 cdef int _parse_isa(object name, lf_isa *out) except -1:
     cdef lf_status status
+    cdef const char *text
     if not isinstance(name, str):
         raise TypeError(f"isa must be a str, got {type(name).__name__}")
-    status = lf_isa_parse(name.encode("utf-8"), out)
+    if "\0" in name:  # C would read only up to it
+        raise ValueError(f"isa {name!r}: an ISA name has no NUL character")
+    encoded = name.encode("utf-8")
+    text = encoded
+    with nogil:  # "auto" runs CPU detection
+        status = lf_isa_parse(text, out)
     if status != LF_OK:
         _check(status, f"isa {name!r}")
     return 0
@@ -128,11 +136,17 @@ cdef int _parse_activations(object activations, str cell, int64_t num_directions
     if activations is None:
         return 0
     roles = _ROLES[cell]
+    if not isinstance(activations, (list, tuple)):
+        raise TypeError(f"activations must be None or a list or tuple with one entry per "
+                        f"direction, got {type(activations).__name__}")
     if len(activations) != num_directions:
         raise ValueError(f"activations must hold one entry per direction ({num_directions}), "
                          f"got {len(activations)}")
     for direction in range(num_directions):
         entry = activations[direction]
+        if not isinstance(entry, (list, tuple)):
+            raise TypeError(f"activations[{direction}] must be a list or tuple of {roles} "
+                            f"(name, alpha, beta), got {type(entry).__name__}")
         if len(entry) != roles:
             raise ValueError(f"activations[{direction}] must hold {roles} (name, alpha, beta) "
                              f"for a {cell} cell, got {len(entry)}")
@@ -167,8 +181,19 @@ cdef str _shape_text(tuple shape):
 
 
 cdef int _require_array(str name, object array, object dtype, tuple shape) except -1:
-    """Check what the C core assumes of an array. Entries of `shape` that are not
-    ints (e.g. "T") name a free extent."""
+    """Check what the C core assumes of an array: an aligned, native byte order,
+    C-contiguous ndarray of `dtype` with `shape` (at most 3 axes; entries that
+    are not ints, e.g. "T", name a free extent). NumPy's C API decides
+    (_fits_nd); the Python-level checks below only word the message, since an
+    ndarray subclass can override .shape, .flags or .reshape but not the
+    fields C reads."""
+    cdef int64_t extents[3]
+    cdef int axis
+    cdef int ndim = len(shape)
+    for axis in range(3):
+        extents[axis] = (shape[axis] if axis < ndim and isinstance(shape[axis], int) else -1)
+    if _fits_nd(array, (<cnp.dtype>dtype).type_num, ndim, extents[0], extents[1], extents[2]):
+        return 0
     if not isinstance(array, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(array).__name__}")
     if array.dtype != dtype:
@@ -186,33 +211,8 @@ cdef int _require_array(str name, object array, object dtype, tuple shape) excep
         raise ValueError(f"{name} must be C-contiguous")
     if not array.flags.aligned:
         raise ValueError(f"{name} must be aligned to its element size")
-    return 0
-
-
-# _data and _bytes_data take arrays already checked by _require_array (or
-# created here): weights at packing time and the vector functions' arrays. A
-# memoryview is released when the helper returns; the pointer stays valid
-# because the caller keeps the owning array alive for the whole C call. Empty
-# arrays give NULL, which the C core accepts for zero elements. The views are
-# const so that read-only arrays pass. The per-call path (Engine.forward,
-# Engine.call_fast, Engine._run) uses _fits_nd/_state_fits/_pointer instead:
-# NumPy's C API costs far less than a memoryview.
-
-cdef void *_data(object array, bint is_double) except? NULL:
-    cdef const float[::1] floats
-    cdef const double[::1] doubles
-    if array is None or array.size == 0:
-        return NULL
-    if is_double:
-        doubles = array.reshape(-1)
-        return <void *>&doubles[0]
-    floats = array.reshape(-1)
-    return <void *>&floats[0]
-
-
-cdef void *_bytes_data(object buffer) except? NULL:
-    cdef unsigned char[::1] view = buffer
-    return &view[0] if view.shape[0] else NULL
+    raise ValueError(f"{name} must be an aligned, C-contiguous numpy.ndarray of {dtype} in "
+                     f"native byte order with shape {_shape_text(shape)}")
 
 
 cdef inline bint _fits(object array, int typenum, int64_t d0, int64_t d1, int64_t d2):
@@ -251,12 +251,10 @@ cdef inline bint _fits_nd(object array, int typenum, int ndim, int64_t d0, int64
     return True
 
 
-cdef int _refuse_unusual(str name, object array) except -1:
-    """Raise for what _require_array lets through but _fits does not."""
-    raise ValueError(f"{name} must be an aligned array in native byte order")
-
-
 cdef inline void *_pointer(object array):
+    """The data of None or of an ndarray that passed _fits_nd (or was made
+    here); the caller keeps the array alive through the C call. Empty arrays
+    give NULL, which the C core accepts for zero elements."""
     if array is None or cnp.PyArray_SIZE(<cnp.ndarray>array) == 0:
         return NULL
     return cnp.PyArray_DATA(<cnp.ndarray>array)
@@ -310,13 +308,19 @@ def isa_compiled(name):
 def isa_available(name):
     """True if the ISA `name` was compiled in and this CPU and OS can run it."""
     cdef lf_isa isa
+    cdef int available
     _parse_isa(name, &isa)
-    return lf_isa_available(isa) != 0
+    with nogil:
+        available = lf_isa_available(isa)
+    return available != 0
 
 
 def isa_best():
     """Name of the most capable available ISA."""
-    return lf_isa_name(lf_isa_best()).decode("ascii")
+    cdef lf_isa best
+    with nogil:
+        best = lf_isa_best()
+    return lf_isa_name(best).decode("ascii")
 
 
 def isa_vector_width(name, dtype):
@@ -335,17 +339,16 @@ cdef object _vector(object x, object isa_name, bint sigmoid):
     cdef const void *source
     cdef void *target
     cdef int64_t count
-    cdef bint is_double
     _parse_isa(isa_name, &isa)
     array = np.asarray(x)
     _parse_dtype(array.dtype, "x", &dtype)
     if array.ndim != 1:
         raise ValueError(f"x must be 1-D, got shape {array.shape}")
-    array = np.ascontiguousarray(array)
-    result = np.empty_like(array)
-    is_double = dtype == LF_FLOAT64
-    source = _data(array, is_double)
-    target = _data(result, is_double)
+    # A plain, aligned, contiguous copy when x is not one already.
+    array = np.require(array, requirements=("C", "A"))
+    result = np.empty(array.shape[0], array.dtype)
+    source = _pointer(array)
+    target = _pointer(result)
     count = array.shape[0]
     with nogil:
         if sigmoid:
@@ -429,7 +432,10 @@ cdef class Engine:
         desc.flags = ((LF_LSTM_PEEPHOLE if peephole else 0)
                       | (LF_LSTM_COUPLED_INPUT_FORGET if coupled_input_forget else 0)
                       | (LF_GRU_RESET_BEFORE_PRODUCT if reset_before_product else 0))
-        clip = float(clip)
+        try:
+            clip = float(clip)
+        except (TypeError, ValueError):
+            raise TypeError(f"clip must be a number, got {clip!r}") from None
         if not (math.isfinite(clip) and clip >= 0):
             raise ValueError(f"clip must be a finite number >= 0 (0: no clip), got {clip!r}")
         desc.clip = clip
@@ -445,6 +451,9 @@ cdef class Engine:
         self.dtype = _FLOAT64 if self._is_double else _FLOAT32
 
         count = desc.num_layers * desc.num_directions
+        if not isinstance(weights, (list, tuple)):
+            raise TypeError(f"weights must be a list or tuple of {count} weight tuples, "
+                            f"got {type(weights).__name__}")
         if len(weights) != count:
             raise ValueError(f"weights must hold num_layers * num_directions = {count} tuples, "
                              f"got {len(weights)}")
@@ -479,14 +488,13 @@ cdef class Engine:
         cdef size_t packed_bytes
         cdef lf_status status
         name = f"weights[{index}]"
-        try:
-            w_ih, w_hh, b_ih, b_hh, w_hr, *rest = group
-        except (TypeError, ValueError):
-            raise ValueError(f"{name} must be a tuple (w_ih, w_hh, b_ih, b_hh, w_hr), "
-                             f"got {type(group).__name__}") from None
-        if len(rest) > 1:
-            raise ValueError(f"{name} must hold at most 6 items, got {len(group)}")
-        peephole = rest[0] if rest else None
+        if not isinstance(group, (list, tuple)) or len(group) not in (5, 6):
+            got = (f"{type(group).__name__} of {len(group)} items"
+                   if isinstance(group, (list, tuple)) else type(group).__name__)
+            raise ValueError(f"{name} must be a tuple of 5 or 6 items (w_ih, w_hh, b_ih, b_hh, "
+                             f"w_hr[, peephole]), got {got}")
+        w_ih, w_hh, b_ih, b_hh, w_hr = group[:5]
+        peephole = group[5] if len(group) == 6 else None
         _require_array(f"{name} w_ih", w_ih, self.dtype, (gate_rows, layer_input))
         _require_array(f"{name} w_hh", w_hh, self.dtype, (gate_rows, self._plan.state_size))
         for part, array in ((" b_ih", b_ih), (" b_hh", b_hh)):
@@ -507,13 +515,13 @@ cdef class Engine:
                f"{name} packed size")
         # Any alignment will do: the size includes slack the C core aligns within.
         buffer = np.empty(packed_bytes, dtype=np.uint8)
-        packed = _bytes_data(buffer)
-        w_ih_data = _data(w_ih, self._is_double)
-        w_hh_data = _data(w_hh, self._is_double)
-        b_ih_data = _data(b_ih, self._is_double)
-        b_hh_data = _data(b_hh, self._is_double)
-        w_hr_data = _data(w_hr, self._is_double)
-        peephole_data = _data(peephole, self._is_double)
+        packed = _pointer(buffer)
+        w_ih_data = _pointer(w_ih)
+        w_hh_data = _pointer(w_hh)
+        b_ih_data = _pointer(b_ih)
+        b_hh_data = _pointer(b_hh)
+        w_hr_data = _pointer(w_hr)
+        peephole_data = _pointer(peephole)
         with nogil:
             status = lf_pack_weights_ex(&self._plan, layer, direction, w_ih_data, w_hh_data,
                                         b_ih_data, b_hh_data, w_hr_data, peephole_data, packed,
@@ -568,7 +576,7 @@ cdef class Engine:
                 f"num_layers={self.num_layers}, num_directions={self.num_directions}, "
                 f"bias={self.bias}, dtype={self.dtype}, isa={self.isa!r})")
 
-    def forward(self, x, h0=None, c0=None, lengths=None, ThreadPool pool=None, int threads=0):
+    def forward(self, x, h0=None, c0=None, lengths=None, ThreadPool pool=None, threads=0):
         """Run the network over a batch of sequences.
 
         Parameters
@@ -595,27 +603,31 @@ cdef class Engine:
         cdef int64_t state_size = self._plan.state_size
         cdef bint is_lstm = desc.cell == LF_CELL_LSTM
         cdef int typenum = cnp.NPY_FLOAT64 if self._is_double else cnp.NPY_FLOAT32
-        cdef int64_t batch
+        cdef int64_t batch, steps
         if not _fits(x, typenum, -1, -1, desc.input_size):
             _require_array("x", x, self.dtype, ("T", "B", desc.input_size))
-            _refuse_unusual("x", x)
         batch = cnp.PyArray_DIMS(<cnp.ndarray>x)[1]
         if h0 is not None and not _fits(h0, typenum, stacked, batch, state_size):
             _require_array("h0", h0, self.dtype, (stacked, batch, state_size))
-            _refuse_unusual("h0", h0)
         if c0 is not None:
             if not is_lstm:
                 raise ValueError(f"c0 must be None: a {self.cell} network has no cell state")
             if not _fits(c0, typenum, stacked, batch, desc.hidden_size):
                 _require_array("c0", c0, self.dtype, (stacked, batch, desc.hidden_size))
-                _refuse_unusual("c0", c0)
         if lengths is not None and not _fits(lengths, cnp.NPY_INT64, batch, -2, -2):
             _require_array("lengths", lengths, _INT64, (batch,))
-            _refuse_unusual("lengths", lengths)
+        steps = cnp.PyArray_DIMS(<cnp.ndarray>x)[0]
+        if lengths is not None and batch > 0:
+            shortest, longest = int(lengths.min()), int(lengths.max())
+            if shortest < 0 or longest > steps:
+                raise ValueError(f"lengths must be in [0, {steps}] (T), got values from "
+                                 f"{shortest} to {longest}")
+        threads = _size("threads", threads)
         if threads < 0:
             raise ValueError(f"threads must be >= 0, got {threads}")
-        return self._run(x, h0, c0, lengths, pool, threads, cnp.PyArray_DIMS(<cnp.ndarray>x)[0],
-                         batch, 3, 3)
+        # More than the pool can have is the same request as the pool's all.
+        return self._run(x, h0, c0, lengths, pool, min(threads, LF_MAX_THREADS), steps, batch,
+                         3, 3)
 
     def workspace_bytes(self, steps, batch):
         """Scratch bytes one forward of `steps` x `batch` allocates: bounded in
@@ -771,12 +783,15 @@ cdef class ThreadPool:
     """
     cdef lf_pool *_pool
 
-    def __cinit__(self, int n_threads):
+    def __cinit__(self, n_threads):
         cdef lf_status status
-        if n_threads < 1 or n_threads > LF_MAX_THREADS:
-            raise ValueError(f"n_threads must be in [1, {LF_MAX_THREADS}], got {n_threads}")
+        cdef int count
+        number = _size("n_threads", n_threads)
+        if number < 1 or number > LF_MAX_THREADS:
+            raise ValueError(f"n_threads must be in [1, {LF_MAX_THREADS}], got {number}")
+        count = number
         with nogil:
-            status = lf_pool_create(n_threads, &self._pool)
+            status = lf_pool_create(count, &self._pool)
         _check(status, f"ThreadPool({n_threads})")
 
     def __dealloc__(self):

@@ -30,7 +30,7 @@ from typing import Callable, List, Optional
 
 import numpy as np
 
-from . import numpy_impl
+from . import _config, numpy_impl
 
 PEERS = ("lstm_fast", "numpy", "torch", "onnxruntime")
 
@@ -505,12 +505,8 @@ class Result:
 
 
 def default_threads() -> int:
-    """The CPUs this process may run on, which in a container or under
-    taskset can be fewer than the machine has."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+    """The thread count lstm_fast takes by default (see lstm_fast._config)."""
+    return _config.default_threads()
 
 
 def set_threads(threads: int) -> Optional[int]:
