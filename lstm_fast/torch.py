@@ -5,7 +5,9 @@ batch_first, unbatched input, hx) but runs lstm_fast under torch.no_grad();
 `restore_modules(model)` swaps them back.
 
 Inference only: the replacements have no gradients and ignore dropout (as
-torch's eval mode). Importing this module imports torch, so lstm_fast only
+torch's eval mode). They follow the model's `.double()` / `.float()` /
+`.to(dtype)` (float32 and float64; other dtypes and devices raise) and, like
+torch, refuse input and states of another dtype than theirs. Importing this module imports torch, so lstm_fast only
 imports it on use (`import lstm_fast.torch`).
 """
 import torch
@@ -34,6 +36,9 @@ def _tensor(array, like):
     return torch.from_numpy(array).to(device=like.device)
 
 
+_TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
 class _FastBase(nn.Module):
     """Holds the lstm_fast copy; the torch module is rebuilt from it on restore.
 
@@ -44,6 +49,42 @@ class _FastBase(nn.Module):
     def __init__(self, fast):
         super().__init__()
         self.fast = fast
+
+    @property
+    def dtype(self):
+        """The torch dtype of the weights (float32 or float64)."""
+        return _TORCH_DTYPES[self.fast.dtype.name]
+
+    def _apply(self, fn, recurse=True):
+        # Module.double(), .float(), .to(...), .cuda() all come here with the
+        # conversion as fn; the weights are NumPy arrays it cannot reach, so
+        # ask it what it makes of a tensor like them and follow.
+        probe = fn(torch.zeros(1, dtype=self.dtype))
+        name = type(self.fast).__name__
+        if probe.device.type != "cpu":
+            raise RuntimeError(f"lstm_fast runs on the CPU: a swapped {name} cannot move to "
+                               f"{probe.device}")
+        if probe.dtype != self.dtype:
+            if probe.dtype not in _TORCH_DTYPES.values():
+                raise TypeError(f"lstm_fast runs float32 and float64: a swapped {name} cannot "
+                                f"become {probe.dtype}")
+            self.fast = type(self.fast).from_torch(self.fast.to_torch().to(probe.dtype))
+        return super()._apply(fn, recurse)
+
+    def _check_dtypes(self, input, hx):
+        """torch refuses input or states whose dtype is not the weights'."""
+        tensors = [("input", input)]
+        if isinstance(hx, (tuple, list)):
+            tensors += [(f"hx[{i}]", t) for i, t in enumerate(hx)]
+        elif hx is not None:
+            tensors.append(("hx", hx))
+        for what, tensor in tensors:
+            if isinstance(tensor, torch.Tensor) and tensor.dtype != self.dtype:
+                raise ValueError(
+                    f"{type(self.fast).__name__} {what} dtype ({tensor.dtype}) does not match "
+                    f"weight dtype ({self.dtype}). Convert {what}: .to({self.dtype}), or convert "
+                    f"the model: model.to({tensor.dtype})"
+                )
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         for name, array in self.fast.state_dict().items():
@@ -81,6 +122,7 @@ class FastRecurrent(_FastBase):
         fast = self.fast
         with torch.no_grad():
             packed = isinstance(input, PackedSequence)
+            self._check_dtypes(input.data if packed else input, hx)
             lengths = None
             if packed:
                 padded, lengths = pad_packed_sequence(input, batch_first=fast.batch_first)
@@ -117,6 +159,7 @@ class FastCell(_FastBase):
 
     def forward(self, input, hx=None):
         with torch.no_grad():
+            self._check_dtypes(input, hx)
             result = self.fast(_numpy(input), _state_numpy(hx))
             if isinstance(result, tuple):
                 return tuple(_tensor(r, input) for r in result)

@@ -109,3 +109,59 @@ def test_import_lstm_fast_does_not_import_torch():
             "print(sorted(m for m in ('torch', 'onnx', 'keras') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_swapped_model_follows_dtype_changes():
+    torch.manual_seed(3)
+    model = Tagger().eval()
+    swapped = lft.replace_modules(Tagger().eval())
+    swapped.load_state_dict(model.state_dict())
+    x, lengths = torch.randn(6, 3, 5), torch.tensor([6, 2, 4])
+    for convert, dtype, atol in ((lambda m: m.double(), torch.float64, 1e-11),
+                                 (lambda m: m.to(torch.float32), torch.float32, 2e-5)):
+        convert(model), convert(swapped)
+        assert swapped.encoder.dtype == dtype and swapped.cell.dtype == dtype
+        with torch.no_grad():
+            expected = model(x.to(dtype), lengths)
+        for g, e in zip(swapped(x.to(dtype), lengths), expected):
+            assert g.dtype == dtype
+            torch.testing.assert_close(g, e, rtol=atol * 10, atol=atol)
+    with pytest.raises(TypeError, match="float32 and float64.*torch.float16"):
+        swapped.half()
+    with pytest.raises(RuntimeError, match="CPU.*meta"):
+        lft.replace_modules(nn.GRU(3, 4)).to("meta")
+
+
+def test_swapped_modules_refuse_input_of_another_dtype_as_torch_does():
+    lstm = lft.replace_modules(nn.LSTM(3, 4))
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"input dtype \(torch.float64\) does not match"):
+        nn.LSTM(3, 4)(x)                                # what torch does
+    with pytest.raises(ValueError, match=r"input dtype \(torch.float64\) does not match"):
+        lstm(x)
+    h = torch.zeros(1, 2, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"hx\[0\] dtype \(torch.float64\)"):
+        lstm(x.float(), (h, h.float()))
+    cell = lft.replace_modules(nn.GRUCell(3, 4))
+    with pytest.raises(ValueError, match=r"hx dtype \(torch.float64\)"):
+        cell(torch.randn(2, 3), torch.zeros(2, 4, dtype=torch.float64))
+
+
+def test_packed_input_with_initial_state_and_cells_with_state():
+    # torch reorders hx by the packed batch's sorted_indices; so must the swap.
+    torch.manual_seed(4)
+    gru = nn.GRU(3, 5, num_layers=2, bidirectional=True).eval()
+    lengths = torch.tensor([2, 6, 4])
+    packed = pack_padded_sequence(torch.randn(6, 3, 3), lengths, enforce_sorted=False)
+    h0 = torch.randn(4, 3, 5)
+    with torch.no_grad():
+        expected = gru(packed, h0)
+    got = lft.replace_modules(gru)(packed, h0)
+    torch.testing.assert_close(got[0].data, expected[0].data, rtol=2e-4, atol=2e-5)
+    torch.testing.assert_close(got[1], expected[1], rtol=2e-4, atol=2e-5)
+    cell = nn.LSTMCell(3, 4).eval()
+    x, hx = torch.randn(2, 3), (torch.randn(2, 4), torch.randn(2, 4))
+    with torch.no_grad():
+        expected = cell(x, hx)
+    for g, e in zip(lft.replace_modules(cell)(x, hx), expected):
+        torch.testing.assert_close(g, e, rtol=2e-4, atol=2e-5)
