@@ -180,6 +180,10 @@ typedef struct lf_plan {
 /* Validate desc and fill plan. No allocation. */
 lf_status lf_plan_init(lf_plan *plan, const lf_desc *desc);
 
+/* The ISA of the kernel table a planned network runs, as that table names
+ * itself: lets tests and diagnostics check what executes, not what was asked. */
+lf_isa lf_plan_kernel_isa(const lf_plan *plan);
+
 /* Bytes of packed weights for one layer and direction. */
 lf_status lf_plan_packed_size(const lf_plan *plan, int64_t layer, int64_t direction, size_t *bytes);
 

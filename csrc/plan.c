@@ -144,6 +144,10 @@ LF_HIDDEN lf_status lf_packed_layout_of(const lf_plan *plan, int64_t layer, lf_p
     return LF_OK;
 }
 
+lf_isa lf_plan_kernel_isa(const lf_plan *plan) {
+    return ((const lf_kernels *)plan->kernels)->isa;
+}
+
 lf_status lf_plan_packed_size(const lf_plan *plan, int64_t layer, int64_t direction, size_t *bytes) {
     if (!plan || !bytes) return LF_ERR_NULL_POINTER;
     if (layer < 0 || layer >= plan->desc.num_layers || direction < 0 ||

@@ -99,6 +99,7 @@ cdef extern from "lstm_fast.h" nogil:
         const void *kernels
 
     lf_status lf_plan_init(lf_plan *plan, const lf_desc *desc)
+    lf_isa lf_plan_kernel_isa(const lf_plan *plan)
     lf_status lf_plan_packed_size(const lf_plan *plan, int64_t layer, int64_t direction,
                                   size_t *bytes)
     lf_status lf_pack_weights(const lf_plan *plan, int64_t layer, int64_t direction,

@@ -532,8 +532,9 @@ cdef class Engine:
 
     @property
     def isa(self):
-        """Name of the ISA whose kernels this engine runs."""
-        return lf_isa_name(self._plan.desc.isa).decode("ascii")
+        """Name of the ISA whose kernels this engine runs (as the kernel table
+        in use names itself)."""
+        return lf_isa_name(lf_plan_kernel_isa(&self._plan)).decode("ascii")
 
     @property
     def input_size(self):
