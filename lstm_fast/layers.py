@@ -293,6 +293,11 @@ _NONLINEARITY = property(
 )
 
 
+# torch.nn's recurrent classes: from_torch refuses a module of another one
+# (by name, so that torch is not imported).
+_TORCH_RECURRENT_CLASSES = {"LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell"}
+
+
 class _RecurrentBase:
     """Parameters, lazy engine, state dicts and torch interop of layers and cells."""
 
@@ -544,6 +549,10 @@ class _RecurrentBase:
         so torch is not imported. float64 modules give float64 copies, all
         others float32.
         """
+        kinds = {klass.__name__ for klass in type(module).__mro__} & _TORCH_RECURRENT_CLASSES
+        if kinds and cls._TORCH_CLASS not in kinds:
+            raise ValueError(f"module must be a torch.nn.{cls._TORCH_CLASS}, got a "
+                             f"{type(module).__name__}")
         mode = getattr(module, "mode", None)
         if cls._TORCH_MODES and mode is not None and mode not in cls._TORCH_MODES:
             raise ValueError(

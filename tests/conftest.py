@@ -3,7 +3,9 @@
 `isa`: parametrized over lstm_fast.cpu_info()["isa_available"]; it forces the
 kernel path with LSTM_FAST_ISA, which layers read when their engine is built,
 so build layers inside the test, after the fixture has run. Set
-LSTM_FAST_TEST_ISAS=portable,avx2 to restrict the list (e.g. while debugging).
+LSTM_FAST_TEST_ISAS=portable,avx2 to restrict the list (e.g. while debugging):
+a name the library does not know is a usage error (a typo must not silently
+skip every ISA test); a known ISA this CPU or build cannot run is skipped.
 
 `rng`: a numpy Generator seeded from the test's node id (deterministic).
 
@@ -29,17 +31,31 @@ except (ImportError, AttributeError) as exc:  # not built yet: only the referenc
 
 
 def _isa_params():
+    """(ISAs to test, names in LSTM_FAST_TEST_ISAS that are no ISA at all)."""
     if lstm_fast is None:
-        return ["portable"]
-    isas = list(lstm_fast.cpu_info()["isa_available"])
+        return ["portable"], []
+    from lstm_fast import _core
+    available = list(lstm_fast.cpu_info()["isa_available"])
     only = os.environ.get("LSTM_FAST_TEST_ISAS")
-    if only:
-        wanted = [s.strip() for s in only.split(",") if s.strip()]
-        isas = [i for i in isas if i in wanted]
-    return isas
+    if not only:
+        return available, []
+    wanted = [s.strip() for s in only.split(",") if s.strip()]
+    if not wanted:
+        return [], [repr(only)]
+    known = _core.isa_names()
+    # Known but not runnable here stays a parameter: the fixture skips it by name.
+    return [i for i in known if i in wanted], [w for w in wanted if w not in known]
 
 
-ISAS = _isa_params()
+ISAS, _UNKNOWN_ISAS = _isa_params()
+
+
+def pytest_configure(config):
+    if _UNKNOWN_ISAS:
+        from lstm_fast import _core
+        raise pytest.UsageError(
+            f"LSTM_FAST_TEST_ISAS={os.environ.get('LSTM_FAST_TEST_ISAS')!r} names unknown ISA(s) "
+            f"{', '.join(_UNKNOWN_ISAS)}; known ISAs: {', '.join(_core.isa_names())}")
 
 
 @pytest.fixture(autouse=True)
@@ -52,6 +68,8 @@ def _no_inherited_isa(monkeypatch):
 def isa(request, monkeypatch, _no_inherited_isa):
     if lstm_fast is None:
         pytest.skip(f"lstm_fast is not importable: {_IMPORT_ERROR}")
+    if request.param not in lstm_fast.cpu_info()["isa_available"]:
+        pytest.skip(f"ISA {request.param} is not available on this CPU or in this build")
     monkeypatch.setenv("LSTM_FAST_ISA", request.param)
     return request.param
 

@@ -19,6 +19,14 @@ Cell equations (torch gate order; x input, h previous state, c previous cell):
          h' = (1 - z) * n + z * h
   RNN    h' = act(W_ih x + b_ih + W_hh h + b_hh), act = tanh or relu
 
+LSTM variants (lstm_fast's `variant` option; ONNX's LSTM attributes, here in
+torch's gate order), each optional:
+  peephole    p = [p_i, p_f, p_o] (3H): p_i * c added to the i sum, p_f * c to
+              the f sum, and p_o * c' (the new cell) to the o sum
+  coupled     f = 1 - i (coupled_input_forget; the f rows are then unused)
+  clip        every gate's sum (peephole term included) clipped to
+              [-clip, clip] before its activation; c' itself is not clipped
+
 Network (torch.nn.LSTM / GRU / RNN): layer 0 reads x; layer l > 0 reads the
 output of layer l-1, which for a bidirectional network is the concatenation
 [forward output, reverse output] along features. Dropout is a training-time
@@ -32,8 +40,9 @@ h_n = h_0 (c_n = c_0).
 
 Parameters are a dict with torch's state_dict keys (weight_ih_l0,
 weight_hh_l0, bias_ih_l0, bias_hh_l0, weight_hr_l0, ..._reverse; cells use
-weight_ih, weight_hh, bias_ih, bias_hh). Anything array-like is accepted;
-everything is converted to float64.
+weight_ih, weight_hh, bias_ih, bias_hh); an LSTM with peepholes adds
+peephole_l0 (..._reverse), as lstm_fast names them. Anything array-like is
+accepted; everything is converted to float64.
 """
 import numpy as np
 
@@ -70,17 +79,29 @@ def _f64(a):
 # --------------------------------------------------------------------------
 # one step of one sequence: all arguments are 1-D vectors / 2-D matrices
 # --------------------------------------------------------------------------
-def lstm_step(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None):
-    """One LSTM(P) step. Returns (h', c')."""
+def lstm_step(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None, *, peephole=None,
+              coupled=False, clip=None):
+    """One LSTM(P) step, optionally with the variants of the module docstring.
+    Returns (h', c')."""
     H = c.shape[0]
     pre = w_ih @ x + w_hh @ h
     if b_ih is not None:
         pre = pre + b_ih + b_hh
-    i = sigmoid(pre[0 * H:1 * H])
-    f = sigmoid(pre[1 * H:2 * H])
-    g = tanh(pre[2 * H:3 * H])
-    o = sigmoid(pre[3 * H:4 * H])
+    pre_i, pre_f, pre_g, pre_o = (pre[k * H:(k + 1) * H] for k in range(4))
+    if peephole is not None:
+        pre_i = pre_i + peephole[0 * H:1 * H] * c
+        pre_f = pre_f + peephole[1 * H:2 * H] * c
+    if clip is not None:
+        pre_i, pre_f, pre_g = (np.clip(v, -clip, clip) for v in (pre_i, pre_f, pre_g))
+    i = sigmoid(pre_i)
+    f = 1.0 - i if coupled else sigmoid(pre_f)
+    g = tanh(pre_g)
     c_new = f * c + i * g
+    if peephole is not None:
+        pre_o = pre_o + peephole[2 * H:3 * H] * c_new
+    if clip is not None:
+        pre_o = np.clip(pre_o, -clip, clip)
+    o = sigmoid(pre_o)
     h_new = o * tanh(c_new)
     if w_hr is not None:
         h_new = w_hr @ h_new
@@ -116,8 +137,8 @@ def rnn_step(x, h, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh"):
 # --------------------------------------------------------------------------
 # parameter names / shapes (torch state_dict order)
 # --------------------------------------------------------------------------
-def param_names(mode, num_layers=1, bidirectional=False, bias=True, proj_size=0):
-    """Keys of torch's state_dict, in torch's order."""
+def param_names(mode, num_layers=1, bidirectional=False, bias=True, proj_size=0, peephole=False):
+    """Keys of torch's state_dict, in torch's order (peepholes: lstm_fast's, last)."""
     names = []
     suffixes = ["", "_reverse"] if bidirectional else [""]
     for layer in range(num_layers):
@@ -129,17 +150,19 @@ def param_names(mode, num_layers=1, bidirectional=False, bias=True, proj_size=0)
                 names.append(f"bias_hh_l{layer}{sfx}")
             if proj_size:
                 names.append(f"weight_hr_l{layer}{sfx}")
+            if peephole:
+                names.append(f"peephole_l{layer}{sfx}")
     return names
 
 
 def param_shapes(mode, input_size, hidden_size, num_layers=1, bidirectional=False,
-                 bias=True, proj_size=0):
+                 bias=True, proj_size=0, peephole=False):
     """dict name -> shape, in torch's order."""
     G = GATES[mode]
     D = 2 if bidirectional else 1
     R = proj_size if proj_size else hidden_size
     shapes = {}
-    for name in param_names(mode, num_layers, bidirectional, bias, proj_size):
+    for name in param_names(mode, num_layers, bidirectional, bias, proj_size, peephole):
         base = name.split("_l")[0]          # weight_ih / weight_hh / bias_ih / ...
         layer = int(name.split("_l")[1].split("_")[0])
         layer_in = input_size if layer == 0 else D * R
@@ -149,21 +172,25 @@ def param_shapes(mode, input_size, hidden_size, num_layers=1, bidirectional=Fals
             "bias_ih": (G * hidden_size,),
             "bias_hh": (G * hidden_size,),
             "weight_hr": (proj_size, hidden_size),
+            "peephole": (3 * hidden_size,),
         }[base]
     return shapes
 
 
 def random_params(mode, input_size, hidden_size, num_layers=1, bidirectional=False,
-                  bias=True, proj_size=0, rng=None, scale=None, dtype=np.float64):
+                  bias=True, proj_size=0, rng=None, scale=None, dtype=np.float64,
+                  peephole=False):
     """Random parameters U(-scale, scale), scale defaulting to 1/sqrt(H)."""
     rng = np.random.default_rng(0) if rng is None else rng
     scale = 1.0 / np.sqrt(hidden_size) if scale is None else scale
-    shapes = param_shapes(mode, input_size, hidden_size, num_layers, bidirectional, bias, proj_size)
+    shapes = param_shapes(mode, input_size, hidden_size, num_layers, bidirectional, bias, proj_size,
+                          peephole)
     return {k: rng.uniform(-scale, scale, size=s).astype(dtype) for k, s in shapes.items()}
 
 
 def describe(params, mode):
-    """Infer (hidden_size, proj_size, num_layers, bidirectional, bias) from parameter keys."""
+    """Infer (hidden_size, proj_size, num_layers, bidirectional, bias, peephole) from
+    parameter keys."""
     G = GATES[mode]
     hidden_size = np.shape(params["weight_hh_l0"])[0] // G
     proj_size = np.shape(params["weight_hr_l0"])[0] if "weight_hr_l0" in params else 0
@@ -172,31 +199,45 @@ def describe(params, mode):
         num_layers += 1
     bidirectional = "weight_ih_l0_reverse" in params
     bias = "bias_ih_l0" in params
-    expected = set(param_names(mode, num_layers, bidirectional, bias, proj_size))
+    peephole = "peephole_l0" in params
+    if peephole and mode != "lstm":
+        raise KeyError("peepholes are an LSTM parameter")
+    expected = set(param_names(mode, num_layers, bidirectional, bias, proj_size, peephole))
     if set(params) != expected:
         raise KeyError(f"inconsistent parameter keys: missing {sorted(expected - set(params))}, "
                        f"unexpected {sorted(set(params) - expected)}")
-    return hidden_size, proj_size, num_layers, bidirectional, bias
+    return hidden_size, proj_size, num_layers, bidirectional, bias, peephole
 
 
 # --------------------------------------------------------------------------
 # full network, time-major batched input
 # --------------------------------------------------------------------------
-def rnn_forward(mode, params, x, h0=None, c0=None, lengths=None):
+def rnn_forward(mode, params, x, h0=None, c0=None, lengths=None, variant=None):
     """Run a torch.nn.LSTM/GRU/RNN-style network.
 
     mode     "lstm" | "gru" | "rnn_tanh" | "rnn_relu" (LSTMP = "lstm" with weight_hr_*)
-    params   dict with torch state_dict keys (structure is read off the keys)
+    params   dict with torch state_dict keys (structure is read off the keys;
+             peephole_l* keys mean an LSTM with peepholes)
     x        (T, B, I)
     h0       (L*D, B, R) or None for zeros
     c0       (L*D, B, H) or None for zeros (LSTM only)
     lengths  (B,) ints in [0, T] or None for all T
+    variant  LSTM only, as lstm_fast's option: {"peephole": bool (must match
+             the parameters), "coupled_input_forget": bool, "clip": float (0:
+             none)}, or None
 
     Returns (y (T, B, D*R), h_n (L*D, B, R), c_n (L*D, B, H) or None).
     """
     if mode not in MODES:
         raise ValueError(mode)
-    H, P, L, bidirectional, bias = describe(params, mode)
+    H, P, L, bidirectional, bias, peephole = describe(params, mode)
+    variant = dict(variant or {})
+    if variant.pop("peephole", peephole) != peephole:
+        raise ValueError("variant['peephole'] does not match the parameters")
+    coupled = variant.pop("coupled_input_forget", False)
+    clip = variant.pop("clip", 0.0) or None
+    if variant or ((coupled or clip) and mode != "lstm"):
+        raise ValueError(f"the reference has no variant {variant} for {mode}")
     D = 2 if bidirectional else 1
     R = P if P else H
     x = _f64(x)
@@ -221,6 +262,7 @@ def rnn_forward(mode, params, x, h0=None, c0=None, lengths=None):
             b_ih = _f64(params[f"bias_ih_l{layer}{sfx}"]) if bias else None
             b_hh = _f64(params[f"bias_hh_l{layer}{sfx}"]) if bias else None
             w_hr = _f64(params[f"weight_hr_l{layer}{sfx}"]) if P else None
+            w_peep = _f64(params[f"peephole_l{layer}{sfx}"]) if peephole else None
             k = layer * D + d                   # index into h0 / h_n
             for b in range(B):
                 h = h0[k, b].copy()
@@ -231,7 +273,8 @@ def rnn_forward(mode, params, x, h0=None, c0=None, lengths=None):
                 for t in steps:
                     xt = layer_input[t, b]
                     if mode == "lstm":
-                        h, c = lstm_step(xt, h, c, w_ih, w_hh, b_ih, b_hh, w_hr)
+                        h, c = lstm_step(xt, h, c, w_ih, w_hh, b_ih, b_hh, w_hr,
+                                         peephole=w_peep, coupled=coupled, clip=clip)
                     elif mode == "gru":
                         h = gru_step(xt, h, w_ih, w_hh, b_ih, b_hh)
                     else:
@@ -244,8 +287,9 @@ def rnn_forward(mode, params, x, h0=None, c0=None, lengths=None):
     return layer_input, h_n, c_n
 
 
-def module_forward(mode, params, input, hx=None, lengths=None, batch_first=False):
-    """The public-API shaped call: like torch.nn.LSTM/GRU/RNN.forward.
+def module_forward(mode, params, input, hx=None, lengths=None, batch_first=False, variant=None):
+    """The public-API shaped call: like torch.nn.LSTM/GRU/RNN.forward (variant: as
+    rnn_forward's).
 
     input: (T, B, I), (B, T, I) with batch_first, or unbatched (T, I).
     hx: LSTM (h_0, c_0) tuple, others h_0; shapes (L*D, B, .) or unbatched (L*D, .).
@@ -266,7 +310,7 @@ def module_forward(mode, params, input, hx=None, lengths=None, batch_first=False
         if unbatched:
             h0 = h0[:, None, :]
             c0 = None if c0 is None else c0[:, None, :]
-    y, h_n, c_n = rnn_forward(mode, params, x, h0, c0, lengths)
+    y, h_n, c_n = rnn_forward(mode, params, x, h0, c0, lengths, variant)
     if unbatched:
         y, h_n = y[:, 0], h_n[:, 0]
         c_n = None if c_n is None else c_n[:, 0]

@@ -4,6 +4,8 @@ direction), several row blocks of the GEMM, register tiles with every
 remainder of rows, and a projection wide enough to be split over threads.
 Small shapes fit in one chunk and one block, so the other tests never reach
 these."""
+import functools
+
 import numpy as np
 import pytest
 
@@ -47,6 +49,61 @@ def test_blocked_paths_match_reference(isa, mode, dtype, B):
     for a, b in zip(serial, threaded):
         if a is not None:
             np.testing.assert_array_equal(a, b)
+
+
+# Stacked: two bidirectional layers at B=33. The GRU's input projection comes
+# in chunks of 2**20 // (3 * 144 * 33) = 73 steps (75 where H pads to 140
+# only), so T=160 takes three, the last one partial, and the reverse
+# direction walks them backwards from each sequence's end; the lengths
+# straddle the chunk borders. Layer 1 reads the between-layers buffer
+# (K = 2*H = 280: several row blocks per chunk). From B=32 on the LSTM
+# computes the projection inside each step (one-step chunks), so a shorter
+# sequence does for it. Most lengths are short: the reference's cost is
+# their sum.
+STACKED = {
+    "gru": (160, [160, 159, 151, 147, 76, 74, 73, 1, 0]),
+    "lstmp": (40, [40, 39, 21, 20, 1, 0]),
+}
+B_STACKED, I_STACKED = 33, 24
+
+
+def _stacked_lengths(mode):
+    lengths = STACKED[mode][1]
+    return lengths + [(5 * i) % 13 for i in range(B_STACKED - len(lengths))]
+
+
+@functools.lru_cache(maxsize=None)
+def _stacked_case(mode):
+    """Parameters, input and states exact in float32, and the reference for them:
+    one reference serves both dtypes."""
+    rng = make_rng("blocking-stacked", mode)
+    T = STACKED[mode][0]
+    P = 46 if mode == "lstmp" else 0
+    params = reference.random_params(ref_mode(mode), I_STACKED, H, 2, True, True, P, rng=rng,
+                                     dtype=np.float32)
+    x = make_input(rng, T, B_STACKED, I_STACKED, np.float32)
+    hx = make_hx(mode, rng, 4, B_STACKED, H, P, np.float32)
+    expected = reference.module_forward(ref_mode(mode), params, x, hx, _stacked_lengths(mode))
+    return params, x, hx, expected
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("mode", list(STACKED))
+def test_stacked_bidirectional_chunks_match_reference(isa, mode, dtype):
+    params, x, hx, expected = _stacked_case(mode)
+    T = STACKED[mode][0]
+    layer = make_layer(mode, I_STACKED, H, num_layers=2, bidirectional=True, dtype=dtype)
+    layer.load_state_dict(params)
+    # Premise: one layer's scratch is the same at T and at (T-1)//2 steps
+    # only if a chunk has at most (T-1)//2 steps, i.e. T takes 3 or more.
+    single = make_layer(mode, I_STACKED, H, dtype=dtype)._current_engine()
+    assert single.workspace_bytes((T - 1) // 2, B_STACKED) == single.workspace_bytes(T, B_STACKED)
+    h0, c0 = (a.astype(dtype) for a in hx) if mode.startswith("lstm") else (hx.astype(dtype), None)
+    # Split over two threads (the single-thread results equal these bit for
+    # bit: test_thread_pool.py).
+    y, h_n, c_n = layer._current_engine().forward(
+        x.astype(dtype), h0, c0, np.array(_stacked_lengths(mode), np.int64), _core.ThreadPool(2), 2)
+    assert_result(mode, (y, (h_n, c_n) if mode.startswith("lstm") else h_n), expected, dtype)
 
 
 def test_pool_survives_changing_thread_counts():

@@ -2,9 +2,10 @@
 import numpy as np
 import pytest
 
-import lstm_fast  # noqa: F401
+import lstm_fast
 import reference
-from helpers import assert_close, make_cell, make_rng, params64, spy_fast_path
+from helpers import (assert_close, cell_class, make_cell, make_rng, params64, seed_of,
+                     spy_fast_path, torch_cell)
 
 CELL_MODES = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
 
@@ -18,6 +19,8 @@ CELL_MODES = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
     (3, 5, 1, True, False, True),
     (16, 16, 9, True, False, False),
     (5, 3, 0, True, True, False),          # N = 0
+    (8, 37, 33, True, True, True),         # larger batches: many register tiles of
+    (19, 16, 40, False, True, True),       # rows, and a tail of rows after them
 ])
 def test_cell_matches_reference(isa, mode, dtype, I, H, N, bias, batched, with_hx):
     rng = make_rng("cell", mode, np.dtype(dtype).name, I, H, N, bias, batched, with_hx)
@@ -116,3 +119,65 @@ def test_fast_path_equals_converting_path(isa, mode, batched):
     again = outputs(cell(x, hx))
     h_next[...] = 0                         # outputs are the caller's, not scratch
     np.testing.assert_array_equal(outputs(cell(x, hx))[0], again[0])
+
+
+CELL_TORCH_CASES = [("lstm", True, np.float32), ("gru", False, np.float32),
+                    ("rnn_relu", True, np.float64), ("rnn_tanh", False, np.float64)]
+
+
+@pytest.mark.parametrize("mode,bias,dtype", CELL_TORCH_CASES)
+def test_cell_from_torch_and_to_torch(isa, mode, bias, dtype):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(seed_of("cell-torch", mode))
+    I, H, N = 5, 7, 4
+    module = torch_cell(mode, I, H, bias=bias, dtype=dtype)
+    cell = cell_class(mode).from_torch(module)
+    assert type(cell) is cell_class(mode) and cell.isa == isa
+    assert (cell.input_size, cell.hidden_size, cell.bias) == (I, H, bias)
+    assert cell.dtype == np.dtype(dtype)
+    if mode.startswith("rnn_"):
+        assert cell.nonlinearity == mode[4:]
+    theirs = module.state_dict()
+    assert list(cell.state_dict()) == list(theirs)
+    for name, value in theirs.items():
+        np.testing.assert_array_equal(cell.state_dict()[name], value.numpy(), err_msg=name)
+
+    back = cell.to_torch()
+    assert type(back) is type(module)
+    assert (back.input_size, back.hidden_size, back.bias) == (I, H, bias)
+    if mode.startswith("rnn_"):
+        assert back.nonlinearity == mode[4:]
+    for name, value in back.state_dict().items():
+        assert value.dtype == theirs[name].dtype, name
+        np.testing.assert_array_equal(value.numpy(), theirs[name].numpy(), err_msg=name)
+
+    rng = make_rng("cell-torch-data", mode)
+    x = rng.standard_normal((N, I)).astype(dtype)
+    h = rng.uniform(-0.9, 0.9, (N, H)).astype(dtype)
+    c = rng.uniform(-2, 2, (N, H)).astype(dtype)
+    hx = (h, c) if mode == "lstm" else h
+    thx = tuple(map(torch.from_numpy, hx)) if mode == "lstm" else torch.from_numpy(hx)
+    with torch.no_grad():
+        expected = module(torch.from_numpy(x), thx)
+        again = back(torch.from_numpy(x), thx)
+    expected = [t.numpy() for t in expected] if mode == "lstm" else [expected.numpy()]
+    again = [t.numpy() for t in again] if mode == "lstm" else [again.numpy()]
+    got = cell(x, hx)
+    got = list(got) if mode == "lstm" else [got]
+    for g, e, a in zip(got, expected, again, strict=True):
+        assert_close(g, e, dtype, "cell vs torch")
+        np.testing.assert_array_equal(a, e)                 # to_torch: the same module
+
+
+@pytest.mark.parametrize("cls,other,error,match", [
+    ("LSTMCell", "GRUCell", ValueError, "module must be a torch.nn.LSTMCell, got a GRUCell"),
+    ("GRUCell", "RNNCell", ValueError, "module must be a torch.nn.GRUCell, got a RNNCell"),
+    ("RNNCell", "LSTMCell", ValueError, "module must be a torch.nn.RNNCell, got a LSTMCell"),
+    ("LSTMCell", "LSTM", ValueError, "module must be a torch.nn.LSTMCell, got a LSTM"),
+    ("LSTM", "LSTMCell", ValueError, "module must be a torch.nn.LSTM, got a LSTMCell"),
+    ("RNN", "GRU", ValueError, "module must be a torch.nn.RNN, got a GRU"),
+])
+def test_cell_from_torch_refuses_another_kind(cls, other, error, match):
+    torch = pytest.importorskip("torch")
+    with pytest.raises(error, match=match):
+        getattr(lstm_fast, cls).from_torch(getattr(torch.nn, other)(3, 4))

@@ -82,6 +82,41 @@ def test_bad_keras_arguments(rng):
         lstm_fast.GRU.from_keras(kernel=kernel, recurrent_kernel=recurrent, activation="gelu")
     with pytest.raises(TypeError, match="needs a Keras layer"):
         lstm_fast.LSTM.from_keras()
+    with pytest.raises(TypeError, match="dtype must be numpy.float32 or numpy.float64"):
+        lstm_fast.GRU.from_keras(kernel=kernel, recurrent_kernel=recurrent, bias=bias,
+                                 dtype=np.int32)
+
+
+@pytest.mark.parametrize("dtype", [None, np.float32, np.float64])
+@pytest.mark.parametrize("given", [np.float32, np.float64])
+def test_dtype_argument(given, dtype, rng):
+    # dtype=None follows the arrays (float64 stays float64, all else float32);
+    # a dtype given casts the arrays, as building from arrays of that dtype.
+    kernel, recurrent, bias = (a.astype(given) for a in keras_arrays(rng, "LSTM", 3, 5))
+    layer = lstm_fast.LSTM.from_keras(kernel=kernel, recurrent_kernel=recurrent, bias=bias,
+                                      dtype=dtype)
+    want = np.dtype(given if dtype is None else dtype)
+    assert layer.dtype == want
+    same = lstm_fast.LSTM.from_keras(kernel=kernel.astype(want),
+                                     recurrent_kernel=recurrent.astype(want), bias=bias.astype(want))
+    assert same.dtype == want
+    for name, value in same.state_dict().items():
+        assert getattr(layer, name).dtype == want, name
+        np.testing.assert_array_equal(getattr(layer, name), value, err_msg=name)
+    x = rng.standard_normal((2, 4, 3))
+    y = layer(x)[0]
+    assert y.dtype == want
+    np.testing.assert_array_equal(y, same(x)[0])
+
+
+def test_float16_arrays_give_float32():
+    kernel, recurrent, bias = keras_arrays(np.random.default_rng(0), "GRU", 3, 4)
+    layer = lstm_fast.GRU.from_keras(kernel=kernel.astype(np.float16),
+                                     recurrent_kernel=recurrent.astype(np.float16),
+                                     bias=bias.astype(np.float16))
+    assert layer.dtype == np.float32
+    # Keras's z block (columns 0:4) is torch's second one (rows 4:8), exactly.
+    np.testing.assert_array_equal(layer.weight_hh_l0[4:8], recurrent.astype(np.float16)[:, :4].T)
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +131,7 @@ def keras():
 @pytest.mark.parametrize("kind,options", [
     ("LSTM", {}),
     ("LSTM", {"recurrent_activation": "hard_sigmoid", "activation": "softsign"}),
+    ("LSTM", {"use_bias": False}),
     ("GRU", {"reset_after": True}),
     ("GRU", {"reset_after": False}),
     ("GRU", {"reset_after": False, "use_bias": False}),
@@ -110,6 +146,7 @@ def test_keras_parity(keras, kind, options, rng):
     outputs = [np.asarray(torch.as_tensor(o).detach().cpu()) for o in layer(x)]
     cls = {"LSTM": lstm_fast.LSTM, "GRU": lstm_fast.GRU, "SimpleRNN": lstm_fast.RNN}[kind]
     fast = cls.from_keras(layer)
+    assert fast.bias == options.get("use_bias", True)
     result = fast(x)
     np.testing.assert_allclose(result[0], outputs[0], rtol=1e-4, atol=2e-5)
     if kind == "LSTM":
@@ -117,3 +154,18 @@ def test_keras_parity(keras, kind, options, rng):
         np.testing.assert_allclose(result[1][1][0], outputs[2], rtol=1e-4, atol=2e-5)
     else:
         np.testing.assert_allclose(result[1][0], outputs[1], rtol=1e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("kind,option,match", [
+    ("LSTM", "go_backwards", "go_backwards=True are not supported"),
+    ("GRU", "go_backwards", "go_backwards=True are not supported"),
+    ("SimpleRNN", "stateful", "stateful Keras layers are not supported"),
+    ("LSTM", "stateful", "stateful Keras layers are not supported"),
+])
+def test_keras_layers_that_cannot_be_copied_are_refused(keras, kind, option, match, rng):
+    # A reversed or stateful layer would give other results than the copy.
+    layer = getattr(keras.layers, kind)(4, **{option: True})
+    layer(rng.standard_normal((2, 3, 5)).astype(np.float32))       # built, weights exist
+    cls = {"LSTM": lstm_fast.LSTM, "GRU": lstm_fast.GRU, "SimpleRNN": lstm_fast.RNN}[kind]
+    with pytest.raises(ValueError, match=match):
+        cls.from_keras(layer)

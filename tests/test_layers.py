@@ -1,8 +1,10 @@
 """lstm_fast.LSTM / GRU / RNN against the float64 NumPy reference, on every available ISA."""
+import warnings
+
 import numpy as np
 import pytest
 
-import lstm_fast  # noqa: F401  (a collection error here means the package is not built)
+import lstm_fast  # (a collection error here means the package is not built)
 import reference
 from helpers import (MODES, assert_close, assert_result, is_lstm, make_hx, make_input, make_layer,
                      make_rng, params64, proj_for, ref_mode, split, spy_fast_path, tol)
@@ -422,3 +424,58 @@ def test_rows_do_not_depend_on_the_batch(isa, mode, variant):
         for got, want in zip(batched, alone):
             if want is not None:
                 np.testing.assert_array_equal(got[:, 2:3], want)
+
+
+# ---------------------------------------------------------------------------
+# all_weights, dropout
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["lstmp", "gru", "rnn_relu"])
+def test_all_weights(mode):
+    # torch's layout: one list per layer-direction (l0, l0_reverse, l1, ...),
+    # each with that group's parameters in state_dict order; the arrays are
+    # the layer's own (read-only), and follow assignments.
+    I, H, L = 3, 7, 2
+    layer = make_layer(mode, I, H, num_layers=L, bidirectional=True, seed=2)
+    names = reference.param_names(ref_mode(mode), L, True, True, proj_for(mode, H))
+    groups = [[n for n in names if n.endswith(sfx)]
+              for sfx in ("_l0", "_l0_reverse", "_l1", "_l1_reverse")]
+    assert [len(g) for g in groups] == [5 if mode == "lstmp" else 4] * 4
+    weights = layer.all_weights
+    assert [len(g) for g in weights] == [len(g) for g in groups]
+    for group, arrays in zip(groups, weights):
+        for name, array in zip(group, arrays):
+            assert array is getattr(layer, name), name
+            assert not array.flags.writeable, name
+    new = np.full(layer.weight_hh_l1_reverse.shape, 0.5, np.float32)
+    layer.weight_hh_l1_reverse = new
+    np.testing.assert_array_equal(layer.all_weights[3][1], new)
+
+
+def test_all_weights_match_torch():
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    module = torch.nn.LSTM(3, 6, num_layers=2, bidirectional=True, proj_size=2, bias=False)
+    layer = lstm_fast.LSTM.from_torch(module)
+    theirs = module.all_weights
+    assert [len(g) for g in layer.all_weights] == [len(g) for g in theirs]
+    for ours_group, their_group in zip(layer.all_weights, theirs):
+        for ours, their in zip(ours_group, their_group):
+            np.testing.assert_array_equal(ours, their.detach().numpy())
+
+
+@pytest.mark.parametrize("cls", ["LSTM", "GRU", "RNN"])
+def test_dropout_with_one_layer_warns_as_torch(cls):
+    # torch warns (UserWarning) for dropout > 0 with one layer; the warning
+    # points at the caller's line. Dropout is inactive (eval mode) either way.
+    kind = getattr(lstm_fast, cls)
+    with pytest.warns(UserWarning, match="num_layers greater than 1") as record:
+        layer = kind(3, 4, dropout=0.5, seed=1)
+    assert len(record) == 1 and record[0].filename == __file__
+    assert layer.dropout == 0.5
+    x = make_input(make_rng("dropout", cls), 4, 2, 3, np.float32)
+    np.testing.assert_array_equal(layer(x)[0], kind(3, 4, seed=1)(x)[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        kind(3, 4, num_layers=2, dropout=0.5)
+        kind(3, 4, dropout=0.0)
+        kind(3, 4, dropout=0)

@@ -104,7 +104,7 @@ def test_each_activation_every_isa(name, dtype, isa, rng):
 @pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
 @pytest.mark.parametrize("op", list(OPS))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_directions_and_layouts(op, direction, layout, dtype, rng):
+def test_directions_and_layouts(op, direction, layout, dtype, isa, rng):
     inputs = make_inputs(rng, op, direction, layout)
     check(op, inputs, dtype, direction=direction, layout=layout, clip=2.5)
     # Optional inputs absent: zeros, full lengths.
@@ -119,14 +119,26 @@ def test_activation_defaults(rng):
     inputs[0] = inputs[0] * 3
     for names in (["LeakyRelu", "ThresholdedRelu"], ["HardSigmoid", "Elu"], ["Affine", "Tanh"]):
         check("RNN", inputs, np.float64, direction="bidirectional", activations=names)
-    # One alpha: taken by LeakyRelu (Tanh takes none); Elu then has its default.
-    got = lo.rnn(*inputs, direction="bidirectional", activations=["Tanh", "LeakyRelu"],
-                 activation_alpha=[0.5])
-    explicit = lo.rnn(*inputs, direction="bidirectional", activations=["Tanh", "LeakyRelu"],
-                      activation_alpha=[0.5, 0.01])
-    np.testing.assert_array_equal(got[0], explicit[0])
-    default = lo.rnn(*inputs, direction="bidirectional", activations=["Tanh", "LeakyRelu"])
-    assert not np.array_equal(got[0], default[0])
+
+    def rnn(activations, alphas=None):
+        return lo.rnn(*inputs, direction="bidirectional", activations=activations,
+                      activation_alpha=alphas)
+
+    # One alpha, two activations that take one: LeakyRelu (first) consumes it
+    # and Elu gets its ONNX default, 1.0, as if given explicitly; Elu's alpha
+    # does change the result here (inputs scaled, so negative sums occur).
+    got = rnn(["LeakyRelu", "Elu"], [0.5])
+    for g, e in zip(got, rnn(["LeakyRelu", "Elu"], [0.5, 1.0]), strict=True):
+        np.testing.assert_array_equal(g, e)
+    assert not np.array_equal(got[0], rnn(["LeakyRelu", "Elu"], [0.5, 0.3])[0])
+    assert not np.array_equal(got[0], rnn(["LeakyRelu", "Elu"])[0])      # 0.5 was used
+    # Tanh takes no alpha: the one given goes to the LeakyRelu after it (the
+    # reverse direction, index 1), which then runs as with alpha 0.5 given to it.
+    got = rnn(["Tanh", "LeakyRelu"], [0.5])
+    same = rnn(["LeakyRelu", "LeakyRelu"], [0.5, 0.5])
+    np.testing.assert_array_equal(got[0][:, 1], same[0][:, 1])
+    np.testing.assert_array_equal(got[1][1], same[1][1])
+    assert not np.array_equal(got[0][:, 1], rnn(["Tanh", "LeakyRelu"])[0][:, 1])
 
 
 def test_operator_reuses_packed_weights(rng):
@@ -292,8 +304,61 @@ def test_load_model_exported_from_torch(kind):
     operators = lo.load(buffer.getvalue())
     assert len(operators) == 1
     (operator,) = operators.values()
-    Y = operator(x.numpy())[0]                       # (T, D, B, H)
+    got = operator(x.numpy())                        # Y (T, D, B, H), Y_h[, Y_c] (D, B, H)
     with torch.no_grad():
-        expected = module(x)[0].numpy()              # (T, B, D*H)
-    got = Y.transpose(0, 2, 1, 3).reshape(6, 3, 14)
-    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+        y, states = module(x)                        # y (T, B, D*H)
+    states = states if kind == "LSTM" else (states,)
+    assert len(got) == 1 + len(states)
+    np.testing.assert_allclose(got[0].transpose(0, 2, 1, 3).reshape(6, 3, 14), y.numpy(),
+                               rtol=1e-4, atol=1e-5)
+    for g, e in zip(got[1:], states):
+        np.testing.assert_allclose(g, e.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_load_constant_node_weights_and_unnamed_nodes(rng):
+    # Weights as Constant nodes (W, R of the LSTM) next to an initializer (B),
+    # and nodes without names: each is keyed op_type_index, its index in the
+    # graph's node list (the Constant nodes count).
+    pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+    X, W, R, B, _, h0, c0, P = make_inputs(rng, "LSTM", direction="reverse", layout=1)
+    gX, gW, gR = make_inputs(rng, "GRU")[:3]
+    arrays = {"W": W, "R": R, "B": B, "P": P, "gW": gW, "gR": gR}
+    constant = {name: numpy_helper.from_array(arrays[name].astype(np.float32)) for name in arrays}
+    nodes = [
+        helper.make_node("Constant", [], ["W"], value=constant["W"]),
+        helper.make_node("Constant", [], ["R"], value=constant["R"]),
+        helper.make_node("Constant", [], ["P"], value=constant["P"]),
+        helper.make_node("LSTM", ["X", "W", "R", "B", "", "h0", "c0", "P"], ["Y", "Y_h", "Y_c"],
+                         hidden_size=H, direction="reverse", layout=1, clip=1.5),
+        helper.make_node("Constant", [], ["gW"], value=constant["gW"]),
+        helper.make_node("GRU", ["gX", "gW", "gR"], ["gY", "gY_h"], hidden_size=H,
+                         direction="bidirectional", linear_before_reset=1),
+    ]
+    element = TensorProto.FLOAT
+    graph = helper.make_graph(
+        nodes, "g",
+        [helper.make_tensor_value_info(name, element, a.shape)
+         for name, a in (("X", X), ("h0", h0), ("c0", c0), ("gX", gX))],
+        [helper.make_tensor_value_info(name, element, None) for name in ("Y", "gY")],
+        initializer=[numpy_helper.from_array(B.astype(np.float32), "B"),
+                     numpy_helper.from_array(gR.astype(np.float32), "gR")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    operators = lo.load(model)
+    assert list(operators) == ["LSTM_3", "GRU_5"]
+
+    f32 = [a.astype(np.float32) for a in (X, W, R, B, h0, c0, P)]
+    got = operators["LSTM_3"](f32[0], None, f32[4], f32[5])
+    expected = ref.onnx_forward("LSTM", f32[0], *f32[1:4], None, *f32[4:], direction="reverse",
+                                layout=1, clip=1.5)
+    assert len(got) == 3
+    for name, g, e in zip(("Y", "Y_h", "Y_c"), got, expected):
+        assert g.dtype == np.float32, name
+        np.testing.assert_allclose(g, e, err_msg=name, **tol(np.float32))
+    gX32, gW32, gR32 = (a.astype(np.float32) for a in (gX, gW, gR))
+    got = operators["GRU_5"](gX32)
+    expected = ref.onnx_forward("GRU", gX32, gW32, gR32, direction="bidirectional",
+                                linear_before_reset=1)
+    assert len(got) == 2
+    for name, g, e in zip(("Y", "Y_h"), got, expected):
+        np.testing.assert_allclose(g, e, err_msg=name, **tol(np.float32))

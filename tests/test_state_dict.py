@@ -1,8 +1,12 @@
-"""Parameters: names, order, read-only views, assignment, load_state_dict, init, seeds."""
+"""Parameters: names, order, read-only views, assignment, load_state_dict, init, seeds,
+and copies (pickle, copy, deepcopy)."""
+import copy
+import pickle
+
 import numpy as np
 import pytest
 
-import lstm_fast  # noqa: F401
+import lstm_fast
 import reference
 from helpers import (MODES, make_hx, make_input, make_layer, make_rng, params64, proj_for,
                      ref_mode, split, tol)
@@ -178,3 +182,103 @@ def test_layer_attributes():
     assert isinstance(layer.isa, str)
     rnn = make_layer("rnn_relu", 2, 3)
     assert rnn.nonlinearity == "relu"
+
+
+# ---------------------------------------------------------------------------
+# pickle / copy.copy / copy.deepcopy
+# ---------------------------------------------------------------------------
+def _copies(module):
+    return {"pickle": pickle.loads(pickle.dumps(module)), "copy": copy.copy(module),
+            "deepcopy": copy.deepcopy(module)}
+
+
+def _results(module, x):
+    result = module(x)
+    if not isinstance(result, tuple):                       # GRUCell / RNNCell: h' alone
+        return [result]
+    flat = []
+    for part in result:
+        flat.extend(part if isinstance(part, tuple) else [part])
+    return flat
+
+
+COPY_CASES = {
+    "lstmp-bidir": lambda: lstm_fast.LSTM(4, 6, num_layers=2, bidirectional=True, proj_size=2,
+                                          seed=0),
+    "gru-f64-bf": lambda: lstm_fast.GRU(4, 6, batch_first=True, dtype=np.float64, seed=1),
+    "rnn-relu": lambda: lstm_fast.RNN(4, 6, nonlinearity="relu", bias=False, seed=2),
+    "lstm-variant": lambda: lstm_fast.LSTM(4, 6, seed=3, variant={
+        "peephole": True, "clip": 1.0, "coupled_input_forget": True}),
+    "gru-variant": lambda: lstm_fast.GRU(4, 6, seed=4, variant={
+        "reset_before_product": True,
+        "activations": [[("hardsigmoid", 0.25, 0.5), ("softsign", 0, 0)]]}),
+    "lstm-cell": lambda: lstm_fast.LSTMCell(4, 6, seed=5),
+    "gru-cell-f64": lambda: lstm_fast.GRUCell(4, 6, dtype=np.float64, seed=6),
+    "rnn-cell-relu": lambda: lstm_fast.RNNCell(4, 6, nonlinearity="relu", seed=7),
+}
+
+
+@pytest.mark.parametrize("built", [False, True], ids=["fresh", "engine-built"])
+@pytest.mark.parametrize("case", list(COPY_CASES))
+def test_pickle_and_copies_compute_the_same(isa, case, built):
+    module = COPY_CASES[case]()
+    rng = make_rng("copies", case)
+    is_cell = "cell" in case
+    x = rng.standard_normal((3, 4) if is_cell else (5, 3, 4)).astype(np.float32)
+    if built:
+        module(x)                           # the original's engine exists when it is copied
+    clones = _copies(module)
+    expected = _results(module, x)
+    for how, clone in clones.items():
+        assert type(clone) is type(module), how
+        assert repr(clone) == repr(module), how
+        assert clone.isa == module.isa == isa, how
+        assert clone.variant == module.variant, how
+        assert clone.dtype == module.dtype, how
+        assert list(clone.state_dict()) == list(module.state_dict()), how
+        for name, value in module.state_dict().items():
+            np.testing.assert_array_equal(getattr(clone, name), value, err_msg=f"{how} {name}")
+            assert not getattr(clone, name).flags.writeable, f"{how} {name}"
+        got = _results(clone, x)
+        assert len(got) == len(expected)
+        for g, e in zip(got, expected):
+            assert g.dtype == e.dtype and g.shape == e.shape, how
+            np.testing.assert_array_equal(g, e, err_msg=how)
+
+
+@pytest.mark.parametrize("how", ["pickle", "copy", "deepcopy"])
+def test_copies_have_their_own_weights(how):
+    layer = lstm_fast.LSTM(3, 5, num_layers=2, bidirectional=True, seed=8)
+    x = make_input(make_rng("own-weights", how), 4, 2, 3, np.float32)
+    before = {k: v.copy() for k, v in layer.state_dict().items()}
+    y_before = layer(x)[0]
+    clone = _copies(layer)[how]
+    if how != "copy":                                       # a shallow copy may share them
+        for name in before:
+            assert not np.shares_memory(getattr(clone, name), getattr(layer, name)), name
+    clone.weight_hh_l1_reverse = np.zeros((20, 5))
+    clone.load_state_dict({"bias_ih_l0": np.ones(20)}, strict=False)
+    assert not np.array_equal(clone(x)[0], y_before)
+    for name, value in layer.state_dict().items():
+        np.testing.assert_array_equal(value, before[name], err_msg=name)
+    np.testing.assert_array_equal(layer(x)[0], y_before)
+    # and the other way round
+    layer.weight_ih_l0 = np.zeros((20, 3))
+    np.testing.assert_array_equal(clone.weight_ih_l0, before["weight_ih_l0"])
+
+
+def test_unpickled_module_takes_the_isa_of_its_new_process(monkeypatch):
+    # README: LSTM_FAST_ISA is read when a module is constructed or unpickled.
+    available = lstm_fast.cpu_info()["isa_available"]
+    if len(available) < 2:
+        pytest.skip("needs two ISAs")
+    first, second = available[-1], available[0]
+    monkeypatch.setenv("LSTM_FAST_ISA", first)
+    layer = lstm_fast.GRU(3, 17, seed=9, dtype=np.float64)
+    data = pickle.dumps(layer)
+    monkeypatch.setenv("LSTM_FAST_ISA", second)
+    clone = pickle.loads(data)
+    assert layer.isa == first and clone.isa == second
+    assert clone._current_engine().isa == second
+    x = make_input(make_rng("unpickle-isa"), 4, 2, 3)
+    np.testing.assert_allclose(clone(x)[0], layer(x)[0], **tol(np.float64))

@@ -1,12 +1,16 @@
 """Cell variants at the engine and layer level: option checks, the default
-path staying default, and multi-layer layers with variants against the ONNX
-reference stacked layer on layer (the operators cover one layer each)."""
+path staying default, multi-layer layers with variants against the ONNX
+reference stacked layer on layer (the operators cover one layer each), and
+projected LSTMs with variants against reference.py's variant LSTM (ONNX has
+no projection), itself checked against the ONNX reference."""
+import functools
+
 import numpy as np
 import pytest
 
 import lstm_fast
 import reference as ref
-from helpers import make_input, tol
+from helpers import assert_result, make_hx, make_input, make_rng, tol
 from lstm_fast import _core
 
 
@@ -165,3 +169,92 @@ def test_variant_is_a_copy_the_caller_cannot_change():
     layer.weight_ih_l0 = layer.weight_ih_l0   # rebuilds the engine
     np.testing.assert_array_equal(layer(x)[0], before)
     assert layer.variant["activations"][0][1] == ("tanh", 0, 0)
+
+
+LSTM_VARIANTS = {
+    "peephole": {"peephole": True},
+    "coupled": {"coupled_input_forget": True},
+    "clip": {"clip": 0.7},
+    "all": {"peephole": True, "coupled_input_forget": True, "clip": 1.1},
+}
+
+
+def torch_to_onnx_lstm(params, sfx):
+    """One LSTM layer-direction of torch-ordered parameters (i, f, g, o; peephole
+    i, f, o) in ONNX's order (i, o, f, c; P = [Pi, Po, Pf])."""
+    def order(a):
+        blocks = np.split(np.asarray(a, np.float64), 4)
+        return np.concatenate([blocks[0], blocks[3], blocks[1], blocks[2]])
+    W, R = order(params[f"weight_ih_l0{sfx}"]), order(params[f"weight_hh_l0{sfx}"])
+    B = np.concatenate([order(params[f"bias_ih_l0{sfx}"]), order(params[f"bias_hh_l0{sfx}"])])
+    P = None
+    if f"peephole_l0{sfx}" in params:
+        p_i, p_f, p_o = np.split(np.asarray(params[f"peephole_l0{sfx}"], np.float64), 3)
+        P = np.concatenate([p_i, p_o, p_f])
+    return W, R, B, P
+
+
+@pytest.mark.parametrize("name", list(LSTM_VARIANTS))
+def test_reference_variant_lstm_equals_onnx_reference(name, rng):
+    # reference.py's variant LSTM (torch's gate order) and its ONNX operator
+    # are written separately; for one layer without projection they must agree.
+    variant = LSTM_VARIANTS[name]
+    T, B, I, H = 6, 4, 3, 5
+    params = ref.random_params("lstm", I, H, bidirectional=True, rng=rng, scale=0.8,
+                               peephole=variant.get("peephole", False))
+    x = make_input(rng, T, B, I)
+    h0, c0 = make_hx("lstm", rng, 2, B, H)
+    lengths = [6, 0, 3, 1]
+    y, (h_n, c_n) = ref.module_forward("lstm", params, x, (h0, c0), lengths, variant=variant)
+    directions = [torch_to_onnx_lstm(params, sfx) for sfx in ("", "_reverse")]
+    W, R, Bias = (np.stack([d[k] for d in directions]) for k in range(3))
+    P = np.stack([d[3] for d in directions]) if variant.get("peephole") else None
+    Y, Y_h, Y_c = ref.onnx_forward("LSTM", x, W, R, Bias, lengths, h0, c0, P,
+                                   direction="bidirectional", clip=variant.get("clip"),
+                                   input_forget=int(variant.get("coupled_input_forget", False)))
+    np.testing.assert_allclose(y, Y.transpose(0, 2, 1, 3).reshape(T, B, 2 * H), rtol=1e-12,
+                               atol=1e-13)
+    np.testing.assert_allclose(h_n, Y_h, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(c_n, Y_c, rtol=1e-12, atol=1e-13)
+
+
+# (I, H, P, T, B, lengths): a few panels with a tail; and B=33, where each step
+# computes its own input projection.
+PROJ_SHAPES = {
+    "small": (5, 20, 7, 6, 4, [6, 2, 0, 5]),
+    "B33": (3, 37, 13, 4, 33, [4, 1, 0, 3] + [(i % 4) + 1 for i in range(29)]),
+}
+
+
+@functools.lru_cache(maxsize=None)
+def _projected_case(name, shape):
+    """Float32-exact parameters, input and states (one reference serves both
+    dtypes) and the reference, for a two-layer bidirectional LSTMP."""
+    variant = LSTM_VARIANTS[name]
+    I, H, P, T, B, lengths = PROJ_SHAPES[shape]
+    rng = make_rng("proj-variant", name, shape)
+    # Weights large enough that gate sums pass the clip bounds.
+    params = ref.random_params("lstm", I, H, 2, True, True, P, rng=rng, scale=0.8,
+                               dtype=np.float32, peephole=variant.get("peephole", False))
+    x = make_input(rng, T, B, I, np.float32)
+    hx = make_hx("lstm", rng, 4, B, H, P, np.float32)
+    expected = ref.module_forward("lstm", params, x, hx, lengths, variant=variant)
+    # Premise: the variant matters here (its reference differs from torch's cell).
+    plain = ref.module_forward("lstm", {k: v for k, v in params.items() if "peephole" not in k},
+                               x, hx, lengths)
+    assert np.abs(expected[0] - plain[0]).max() > 1e-2
+    return params, x, hx, expected
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("shape", list(PROJ_SHAPES))
+@pytest.mark.parametrize("name", list(LSTM_VARIANTS))
+def test_projected_lstm_with_variant_matches_reference(name, shape, dtype, isa):
+    params, x, hx, expected = _projected_case(name, shape)
+    I, H, P, T, B, lengths = PROJ_SHAPES[shape]
+    layer = lstm_fast.LSTM(I, H, num_layers=2, bidirectional=True, proj_size=P, dtype=dtype,
+                           variant=LSTM_VARIANTS[name])
+    assert layer.isa == isa
+    layer.load_state_dict(params)
+    got = layer(x.astype(dtype), tuple(a.astype(dtype) for a in hx), lengths=lengths)
+    assert_result("lstm", got, expected, dtype)
