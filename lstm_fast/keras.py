@@ -25,6 +25,12 @@ _ACTIVATIONS = {
     "elu": ("elu", 1.0, 0.0),
 }
 _OWN = {"LSTM": ("sigmoid", "tanh", "tanh"), "GRU": ("sigmoid", "tanh"), "RNN": ("tanh",)}
+# The Keras class each lstm_fast class copies, and the Keras recurrent classes
+# (by name, keras is never imported) whose weights look alike but mean
+# something else: wrappers hold a cell or a layer per direction.
+_KERAS_CLASS = {"LSTM": "LSTM", "GRU": "GRU", "RNN": "SimpleRNN"}
+_KERAS_RECURRENT = {"LSTM", "GRU", "SimpleRNN", "RNN", "Bidirectional", "LSTMCell", "GRUCell",
+                    "SimpleRNNCell", "StackedRNNCells", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D"}
 
 
 def _activation(argument, value):
@@ -65,13 +71,33 @@ def build(cls, layer, kernel, recurrent_kernel, bias, activation, recurrent_acti
             weights = layer.get_weights()
         except AttributeError as error:
             raise TypeError(f"layer does not look like a Keras recurrent layer: {error}") from error
+        expected = _KERAS_CLASS[kind]
+        found = {klass.__name__ for klass in type(layer).__mro__} & _KERAS_RECURRENT
+        if (found and expected not in found) or "cell" in config or "layer" in config:
+            raise ValueError(
+                f"layer must be a keras.layers.{expected}, got a {type(layer).__name__} (for "
+                f"RNN(cell) or Bidirectional wrappers, copy the inner layer or its arrays)"
+            )
+        if "time_major" in config:
+            raise ValueError("Keras 2 (tf.keras) layers are not supported, only Keras 3's")
         if config.get("go_backwards"):
             raise ValueError("Keras layers with go_backwards=True are not supported")
         if config.get("stateful"):
             raise ValueError("stateful Keras layers are not supported: pass the state as hx")
+        use_bias = config.get("use_bias", True)
+        if len(weights) != (3 if use_bias else 2):
+            raise ValueError(f"layer must hold {3 if use_bias else 2} weight arrays (kernel, "
+                             f"recurrent_kernel{', bias' if use_bias else ''}), got {len(weights)}")
+        # No defaults: a config without these keys is not a layer this module knows.
+        keys = ["activation"] + (["recurrent_activation"] if kind != "RNN" else [])
+        keys += ["reset_after"] if kind == "GRU" else []
+        missing = [key for key in keys if key not in config]
+        if missing:
+            raise ValueError(f"layer's config has no {', '.join(missing)}: not a Keras 3 "
+                             f"{expected}")
         kernel, recurrent_kernel = weights[0], weights[1]
-        bias = weights[2] if config.get("use_bias", True) and len(weights) > 2 else None
-        activation = config.get("activation", "tanh")
+        bias = weights[2] if use_bias else None
+        activation = config["activation"]
         recurrent_activation = config.get("recurrent_activation", "sigmoid")
         reset_after = config.get("reset_after", True)
     if kernel is None or recurrent_kernel is None:

@@ -169,3 +169,46 @@ def test_keras_layers_that_cannot_be_copied_are_refused(keras, kind, option, mat
     cls = {"LSTM": lstm_fast.LSTM, "GRU": lstm_fast.GRU, "SimpleRNN": lstm_fast.RNN}[kind]
     with pytest.raises(ValueError, match=match):
         cls.from_keras(layer)
+
+
+def test_wrappers_and_other_kinds_are_refused(keras, rng):
+    # Their first weights have valid shapes: without the check the copy would
+    # silently keep one cell, one direction, or the default activations.
+    L = keras.layers
+    x = rng.standard_normal((2, 3, 5)).astype(np.float32)
+    for layer, cls, expected in [
+            (L.RNN(L.LSTMCell(4, activation="relu")), lstm_fast.LSTM, "LSTM"),
+            (L.RNN([L.LSTMCell(4), L.LSTMCell(4)]), lstm_fast.LSTM, "LSTM"),
+            (L.Bidirectional(L.LSTM(4)), lstm_fast.LSTM, "LSTM"),
+            (L.GRU(4), lstm_fast.LSTM, "LSTM"),
+            (L.LSTM(4), lstm_fast.RNN, "SimpleRNN")]:
+        layer(x)                                       # built, weights exist
+        with pytest.raises(ValueError, match=f"layer must be a keras.layers.{expected}, got"):
+            cls.from_keras(layer)
+
+
+class _FakeLayer:
+    """Duck-typed stand-in for a Keras layer (config and weights as given)."""
+
+    def __init__(self, config, weights):
+        self._config, self._weights = config, weights
+
+    def get_config(self):
+        return self._config
+
+    def get_weights(self):
+        return self._weights
+
+
+def test_layer_configs_that_are_not_keras_3(rng):
+    k, rk, b = (rng.standard_normal(s).astype(np.float32) for s in ((5, 16), (4, 16), (16,)))
+    config = {"activation": "tanh", "recurrent_activation": "sigmoid", "use_bias": True}
+    assert lstm_fast.LSTM.from_keras(_FakeLayer(config, [k, rk, b])).hidden_size == 4
+    with pytest.raises(ValueError, match="Keras 2"):
+        lstm_fast.LSTM.from_keras(_FakeLayer({**config, "time_major": False}, [k, rk, b]))
+    with pytest.raises(ValueError, match="must hold 3 weight arrays .* got 2"):
+        lstm_fast.LSTM.from_keras(_FakeLayer(config, [k, rk]))
+    with pytest.raises(ValueError, match="must hold 2 weight arrays .* got 3"):
+        lstm_fast.LSTM.from_keras(_FakeLayer({**config, "use_bias": False}, [k, rk, b]))
+    with pytest.raises(ValueError, match="config has no recurrent_activation"):
+        lstm_fast.LSTM.from_keras(_FakeLayer({"activation": "relu"}, [k, rk, b]))
