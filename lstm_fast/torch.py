@@ -38,6 +38,12 @@ def _tensor(array, like):
 
 _TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
+# torch.nn's configuration attributes, which model code reads in forward
+# (h0 = zeros(rnn.num_layers * 2, batch, rnn.hidden_size)): the swapped
+# modules answer them from the lstm_fast copy, read-only.
+_CONFIGURATION = ("mode", "input_size", "hidden_size", "num_layers", "bias", "batch_first",
+                  "dropout", "bidirectional", "proj_size", "nonlinearity")
+
 
 class _FastBase(nn.Module):
     """Holds the lstm_fast copy; the torch module is rebuilt from it on restore.
@@ -49,6 +55,30 @@ class _FastBase(nn.Module):
     def __init__(self, fast):
         super().__init__()
         self.fast = fast
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)  # torch's parameters, buffers, submodules
+        except AttributeError:
+            pass
+        fast = self.__dict__.get("fast")
+        if fast is not None and name in _CONFIGURATION and hasattr(fast, name):
+            return getattr(fast, name)
+        if fast is not None and name in fast.state_dict():
+            # Not a tensor copy: an in-place edit of it (nn.init.*_) would
+            # silently change nothing.
+            raise AttributeError(
+                f"{name} of a swapped {type(fast).__name__} is held by lstm_fast, not as a "
+                f"torch Parameter: read it with state_dict()['{name}'] (or .fast.{name}), "
+                f"change it with load_state_dict"
+            )
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __setattr__(self, name, value):
+        if name in _CONFIGURATION and "fast" in self.__dict__:
+            raise AttributeError(f"{name} is fixed when the module is swapped: swap a torch "
+                                 f"module built with the value you want")
+        super().__setattr__(name, value)
 
     @property
     def dtype(self):
@@ -139,6 +169,10 @@ class FastRecurrent(_FastBase):
             if packed:
                 output = self._repack(output, input)
         return output, states
+
+    def flatten_parameters(self):
+        """Nothing to do (torch's lays weights out for cuDNN); here so that model
+        code calling it keeps working after the swap."""
 
     def _repack(self, output, like):
         # The packed data of step t holds the sequences still running at t, in

@@ -165,3 +165,48 @@ def test_packed_input_with_initial_state_and_cells_with_state():
         expected = cell(x, hx)
     for g, e in zip(lft.replace_modules(cell)(x, hx), expected):
         torch.testing.assert_close(g, e, rtol=2e-4, atol=2e-5)
+
+
+class _SizedByItsLSTM(nn.Module):
+    """Model code that reads the recurrent module's configuration in forward
+    and calls flatten_parameters, as much torch code does."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.LSTM(3, 5, num_layers=2, bidirectional=True, batch_first=True)
+
+    def forward(self, x):
+        self.rnn.flatten_parameters()
+        directions = 2 if self.rnn.bidirectional else 1
+        shape = (self.rnn.num_layers * directions, x.shape[0], self.rnn.hidden_size)
+        h0 = torch.full(shape, 0.1)
+        return self.rnn(x, (h0, h0))[0]
+
+
+def test_swapped_modules_answer_torch_configuration_attributes():
+    import copy
+    import pickle
+
+    torch.manual_seed(5)
+    model = _SizedByItsLSTM().eval()
+    x = torch.randn(2, 4, 3)
+    with torch.no_grad():
+        expected = model(x)
+    swapped = lft.replace_modules(copy.deepcopy(model))
+    torch.testing.assert_close(swapped(x), expected, rtol=2e-4, atol=2e-5)
+    rnn = swapped.rnn
+    for name in ("mode", "input_size", "hidden_size", "num_layers", "bias", "batch_first",
+                 "dropout", "bidirectional", "proj_size"):
+        assert getattr(rnn, name) == getattr(model.rnn, name), name
+    cell = lft.replace_modules(nn.RNNCell(3, 4, nonlinearity="relu"))
+    assert (cell.input_size, cell.hidden_size, cell.bias, cell.nonlinearity) == (3, 4, True, "relu")
+    # Configuration is fixed at the swap; weights are not tensors to edit in place.
+    with pytest.raises(AttributeError, match="batch_first is fixed when the module is swapped"):
+        rnn.batch_first = False
+    with pytest.raises(AttributeError, match=r"weight_ih_l0 of a swapped LSTM is held by lstm_fast"):
+        rnn.weight_ih_l0
+    with pytest.raises(AttributeError, match="has no attribute 'no_such_thing'"):
+        rnn.no_such_thing
+    # Copies of a swapped model still run.
+    for copied in (copy.deepcopy(swapped), pickle.loads(pickle.dumps(swapped))):
+        torch.testing.assert_close(copied(x), expected, rtol=2e-4, atol=2e-5)
