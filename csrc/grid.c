@@ -213,7 +213,11 @@ static int useful_threads(const lf_plan *p, int64_t B, int available, int reques
     return n < 1 ? 1 : (int)n;
 }
 
-static lf_status check_args(const lf_plan *p, const lf_forward_args *a, lf_workspace_layout *ws) {
+/* Also gives the byte sizes of h0/h_n and c0/c_n: with T = 0 nothing else
+ * bounds them (the workspace covers one layer's rows, num_layers can be
+ * 2^31), and they are copied whole. */
+static lf_status check_args(const lf_plan *p, const lf_forward_args *a, lf_workspace_layout *ws,
+                            size_t *h_bytes, size_t *c_bytes) {
     const lf_desc *d = &p->desc;
     if (a->T < 0 || a->B < 0 || a->threads < 0) return LF_ERR_BAD_DIMENSION;
     lf_status st = lf_workspace_layout_of(p, a->T, a->B, ws);
@@ -226,6 +230,12 @@ static lf_status check_args(const lf_plan *p, const lf_forward_args *a, lf_works
         !lf_mul(feature_bytes, p->elem_size, &feature_bytes) ||
         !lf_mul(feature_bytes, (size_t)d->input_size, &x_bytes) ||
         !lf_mul(feature_bytes, (size_t)(d->num_directions * p->state_size), &y_bytes))
+        return LF_ERR_OVERFLOW;
+    size_t state_rows; /* (layer, direction, batch row) triples */
+    if (!lf_mul((size_t)(d->num_layers * d->num_directions), (size_t)a->B, &state_rows) ||
+        !lf_mul(state_rows, p->elem_size, &state_rows) ||
+        !lf_mul(state_rows, (size_t)p->state_size, h_bytes) ||
+        !lf_mul(state_rows, (size_t)d->hidden_size, c_bytes))
         return LF_ERR_OVERFLOW;
     const int has_steps = a->T > 0 && a->B > 0;
     if (a->B > 0 && !a->h_n) return LF_ERR_NULL_POINTER;
@@ -244,17 +254,16 @@ static lf_status check_args(const lf_plan *p, const lf_forward_args *a, lf_works
 lf_status lf_forward(const lf_plan *plan, const lf_forward_args *args) {
     if (!plan || !args) return LF_ERR_NULL_POINTER;
     lf_workspace_layout ws;
-    lf_status st = check_args(plan, args, &ws);
+    size_t h_bytes, c_bytes;
+    lf_status st = check_args(plan, args, &ws, &h_bytes, &c_bytes);
     if (st != LF_OK) return st;
     const lf_desc *d = &plan->desc;
-    const int64_t stacked = d->num_layers * d->num_directions, B = args->B;
-    const size_t e = plan->elem_size;
+    const int64_t B = args->B;
 
     if (args->T == 0 || B == 0) {
         /* Nothing runs: the final state is the initial state. */
-        if (B > 0) fill_state(args->h_n, args->h0, (size_t)(stacked * B * plan->state_size) * e);
-        if (B > 0 && d->cell == LF_CELL_LSTM && args->c_n)
-            fill_state(args->c_n, args->c0, (size_t)(stacked * B * d->hidden_size) * e);
+        if (B > 0) fill_state(args->h_n, args->h0, h_bytes);
+        if (B > 0 && d->cell == LF_CELL_LSTM && args->c_n) fill_state(args->c_n, args->c0, c_bytes);
         return LF_OK;
     }
     forward_job job = {.plan = plan, .args = args, .ws = &ws, .wbase = lf_align_ptr(args->workspace)};

@@ -190,7 +190,9 @@ lf_status lf_plan_packed_size(const lf_plan *plan, int64_t layer, int64_t direct
 /* Lay out one layer-direction's weights (torch layout, dtype of the plan,
  * C-contiguous) into `packed` (at least lf_plan_packed_size bytes, any
  * alignment). b_ih/b_hh must be NULL exactly when the plan has no bias;
- * w_hr must be non-NULL exactly when P > 0. */
+ * w_hr must be non-NULL exactly when P > 0. The layout starts at the first
+ * 64-byte boundary inside `packed`, so the bytes are valid only at that
+ * address: pack again rather than copy them elsewhere. */
 lf_status lf_pack_weights(const lf_plan *plan, int64_t layer, int64_t direction,
                           const void *w_ih, const void *w_hh,
                           const void *b_ih, const void *b_hh, const void *w_hr,

@@ -50,4 +50,4 @@ def test_forward_refuses_sequences_too_large_to_exist(tmp_path):
     program = build(tmp_path, "forward_limits.c", PORTABLE_CORE)
     run = subprocess.run([str(program)], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, f"exit {run.returncode}\n{run.stdout}{run.stderr}"
-    assert run.stdout.count("too large") == 2, run.stdout
+    assert run.stdout.count("too large") == 3, run.stdout

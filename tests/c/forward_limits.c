@@ -1,5 +1,5 @@
 /* lf_forward's size checks, through the public C API only: a sequence whose
- * x or y could not exist (its byte count overflows size_t) is refused with
+ * x, y or states could not exist (the byte count overflows size_t) is refused with
  * LF_ERR_OVERFLOW before anything is read or written. The pointers are
  * dummies that must never be touched: a missing check crashes here. Built
  * and run by tests/test_c_core.py; prints one line per case, exits 0 if all
@@ -41,5 +41,17 @@ int main(void) {
     args.T = INT64_C(1) << 40;
     args.B = INT64_C(1) << 40;
     failures += expect("T = B = 2^40", lf_forward(&plan, &args), LF_ERR_OVERFLOW);
+
+    /* T = 0 copies the initial states whole: 2^32 layer-directions of 2^28
+     * rows are 2^66 bytes of h, which must be refused, not wrapped to 0. */
+    desc.num_layers = INT64_C(1) << 31;
+    desc.num_directions = 2;
+    lf_plan deep;
+    if (lf_plan_init(&deep, &desc) != LF_OK) return 2;
+    args.T = 0;
+    args.B = INT64_C(1) << 28;
+    args.h0 = args.c0 = dummy;
+    args.c_n = dummy;
+    failures += expect("T = 0, L*D = 2^32, B = 2^28", lf_forward(&deep, &args), LF_ERR_OVERFLOW);
     return failures != 0;
 }
