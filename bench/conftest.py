@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from lstm_fast import bench as lb
+from lstm_fast._config import default_threads
 
 
 def pytest_addoption(parser):
@@ -34,7 +35,7 @@ def pytest_generate_tests(metafunc):
 
 @pytest.fixture(scope="session")
 def peer_threads(pytestconfig):
-    threads = pytestconfig.getoption("--peer-threads") or lb.default_threads()
+    threads = pytestconfig.getoption("--peer-threads") or default_threads()
     lb.set_threads(threads)
     return threads
 

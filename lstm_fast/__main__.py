@@ -19,7 +19,8 @@ def _names(values):
 
 
 def _parser():
-    from lstm_fast.bench import PEERS, default_threads
+    from lstm_fast._config import default_threads
+    from lstm_fast.bench import PEERS
 
     # `python -m lstm_fast` shows argv[0] as __main__.py; the script shows its own name.
     script = os.path.basename(sys.argv[0])
@@ -69,9 +70,7 @@ def _parser():
 
 
 def _bench(args):
-    from lstm_fast import bench
-
-    from lstm_fast import _core
+    from lstm_fast import _core, bench
 
     if not 1 <= args.threads <= _core.MAX_THREADS:
         args.error(f"--threads must be in [1, {_core.MAX_THREADS}], got {args.threads}")

@@ -30,7 +30,7 @@ from typing import Callable, List, Optional
 
 import numpy as np
 
-from . import _config, numpy_impl
+from . import numpy_impl
 
 PEERS = ("lstm_fast", "numpy", "torch", "onnxruntime")
 
@@ -502,11 +502,6 @@ class Result:
         }
         d["timing"] = None if self.timing is None else asdict(self.timing)
         return d
-
-
-def default_threads() -> int:
-    """The thread count lstm_fast takes by default (see lstm_fast._config)."""
-    return _config.default_threads()
 
 
 def set_threads(threads: int) -> Optional[int]:

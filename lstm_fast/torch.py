@@ -7,8 +7,9 @@ batch_first, unbatched input, hx) but runs lstm_fast under torch.no_grad();
 Inference only: the replacements have no gradients and ignore dropout (as
 torch's eval mode). They follow the model's `.double()` / `.float()` /
 `.to(dtype)` (float32 and float64; other dtypes and devices raise) and, like
-torch, refuse input and states of another dtype than theirs. Importing this module imports torch, so lstm_fast only
-imports it on use (`import lstm_fast.torch`).
+torch, refuse input and states of another dtype than theirs. Importing this
+module imports torch, so lstm_fast only imports it on use
+(`import lstm_fast.torch`).
 """
 import torch
 from torch import nn

@@ -128,8 +128,6 @@ def test_vector_functions_take_unaligned_input(isa, dtype):
 def test_default_threads_capped_at_the_pool_limit(monkeypatch):
     monkeypatch.setattr(_config.os, "sched_getaffinity", lambda pid: set(range(1500)), raising=False)
     assert _config.default_threads() == _core.MAX_THREADS
-    from lstm_fast import bench
-    assert bench.default_threads() == _core.MAX_THREADS
 
 
 def test_report_survives_refused_threads(monkeypatch):
