@@ -68,7 +68,8 @@ def _no_inherited_isa(monkeypatch):
 def isa(request, monkeypatch, _no_inherited_isa):
     if lstm_fast is None:
         pytest.skip(f"lstm_fast is not importable: {_IMPORT_ERROR}")
-    if request.param not in lstm_fast.cpu_info()["isa_available"]:
+    from lstm_fast import _core
+    if not _core.isa_available(request.param):
         pytest.skip(f"ISA {request.param} is not available on this CPU or in this build")
     monkeypatch.setenv("LSTM_FAST_ISA", request.param)
     return request.param
