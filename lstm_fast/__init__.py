@@ -11,7 +11,7 @@ weights duck-typed, and lstm_fast.torch (which imports torch, so only on
 """
 from ._config import cpu_info, get_num_threads, set_num_threads, show_config
 from ._core import version as _core_version
-from .layers import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
+from .layers import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell, Stream
 from . import onnx  # noqa: E402  (needs no onnx package)
 
 __version__ = _core_version()
@@ -23,6 +23,7 @@ __all__ = [
     "LSTMCell",
     "GRUCell",
     "RNNCell",
+    "Stream",
     "cpu_info",
     "show_config",
     "set_num_threads",

@@ -18,6 +18,7 @@ from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
+cimport cython
 cimport numpy as cnp
 
 import math
@@ -775,6 +776,233 @@ cdef class Engine:
         _check(status, "forward")
         return y, h_n, c_n
 
+
+
+
+@cython.auto_pickle(False)  # it would pickle the workspace pointer as bytes
+cdef class StreamCore:
+    """The carried state and the per-step path of lstm_fast.layers.Stream.
+
+    Holds h (num_layers, B, state_size) and, for an LSTM, c (num_layers, B,
+    hidden_size), which each step updates in place, and the workspace of a
+    one-step call, allocated once: a step allocates nothing but its result
+    (nothing when given `out`), which keeps a small step in the microsecond
+    range. _start takes the objects it consults per step: `module` (with
+    `_engine`, an Engine or None, and `_current_engine()`) and `threads`
+    (with `_pool`, a ThreadPool or None, and `thread_pool()`); the subclass
+    supplies `_converted_input(input)` for input that is not a float ndarray
+    of the step's shape (it converts it or raises).
+    """
+    cdef object _module
+    cdef object _threads
+    cdef object _h
+    cdef object _c
+    cdef object _sized_for  # the Engine the workspace and dimensions were checked against
+    cdef char *_workspace
+    cdef size_t _workspace_bytes
+    cdef int64_t _batch, _num_layers, _input_size, _state_size, _hidden_size
+    cdef int _typenum
+    cdef lf_cell_kind _cell
+    cdef bint _batched, _busy
+    cdef unsigned int _steps
+
+    def _start(self, module, threads, batch, bint batched, h0, c0):
+        """(Re)start from h0 and c0 (None for zeros; else arrays of the
+        engine's dtype shaped as h and c, copied) for the network of
+        `module`'s current engine, which must have one direction. batch >= 1;
+        1 when not batched (inputs and outputs then have no batch axis)."""
+        cdef Engine engine = module._current_engine()
+        cdef const lf_desc *desc = &engine._plan.desc
+        cdef bint is_lstm = desc.cell == LF_CELL_LSTM
+        cdef int64_t rows = _size("batch", batch)
+        if rows < 1 or (not batched and rows != 1):
+            raise ValueError(f"batch must be >= 1 (1 for an unbatched stream), got {batch}")
+        if desc.num_directions != 1:
+            raise ValueError("a stream needs a one-direction network: the reverse direction "
+                             "of a bidirectional one starts at the end of the sequence")
+        if c0 is not None and not is_lstm:
+            raise ValueError(f"c0 must be None: a {engine.cell} network has no cell state")
+        if self._busy:
+            raise RuntimeError("this stream is being stepped by another thread")
+        self._module = module
+        self._threads = threads
+        self._batch = rows
+        self._batched = batched
+        self._num_layers = desc.num_layers
+        self._input_size = desc.input_size
+        self._state_size = engine._plan.state_size
+        self._hidden_size = desc.hidden_size
+        self._typenum = cnp.NPY_FLOAT64 if engine._is_double else cnp.NPY_FLOAT32
+        self._cell = desc.cell
+        self._h = self._initial("h0", h0, self._state_size, engine.dtype)
+        self._c = self._initial("c0", c0, self._hidden_size, engine.dtype) if is_lstm else None
+        self._sized_for = None
+        # Sized now, so that a stream too large for memory fails here.
+        self._fit_engine(engine)
+
+    cdef object _initial(self, str name, object value, int64_t width, object dtype):
+        cdef cnp.npy_intp dims[3]
+        if value is None:
+            dims[0] = self._num_layers
+            dims[1] = self._batch
+            dims[2] = width
+            return cnp.PyArray_ZEROS(3, dims, self._typenum, 0)
+        _require_array(name, value, dtype, (self._num_layers, self._batch, width))
+        return np.array(value, copy=True)
+
+    cdef int _fit_engine(self, Engine engine) except -1:
+        """Check that `engine` runs the network of this state and size the
+        workspace for it; once per engine (a module rebuilds its engine when
+        its parameters change)."""
+        cdef const lf_desc *desc = &engine._plan.desc
+        cdef int typenum = cnp.NPY_FLOAT64 if engine._is_double else cnp.NPY_FLOAT32
+        cdef size_t needed
+        cdef char *grown
+        if (desc.input_size != self._input_size or engine._plan.state_size != self._state_size
+                or desc.hidden_size != self._hidden_size or desc.num_directions != 1
+                or desc.num_layers != self._num_layers or typenum != self._typenum
+                or desc.cell != self._cell):
+            raise ValueError("the module's network no longer matches this stream's state")
+        _check(lf_plan_workspace_size(&engine._plan, 1, self._batch, &needed), "workspace size")
+        if needed > self._workspace_bytes or self._workspace == NULL:
+            # + 1: malloc(0) may return NULL, which is no failure.
+            grown = <char *>malloc(needed + 1)
+            if grown == NULL:
+                raise MemoryError(f"a stream could not allocate {needed + 1} bytes of workspace")
+            free(self._workspace)
+            self._workspace = grown
+            self._workspace_bytes = needed
+        self._sized_for = engine
+        return 0
+
+    def __dealloc__(self):
+        free(self._workspace)
+
+    def __reduce__(self):
+        raise TypeError("a stream cannot be copied or pickled: start another with "
+                        "module.stream(batch_size, hx=stream.state)")
+
+    @property
+    def module(self):
+        """The layer or cell this stream runs."""
+        return self._module
+
+    def _copy_state(self):
+        """Copies of (h, c) (c None unless an LSTM), shaped (num_layers, B, .)."""
+        if self._h is None:
+            raise RuntimeError("this stream was never started")
+        if self._busy:
+            raise RuntimeError("this stream is being stepped by another thread")
+        return self._h.copy(), None if self._c is None else self._c.copy()
+
+    def step(self, input, out=None):
+        """Advance by one time step.
+
+        input : (N, input_size), or (input_size,) for an unbatched stream; any
+            floating array-like (cast to the module's dtype).
+        out : optional array of the module's dtype shaped as the result, to
+            write it into (it must not overlap input).
+
+        Returns the top layer's new h: (N, R) or (R,), R = proj_size or
+        hidden_size; that is `out` when given.
+        """
+        if self._h is None:
+            raise RuntimeError("this stream was never started")
+        # Claimed first, under the GIL (so the check and the claim are one
+        # step), before anything below can let another thread in: building
+        # an engine or converting input may release the GIL.
+        if self._busy:
+            raise RuntimeError("this stream is being stepped by another thread; a stream is "
+                               "one sequence of steps, so give each thread its own")
+        self._busy = True
+        try:
+            return self._step(input, out)
+        finally:
+            self._busy = False
+
+    cdef object _step(self, object input, object out):
+        cdef Engine engine
+        cdef ThreadPool pool
+        cdef int ndim = 2 if self._batched else 1
+        cdef int64_t batch = self._batch
+        cdef size_t elem
+        cdef lf_forward_args args
+        cdef lf_status status
+        cdef char *x_begin
+        cdef char *out_begin
+        module = self._module
+        engine = module._engine
+        if engine is None:
+            engine = module._current_engine()
+        if engine is not self._sized_for:
+            self._fit_engine(engine)
+        if not _fits_nd(input, self._typenum, ndim, batch if ndim == 2 else self._input_size,
+                        self._input_size, -1):
+            if (cnp.PyArray_Check(input) and cnp.PyArray_NDIM(<cnp.ndarray>input) == ndim
+                    and cnp.PyArray_TYPE(<cnp.ndarray>input) in (
+                        cnp.NPY_FLOAT16, cnp.NPY_FLOAT32, cnp.NPY_FLOAT64)
+                    and cnp.PyArray_DIMS(<cnp.ndarray>input)[ndim - 1] == self._input_size
+                    and (ndim == 1 or cnp.PyArray_DIMS(<cnp.ndarray>input)[0] == batch)):
+                # Another float precision or a strided view: one cast.
+                input = cnp.PyArray_FROMANY(input, self._typenum, ndim, ndim,
+                                            cnp.NPY_ARRAY_C_CONTIGUOUS | cnp.NPY_ARRAY_ALIGNED
+                                            | cnp.NPY_ARRAY_FORCECAST)
+            else:
+                input = self._converted_input(input)
+                _require_array("input", input, engine.dtype, self._input_shape())
+        elem = engine._plan.elem_size
+        if out is None:
+            out = _empty(ndim, batch if ndim == 2 else self._state_size, self._state_size, 0,
+                         self._typenum)
+        else:
+            if not _fits_nd(out, self._typenum, ndim, batch if ndim == 2 else self._state_size,
+                            self._state_size, -1):
+                _require_array("out", out, engine.dtype, self._output_shape())
+            if not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out):
+                raise ValueError("out must be writeable")
+            # The step still reads input while it writes out.
+            x_begin = <char *>cnp.PyArray_DATA(<cnp.ndarray>input)
+            out_begin = <char *>cnp.PyArray_DATA(<cnp.ndarray>out)
+            if (out_begin < x_begin + <size_t>(batch * self._input_size) * elem
+                    and x_begin < out_begin + <size_t>(batch * self._state_size) * elem):
+                raise ValueError("out must not overlap input")
+        threads = self._threads
+        pool = threads._pool
+        if pool is None:
+            pool = threads.thread_pool()
+        args.T = 1
+        args.B = batch
+        args.x = cnp.PyArray_DATA(<cnp.ndarray>input)
+        # In place: lf_forward reads h0 and c0 before it writes h_n and c_n.
+        args.h_n = cnp.PyArray_DATA(<cnp.ndarray>self._h)
+        args.h0 = args.h_n
+        args.c_n = _pointer(self._c)
+        args.c0 = args.c_n
+        args.lengths = NULL
+        args.y = cnp.PyArray_DATA(<cnp.ndarray>out)
+        args.packed = engine._packed
+        args.workspace = self._workspace
+        args.workspace_bytes = self._workspace_bytes
+        args.pool = pool._pool
+        args.threads = 0
+        # As in Engine._run: the steps of a stream walk the weights in
+        # alternating orders, which never changes a result.
+        self._steps += 1
+        args.step_parity = self._steps
+        with nogil:
+            status = lf_forward(&engine._plan, &args)
+        _check(status, "stream step")
+        return out
+
+    cdef tuple _input_shape(self):
+        if self._batched:
+            return (self._batch, self._input_size)
+        return (self._input_size,)
+
+    cdef tuple _output_shape(self):
+        if self._batched:
+            return (self._batch, self._state_size)
+        return (self._state_size,)
 
 cdef class ThreadPool:
     """Worker threads for Engine.forward; n_threads counts the calling thread.

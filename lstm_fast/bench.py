@@ -190,9 +190,25 @@ def _build_lstm_fast(case, problem, threads):
     layer = _new_layer(lstm_fast, case)
     layer.load_state_dict(problem.state_dict)
     x = problem.x
-    if case.streaming:
-        return _as_stream(layer, x)
-    return lambda: layer(x)[0]
+    if not case.streaming:
+        return lambda: layer(x)[0]
+    # The streaming interface: the state stays inside, a step allocates
+    # only its output.
+    stream = layer.stream(batch_size=case.B)
+    frames = list(x)
+    n = len(frames)
+    pos = 0
+
+    def call():
+        nonlocal pos
+        if pos == n:
+            pos = 0
+            stream.reset()
+        y = stream.step(frames[pos])
+        pos += 1
+        return y
+
+    return call
 
 
 def _build_numpy(case, problem, threads):
@@ -371,7 +387,8 @@ def collect(case: Case, fn) -> np.ndarray:
     """The output to check of a freshly built peer: one call, or for a
     streaming case one whole stream (T calls), stacked as (T, B, H)."""
     if case.streaming:
-        return np.concatenate([np.asarray(fn()) for _ in range(case.T)])
+        # Peers return a step's output as (1, B, H) or (B, H).
+        return np.stack([np.asarray(fn()).reshape(case.B, -1) for _ in range(case.T)])
     return np.asarray(fn()).copy()
 
 

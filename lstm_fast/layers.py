@@ -19,7 +19,7 @@ from . import _core
 from . import _config
 from ._config import resolve_isa
 
-__all__ = ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell"]
+__all__ = ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell", "Stream"]
 
 _GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
 _RNN_MODES = {"tanh": "RNN_TANH", "relu": "RNN_RELU"}
@@ -511,6 +511,17 @@ class _RecurrentBase:
         when it was constructed."""
         return self._isa
 
+    def stream(self, batch_size=None, hx=None):
+        """A Stream for step-by-step inference: ``stream.step(x)`` per time step,
+        the state carried inside, at the cost of the arithmetic and about a
+        microsecond (see Stream).
+
+        batch_size : rows per step, or None for one unbatched sequence (inputs
+            (input_size,)). hx : initial state shaped as this module's hx for
+            such a call (zeros when None). Networks with one direction only.
+        """
+        return Stream(self, batch_size, hx)
+
     def state_dict(self):
         """Copies of the parameters, keyed and ordered as torch's state_dict()."""
         return {name: array.copy() for name, array in self._parameters.items()}
@@ -594,6 +605,76 @@ class _RecurrentBase:
         )
         return module.eval()
 
+
+# ---------------------------------------------------------------- streams
+
+class Stream(_core.StreamCore):
+    """Step-by-step inference over a module, carrying its state between calls.
+
+    Made by ``module.stream(batch_size=None, hx=None)`` (layers with one
+    direction, and cells). ``step(x)`` runs the network on one time step,
+    updates the state in place and returns the top layer's new h, computed
+    exactly as a call of the module on the whole sequence would, bit for
+    bit. A step allocates nothing but its result, and nothing at all with
+    ``step(x, out=y)``: its cost is the arithmetic and about a microsecond.
+
+    A stream runs the module's current parameters (a change applies from the
+    next step) on the process-wide thread setting. One stream is one
+    sequence of steps: stepping it from two threads at once raises
+    RuntimeError; give each thread, or each independent sequence, its own.
+    """
+
+    __slots__ = ("_batch_size", "_h_shape", "_c_shape")
+
+    def __init__(self, module, batch_size=None, hx=None):
+        if getattr(module, "_num_directions", 1) != 1:
+            raise ValueError(
+                "stream needs a one-direction network: a bidirectional network's reverse "
+                "direction starts at the end of the sequence"
+            )
+        batched = batch_size is not None
+        batch = _check_positive("batch_size", batch_size) if batched else 1
+        self._batch_size = batch if batched else None
+        self._h_shape, self._c_shape = module._state_shapes(batch, batched)
+        self._start_from(module, hx)
+
+    def _start_from(self, module, hx):
+        batched = self._batch_size is not None
+        batch = self._batch_size or 1
+        h_0, c_0 = module._initial_states(hx, batch, self._h_shape, self._c_shape, batched)
+        self._start(module, _config, batch, batched, h_0, c_0)
+
+    def reset(self, hx=None):
+        """Start a new sequence from `hx` (zeros when None), shaped as the module's hx."""
+        self._start_from(self.module, hx)
+
+    @property
+    def batch_size(self):
+        """Rows per step, or None for an unbatched stream."""
+        return self._batch_size
+
+    @property
+    def state(self):
+        """A copy of the carried state, shaped as the module's hx: (h, c) for an
+        LSTM, h otherwise; pass it as hx to the module or to another stream."""
+        h, c = self._copy_state()
+        h = h.reshape(self._h_shape)
+        return h if c is None else (h, c.reshape(self._c_shape))
+
+    def _converted_input(self, input):
+        # StreamCore.step calls this for anything but a float ndarray of the
+        # step's shape.
+        module = self.module
+        x = _float_array("input", input)
+        batch = self.batch_size
+        shape = (module._input_size,) if batch is None else (batch, module._input_size)
+        if x.shape != shape:
+            kind = "unbatched" if batch is None else "batched"
+            raise ValueError(f"input must have shape {shape} for this {kind} stream, got {x.shape}")
+        return _engine_array(x, module._dtype)
+
+    def __repr__(self):
+        return f"Stream({self.module!r}, batch_size={self.batch_size})"
 
 # ---------------------------------------------------------------- layers
 
@@ -682,6 +763,14 @@ class _RNNBase(_RecurrentBase):
             options.append("bidirectional=True")
         return options
 
+    def _state_shapes(self, batch, batched):
+        """Shapes of h_0 and c_0 (as given by the caller and returned) for a call."""
+        stacked = self._num_layers * self._num_directions
+        state_size = self._proj_size or self._hidden_size
+        if batched:
+            return (stacked, batch, state_size), (stacked, batch, self._hidden_size)
+        return (stacked, state_size), (stacked, self._hidden_size)
+
     def forward(self, input, hx=None, lengths=None):
         """Run the network over a batch of sequences, or one unbatched sequence.
 
@@ -735,10 +824,7 @@ class _RNNBase(_RecurrentBase):
         x = _engine_array(x, self._dtype)
         steps, batch = x.shape[0], x.shape[1]
 
-        stacked = self._num_layers * self._num_directions
-        state_size = self._proj_size or self._hidden_size
-        h_shape = (stacked, batch, state_size) if batched else (stacked, state_size)
-        c_shape = (stacked, batch, self._hidden_size) if batched else (stacked, self._hidden_size)
+        h_shape, c_shape = self._state_shapes(batch, batched)
         h_0, c_0 = self._initial_states(hx, batch, h_shape, c_shape, batched)
         if lengths is not None:
             lengths = _lengths_array(lengths, batch, steps)
@@ -851,6 +937,11 @@ class _RNNCellBase(_RecurrentBase):
     def _repr_options(self):
         return [] if self._bias else ["bias=False"]
 
+    def _state_shapes(self, batch, batched):
+        """Shapes of h and c (as given by the caller and returned) for a call."""
+        shape = (batch, self._hidden_size) if batched else (self._hidden_size,)
+        return shape, shape
+
     def forward(self, input, hx=None):
         """Advance the state by one step.
 
@@ -879,7 +970,7 @@ class _RNNCellBase(_RecurrentBase):
         batched = x.ndim == 2
         batch = x.shape[0] if batched else 1
         x = _engine_array(x, self._dtype).reshape(1, batch, self._input_size)
-        state_shape = (batch, self._hidden_size) if batched else (self._hidden_size,)
+        state_shape, _ = self._state_shapes(batch, batched)
         h_0, c_0 = self._initial_states(hx, batch, state_shape, state_shape, batched)
         _, h_n, c_n = self._current_engine().forward(x, h_0, c_0, None, _config.thread_pool())
         if self._mode == "LSTM":

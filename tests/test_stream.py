@@ -1,0 +1,319 @@
+"""module.stream(): step-by-step inference with the state kept inside.
+
+A stream must give, bit for bit, what one call of the module over the whole
+sequence gives (which test_layers checks against the float64 reference), on
+every ISA, and refuse what it cannot take with a clear exception.
+"""
+import copy
+import pickle
+import threading
+
+import numpy as np
+import pytest
+
+import lstm_fast
+import reference
+from helpers import (MODES, assert_result, is_lstm, make_cell, make_hx, make_input, make_layer,
+                     make_rng, params64, proj_for, ref_mode, split)
+
+DTYPES = [np.float32, np.float64]
+
+
+def _stream_run(stream, x):
+    """Step `stream` through x (T, ...) and stack the outputs."""
+    return np.stack([stream.step(x[t]) for t in range(len(x))])
+
+
+def _states(mode, state):
+    return state if is_lstm(mode) else (state,)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("B", [None, 1, 3, 17])
+@pytest.mark.parametrize("mode", MODES)
+def test_stream_equals_whole_sequence(isa, mode, B, dtype):
+    # Two layers, H=37 (several panels on every ISA, so the one-step calls'
+    # alternating panel order really alternates), an initial state.
+    T, I, H, L = 6, 19, 37, 2
+    unbatched = B is None
+    rng = make_rng("stream", mode, B, np.dtype(dtype).name)
+    layer = make_layer(mode, I, H, num_layers=L, dtype=dtype, seed=3)
+    assert layer.isa == isa
+    x = make_input(rng, T, B or 1, I, dtype, unbatched=unbatched)
+    hx = make_hx(mode, rng, L, B or 1, H, proj_for(mode, H), dtype, unbatched=unbatched)
+    y, state = layer(x, hx)
+    stream = layer.stream(batch_size=B, hx=hx)
+    assert stream.batch_size == B and stream.module is layer
+    got = _stream_run(stream, x)
+    assert got.dtype == np.dtype(dtype) and got.shape == y.shape
+    np.testing.assert_array_equal(got, y)
+    for got_state, want in zip(_states(mode, stream.state), _states(mode, state)):
+        assert got_state.shape == want.shape and got_state.dtype == want.dtype
+        np.testing.assert_array_equal(got_state, want)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_stream_matches_reference(isa, mode):
+    # Independently of the layer: the float64 reference over the sequence.
+    T, B, I, H = 5, 3, 17, 33
+    rng = make_rng("stream-reference", mode)
+    layer = make_layer(mode, I, H, dtype=np.float32, seed=11)
+    x = make_input(rng, T, B, I, np.float32)
+    expected = reference.module_forward(ref_mode(mode), params64(layer), x, None, None, False)
+    stream = layer.stream(batch_size=B)
+    assert_result(mode, (_stream_run(stream, x), stream.state), expected, np.float32)
+
+
+@pytest.mark.parametrize("B", [None, 4])
+@pytest.mark.parametrize("mode", ["lstm", "gru", "rnn_tanh"])
+def test_cell_stream_equals_cell_calls(isa, mode, B):
+    rng = make_rng("cell-stream", mode, B)
+    I, H, T = 6, 33, 5
+    cell = make_cell(mode, I, H, dtype=np.float32, seed=4)
+    x = make_input(rng, T, B or 1, I, np.float32, unbatched=B is None)
+    state, outputs = None, []
+    for t in range(T):
+        state = cell(x[t], state)
+        outputs.append(state[0] if is_lstm(mode) else state)
+    stream = cell.stream(batch_size=B)
+    np.testing.assert_array_equal(_stream_run(stream, x), np.stack(outputs))
+    for got, want in zip(_states(mode, stream.state), _states(mode, state)):
+        assert got.shape == want.shape == ((B, H) if B else (H,))
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("cls,variant", [
+    (lstm_fast.LSTM, {"peephole": True, "clip": 1.5}),
+    (lstm_fast.LSTM, {"coupled_input_forget": True}),
+    (lstm_fast.GRU, {"reset_before_product": True}),
+    (lstm_fast.RNN, {"clip": 0.5}),
+])
+def test_stream_variants(isa, cls, variant):
+    layer = cls(11, 37, num_layers=2, variant=variant, seed=5)
+    x = make_input(make_rng("stream-variant", str(variant)), 5, 3, 11, np.float32)
+    y, _ = layer(x)
+    np.testing.assert_array_equal(_stream_run(layer.stream(batch_size=3), x), y)
+
+
+def test_out_is_written_and_returned(isa):
+    layer = lstm_fast.LSTM(8, 12, proj_size=5, seed=1)
+    x = make_input(make_rng("stream-out"), 4, 2, 8, np.float32)
+    y, _ = layer(x)
+    stream = layer.stream(batch_size=2)
+    out = np.full((2, 5), np.nan, np.float32)
+    for t in range(4):
+        assert stream.step(x[t], out=out) is out
+        np.testing.assert_array_equal(out, y[t])
+    # Without out, every step returns a new array.
+    stream.reset()
+    first, second = stream.step(x[0]), stream.step(x[1])
+    assert first is not second
+    np.testing.assert_array_equal(first, y[0])
+
+
+def test_reset_and_state_copies(isa):
+    layer = lstm_fast.GRU(4, 6, num_layers=3, seed=2)
+    rng = make_rng("stream-reset")
+    x = make_input(rng, 3, 2, 4, np.float32)
+    h0 = make_hx("gru", rng, 3, 2, 6, dtype=np.float32)
+    stream = layer.stream(batch_size=2, hx=h0)
+    first = _stream_run(stream, x)
+    state = stream.state
+    state[...] = 99.0  # a copy: the stream does not see this
+    kept = h0.copy()
+    h0[...] = 99.0     # the initial state was copied too
+    np.testing.assert_array_equal(_stream_run(layer.stream(batch_size=2, hx=kept), x), first)
+    stream.reset(kept)
+    np.testing.assert_array_equal(_stream_run(stream, x), first)
+    stream.reset()
+    np.testing.assert_array_equal(_stream_run(stream, x), layer(x)[0])
+
+
+def test_state_continues_into_the_module(isa):
+    # A stream's state is the module's hx: stream a prefix, finish with one call.
+    layer = lstm_fast.LSTM(5, 9, num_layers=2, seed=6)
+    x = make_input(make_rng("stream-handover"), 7, 3, 5, np.float32)
+    stream = layer.stream(batch_size=3)
+    _stream_run(stream, x[:3])
+    y, (h, c) = layer(x[3:], stream.state)
+    y_all, (h_all, c_all) = layer(x)
+    np.testing.assert_array_equal(y, y_all[3:])
+    np.testing.assert_array_equal(h, h_all)
+    np.testing.assert_array_equal(c, c_all)
+
+
+def test_parameter_change_applies_from_next_step(isa):
+    layer = lstm_fast.LSTM(4, 10, seed=1)
+    other = lstm_fast.LSTM(4, 10, seed=2)
+    x = make_input(make_rng("stream-params"), 5, 2, 4, np.float32)
+    stream = layer.stream(batch_size=2)
+    _stream_run(stream, x[:2])
+    carried = stream.state
+    layer.load_state_dict(other.state_dict())
+    y, _ = other(x[2:], carried)
+    np.testing.assert_array_equal(_stream_run(stream, x[2:]), y)
+
+
+def test_input_conversions(isa):
+    # Float input of another precision, strided views and array-likes are
+    # cast or converted, as one call of the module would.
+    layer = lstm_fast.RNN(6, 7, seed=3)
+    x64 = make_input(make_rng("stream-convert"), 3, 4, 12, np.float64)
+    for name, steps in [
+        ("float64", [x64[t, :, :6] .copy() for t in range(3)]),
+        ("float16", [x64[t, :, :6].astype(np.float16) for t in range(3)]),
+        ("strided", [x64[t, :, ::2].astype(np.float32) for t in range(3)]),
+        ("fortran", [np.asfortranarray(x64[t, :, :6]) for t in range(3)]),
+        ("list", [x64[t, :, :6].tolist() for t in range(3)]),
+    ]:
+        converted = [np.ascontiguousarray(np.asarray(x, dtype=np.float64).astype(np.float32))
+                     for x in steps]
+        want = _stream_run(layer.stream(batch_size=4), np.stack(converted))
+        stream = layer.stream(batch_size=4)
+        got = np.stack([stream.step(x) for x in steps])
+        assert got.dtype == np.float32, name
+        np.testing.assert_array_equal(got, want, err_msg=name)
+    unbatched = layer.stream()
+    np.testing.assert_array_equal(unbatched.step(list(x64[0, 0, :6])),
+                                  layer.stream(batch_size=1).step(x64[0, :1, :6])[0])
+
+
+def test_threads_do_not_change_results(isa):
+    # H=64, B=8: enough work per step for the pool to split it.
+    layer = lstm_fast.LSTM(32, 64, num_layers=2, seed=9)
+    x = make_input(make_rng("stream-threads"), 6, 8, 32, np.float32)
+    previous = lstm_fast.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2):
+            lstm_fast.set_num_threads(threads)
+            results.append(_stream_run(layer.stream(batch_size=8), x))
+    finally:
+        lstm_fast.set_num_threads(previous)
+    np.testing.assert_array_equal(results[0], results[1])
+
+
+def test_streams_of_one_layer_in_threads(isa):
+    layer = lstm_fast.LSTM(16, 48, seed=4)
+    inputs = [make_input(make_rng("stream-concurrent", k), 40, 2, 16, np.float32)
+              for k in range(4)]
+    want = [layer(x)[0] for x in inputs]
+    got = [None] * 4
+
+    def run(k):
+        got[k] = _stream_run(layer.stream(batch_size=2), inputs[k])
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for k in range(4):
+        np.testing.assert_array_equal(got[k], want[k])
+
+
+def test_one_stream_from_two_threads_raises(isa):
+    # Steps of this size run for ~1 ms without the GIL; while one thread is
+    # inside a step, the other's must be refused, not interleaved.
+    layer = lstm_fast.LSTM(512, 512, seed=1)
+    stream = layer.stream(batch_size=64)
+    x = np.ones((64, 512), np.float32)
+    stop = threading.Event()
+
+    def stepper():
+        while not stop.is_set():
+            stream.step(x)
+
+    thread = threading.Thread(target=stepper)
+    thread.start()
+    refused = 0
+    try:
+        for _ in range(200):
+            try:
+                stream.step(x)
+            except RuntimeError as error:
+                assert "another thread" in str(error)
+                refused += 1
+                if refused >= 3:
+                    break
+    finally:
+        stop.set()
+        thread.join()
+    assert refused >= 3
+
+
+# ---------------------------------------------------------------- bad input
+
+def test_bidirectional_is_refused():
+    with pytest.raises(ValueError, match="one-direction"):
+        lstm_fast.GRU(3, 4, bidirectional=True).stream()
+
+
+@pytest.mark.parametrize("batch_size,error", [
+    (0, ValueError), (-2, ValueError), (1.5, TypeError), (True, TypeError), ("3", TypeError),
+])
+def test_bad_batch_size(batch_size, error):
+    with pytest.raises(error, match="batch_size"):
+        lstm_fast.LSTM(3, 4).stream(batch_size=batch_size)
+
+
+def test_bad_hx():
+    layer = lstm_fast.LSTM(3, 4, num_layers=2)
+    with pytest.raises(ValueError, match=r"h_0 must have shape \(2, 5, 4\)"):
+        layer.stream(batch_size=5, hx=(np.zeros((2, 4)), np.zeros((2, 5, 4))))
+    with pytest.raises(ValueError, match=r"c_0 must have shape \(2, 4\)"):
+        layer.stream(hx=(np.zeros((2, 4)), np.zeros((2, 5, 4))))
+    with pytest.raises(TypeError, match="only LSTM takes a tuple"):
+        lstm_fast.GRU(3, 4).stream(hx=(np.zeros((1, 4)), np.zeros((1, 4))))
+    with pytest.raises(TypeError, match="floating-point"):
+        lstm_fast.RNN(3, 4).stream(hx=np.zeros((1, 4), np.int64))
+
+
+def test_bad_input():
+    stream = lstm_fast.LSTM(3, 4).stream(batch_size=2)
+    with pytest.raises(ValueError, match=r"input must have shape \(2, 3\) for this batched"):
+        stream.step(np.zeros((3, 3), np.float32))
+    with pytest.raises(ValueError, match=r"input must have shape \(2, 3\)"):
+        stream.step(np.zeros((1, 2, 3), np.float32))
+    with pytest.raises(TypeError, match="floating-point"):
+        stream.step(np.zeros((2, 3), np.int32))
+    with pytest.raises(ValueError, match=r"input must have shape \(3,\) for this unbatched"):
+        lstm_fast.LSTM(3, 4).stream().step(np.zeros((1, 3), np.float32))
+    # A refused step leaves the state alone.
+    np.testing.assert_array_equal(stream.state[0], np.zeros((1, 2, 4), np.float32))
+
+
+def test_bad_out():
+    stream = lstm_fast.LSTM(3, 4, dtype=np.float64).stream(batch_size=2)
+    x = np.zeros((2, 3))
+    with pytest.raises(ValueError, match=r"out must have shape \(2, 4\)"):
+        stream.step(x, out=np.zeros((2, 5)))
+    with pytest.raises(TypeError, match="out must have dtype float64"):
+        stream.step(x, out=np.zeros((2, 4), np.float32))
+    with pytest.raises(ValueError, match="out must be C-contiguous"):
+        stream.step(x, out=np.zeros((4, 2)).T)
+    with pytest.raises(TypeError, match="out must be a numpy.ndarray"):
+        stream.step(x, out=[[0.0] * 4] * 2)
+    readonly = np.zeros((2, 4))
+    readonly.setflags(write=False)
+    with pytest.raises(ValueError, match="out must be writeable"):
+        stream.step(x, out=readonly)
+    # out overlapping input: both views of one buffer.
+    buffer = np.zeros(16)
+    with pytest.raises(ValueError, match="out must not overlap input"):
+        stream.step(buffer[:6].reshape(2, 3), out=buffer[4:12].reshape(2, 4))
+    np.testing.assert_array_equal(stream.state[0], np.zeros((1, 2, 4)))
+
+
+def test_stream_cannot_be_pickled_or_copied():
+    # (Cython's automatic pickling would have copied the workspace pointer.)
+    stream = lstm_fast.LSTM(3, 4).stream()
+    for operation in (pickle.dumps, copy.copy, copy.deepcopy):
+        with pytest.raises(TypeError, match="cannot be copied or pickled"):
+            operation(stream)
+
+
+def test_unstarted_core_refuses():
+    from lstm_fast import _core
+    with pytest.raises(RuntimeError, match="never started"):
+        _core.StreamCore().step(np.zeros(3, np.float32))
