@@ -23,6 +23,7 @@ cimport numpy as cnp
 
 import math
 import operator
+import sys
 
 import numpy as np
 
@@ -779,6 +780,18 @@ cdef class Engine:
 
 
 
+cdef object _initial_state(str name, object value, int64_t layers, int64_t batch, int64_t width,
+                           object dtype, int typenum):
+    """A stream's own copy of an initial state (layers, batch, width), zeros for None."""
+    cdef cnp.npy_intp dims[3]
+    if value is None:
+        dims[0] = layers
+        dims[1] = batch
+        dims[2] = width
+        return cnp.PyArray_ZEROS(3, dims, typenum, 0)
+    _require_array(name, value, dtype, (layers, batch, width))
+    return np.array(value, copy=True)
+
 @cython.auto_pickle(False)  # it would pickle the workspace pointer as bytes
 cdef class StreamCore:
     """The carried state and the per-step path of lstm_fast.layers.Stream.
@@ -806,24 +819,69 @@ cdef class StreamCore:
     cdef bint _batched, _busy
     cdef unsigned int _steps
 
-    def _start(self, module, threads, batch, bint batched, h0, c0):
+    def _start(self, module, threads, batch_size, bint batched, h0, c0):
         """(Re)start from h0 and c0 (None for zeros; else arrays of the
         engine's dtype shaped as h and c, copied) for the network of
-        `module`'s current engine, which must have one direction. batch >= 1;
-        1 when not batched (inputs and outputs then have no batch axis)."""
+        `module`'s current engine, which must have one direction.
+        batch_size >= 1; 1 when not batched (inputs and outputs then have no
+        batch axis). Everything is checked and allocated before the stream
+        changes, so a failed restart leaves it as it was."""
+        self._claim()
+        try:
+            self._restart(module, threads, batch_size, batched, h0, c0)
+        finally:
+            self._busy = False
+
+    cdef int _claim(self) except -1:
+        # Under the GIL, so the check and the claim are one step; before
+        # anything that may release it (NumPy allocating or copying, an
+        # engine being built), so no other thread can get in between.
+        if self._busy:
+            raise RuntimeError("this stream is in a step already (from another thread, or a "
+                               "re-entrant call): a stream is one sequence of steps, so give "
+                               "each thread its own")
+        self._busy = True
+        return 0
+
+    cdef int _restart(self, object module, object threads, object batch_size, bint batched,
+                      object h0, object c0) except -1:
         cdef Engine engine = module._current_engine()
         cdef const lf_desc *desc = &engine._plan.desc
         cdef bint is_lstm = desc.cell == LF_CELL_LSTM
-        cdef int64_t rows = _size("batch", batch)
+        cdef int64_t rows = _size("batch_size", batch_size)
+        cdef int typenum = cnp.NPY_FLOAT64 if engine._is_double else cnp.NPY_FLOAT32
+        cdef size_t needed
+        cdef char *workspace
         if rows < 1 or (not batched and rows != 1):
-            raise ValueError(f"batch must be >= 1 (1 for an unbatched stream), got {batch}")
+            raise ValueError(f"batch_size must be >= 1 (1 for an unbatched stream), "
+                             f"got {batch_size}")
         if desc.num_directions != 1:
             raise ValueError("a stream needs a one-direction network: the reverse direction "
                              "of a bidirectional one starts at the end of the sequence")
         if c0 is not None and not is_lstm:
             raise ValueError(f"c0 must be None: a {engine.cell} network has no cell state")
-        if self._busy:
-            raise RuntimeError("this stream is being stepped by another thread")
+        # The state arrays and the workspace must be addressable; say which
+        # argument made them too large rather than letting NumPy or C fail.
+        # (Python ints: no overflow. The cell state c is the widest array.)
+        state_bytes = (<object>desc.num_layers * <object>rows * <object>desc.hidden_size
+                       * <object>engine._plan.elem_size)
+        if (state_bytes > sys.maxsize
+                or lf_plan_workspace_size(&engine._plan, 1, rows, &needed) != LF_OK
+                or needed >= <size_t>sys.maxsize):
+            raise ValueError(f"batch_size={batch_size} is too large: this network's state would "
+                             f"not fit in memory")
+        h = _initial_state("h0", h0, desc.num_layers, rows, engine._plan.state_size, engine.dtype,
+                           typenum)
+        c = (_initial_state("c0", c0, desc.num_layers, rows, desc.hidden_size, engine.dtype,
+                            typenum) if is_lstm else None)
+        # + 1: malloc(0) may return NULL, which is no failure.
+        workspace = <char *>malloc(needed + 1)
+        if workspace == NULL:
+            raise MemoryError(f"a stream could not allocate {needed + 1} bytes of workspace")
+        free(self._workspace)
+        self._workspace = workspace
+        self._workspace_bytes = needed
+        self._sized_for = engine
         self._module = module
         self._threads = threads
         self._batch = rows
@@ -832,23 +890,11 @@ cdef class StreamCore:
         self._input_size = desc.input_size
         self._state_size = engine._plan.state_size
         self._hidden_size = desc.hidden_size
-        self._typenum = cnp.NPY_FLOAT64 if engine._is_double else cnp.NPY_FLOAT32
+        self._typenum = typenum
         self._cell = desc.cell
-        self._h = self._initial("h0", h0, self._state_size, engine.dtype)
-        self._c = self._initial("c0", c0, self._hidden_size, engine.dtype) if is_lstm else None
-        self._sized_for = None
-        # Sized now, so that a stream too large for memory fails here.
-        self._fit_engine(engine)
-
-    cdef object _initial(self, str name, object value, int64_t width, object dtype):
-        cdef cnp.npy_intp dims[3]
-        if value is None:
-            dims[0] = self._num_layers
-            dims[1] = self._batch
-            dims[2] = width
-            return cnp.PyArray_ZEROS(3, dims, self._typenum, 0)
-        _require_array(name, value, dtype, (self._num_layers, self._batch, width))
-        return np.array(value, copy=True)
+        self._h = h
+        self._c = c
+        return 0
 
     cdef int _fit_engine(self, Engine engine) except -1:
         """Check that `engine` runs the network of this state and size the
@@ -891,9 +937,13 @@ cdef class StreamCore:
         """Copies of (h, c) (c None unless an LSTM), shaped (num_layers, B, .)."""
         if self._h is None:
             raise RuntimeError("this stream was never started")
-        if self._busy:
-            raise RuntimeError("this stream is being stepped by another thread")
-        return self._h.copy(), None if self._c is None else self._c.copy()
+        # Claimed: a copy may release the GIL, and a step must not change
+        # h or c halfway through it.
+        self._claim()
+        try:
+            return self._h.copy(), None if self._c is None else self._c.copy()
+        finally:
+            self._busy = False
 
     def step(self, input, out=None):
         """Advance by one time step.
@@ -908,13 +958,7 @@ cdef class StreamCore:
         """
         if self._h is None:
             raise RuntimeError("this stream was never started")
-        # Claimed first, under the GIL (so the check and the claim are one
-        # step), before anything below can let another thread in: building
-        # an engine or converting input may release the GIL.
-        if self._busy:
-            raise RuntimeError("this stream is being stepped by another thread; a stream is "
-                               "one sequence of steps, so give each thread its own")
-        self._busy = True
+        self._claim()
         try:
             return self._step(input, out)
         finally:
@@ -955,6 +999,11 @@ cdef class StreamCore:
             out = _empty(ndim, batch if ndim == 2 else self._state_size, self._state_size, 0,
                          self._typenum)
         else:
+            # A subclass would be written past its own bookkeeping (a masked
+            # array's mask would go stale).
+            if type(out) is not np.ndarray:
+                raise TypeError(f"out must be a numpy.ndarray (not a subclass), "
+                                f"got {type(out).__name__}")
             if not _fits_nd(out, self._typenum, ndim, batch if ndim == 2 else self._state_size,
                             self._state_size, -1):
                 _require_array("out", out, engine.dtype, self._output_shape())
@@ -974,9 +1023,13 @@ cdef class StreamCore:
         args.B = batch
         args.x = cnp.PyArray_DATA(<cnp.ndarray>input)
         # In place: lf_forward reads h0 and c0 before it writes h_n and c_n.
-        args.h_n = cnp.PyArray_DATA(<cnp.ndarray>self._h)
+        # (The claim keeps _start from replacing the arrays meanwhile; these
+        # locals would keep them alive anyway.)
+        h = self._h
+        c = self._c
+        args.h_n = cnp.PyArray_DATA(<cnp.ndarray>h)
         args.h0 = args.h_n
-        args.c_n = _pointer(self._c)
+        args.c_n = _pointer(c)
         args.c0 = args.c_n
         args.lengths = NULL
         args.y = cnp.PyArray_DATA(<cnp.ndarray>out)

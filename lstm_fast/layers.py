@@ -513,8 +513,8 @@ class _RecurrentBase:
 
     def stream(self, batch_size=None, hx=None):
         """A Stream for step-by-step inference: ``stream.step(x)`` per time step,
-        the state carried inside, at the cost of the arithmetic and about a
-        microsecond (see Stream).
+        the state carried inside, with no per-step allocation but the
+        output (see Stream).
 
         batch_size : rows per step, or None for one unbatched sequence (inputs
             (input_size,)). hx : initial state shaped as this module's hx for
@@ -616,7 +616,8 @@ class Stream(_core.StreamCore):
     updates the state in place and returns the top layer's new h, computed
     exactly as a call of the module on the whole sequence would, bit for
     bit. A step allocates nothing but its result, and nothing at all with
-    ``step(x, out=y)``: its cost is the arithmetic and about a microsecond.
+    ``step(x, out=y)`` and input of the module's dtype: for a tiny layer on
+    the bench machine, ~1.3 us per step in all (bench/RESULTS.md).
 
     A stream runs the module's current parameters (a change applies from the
     next step) on the process-wide thread setting. One stream is one
@@ -627,26 +628,31 @@ class Stream(_core.StreamCore):
     __slots__ = ("_batch_size", "_h_shape", "_c_shape")
 
     def __init__(self, module, batch_size=None, hx=None):
-        if getattr(module, "_num_directions", 1) != 1:
+        if not isinstance(module, _RecurrentBase):
+            raise TypeError(f"module must be an lstm_fast layer or cell, got "
+                            f"{type(module).__name__}")
+        if module._num_directions != 1:
             raise ValueError(
                 "stream needs a one-direction network: a bidirectional network's reverse "
                 "direction starts at the end of the sequence"
             )
-        batched = batch_size is not None
-        batch = _check_positive("batch_size", batch_size) if batched else 1
-        self._batch_size = batch if batched else None
-        self._h_shape, self._c_shape = module._state_shapes(batch, batched)
-        self._start_from(module, hx)
+        if batch_size is not None:
+            batch_size = _check_positive("batch_size", batch_size)
+        self._start_sequence(module, batch_size, hx)
 
-    def _start_from(self, module, hx):
-        batched = self._batch_size is not None
-        batch = self._batch_size or 1
-        h_0, c_0 = module._initial_states(hx, batch, self._h_shape, self._c_shape, batched)
+    def _start_sequence(self, module, batch_size, hx):
+        # Shapes are stored only once the start succeeded: a failed start
+        # leaves the stream as it was.
+        batched = batch_size is not None
+        batch = batch_size if batched else 1
+        h_shape, c_shape = module._state_shapes(batch, batched)
+        h_0, c_0 = module._initial_states(hx, batch, h_shape, c_shape, batched)
         self._start(module, _config, batch, batched, h_0, c_0)
+        self._batch_size, self._h_shape, self._c_shape = batch_size, h_shape, c_shape
 
     def reset(self, hx=None):
         """Start a new sequence from `hx` (zeros when None), shaped as the module's hx."""
-        self._start_from(self.module, hx)
+        self._start_sequence(self.module, self._batch_size, hx)
 
     @property
     def batch_size(self):

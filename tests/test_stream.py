@@ -7,6 +7,7 @@ every ISA, and refuse what it cannot take with a clear exception.
 import copy
 import pickle
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -212,34 +213,94 @@ def test_streams_of_one_layer_in_threads(isa):
         np.testing.assert_array_equal(got[k], want[k])
 
 
-def test_one_stream_from_two_threads_raises(isa):
+def test_one_stream_from_two_threads_raises():
     # Steps of this size run for ~1 ms without the GIL; while one thread is
-    # inside a step, the other's must be refused, not interleaved.
+    # inside a step, the other's must be refused, not interleaved. Either
+    # thread may be the one refused.
     layer = lstm_fast.LSTM(512, 512, seed=1)
     stream = layer.stream(batch_size=64)
     x = np.ones((64, 512), np.float32)
+    refused = [0, 0]
     stop = threading.Event()
 
-    def stepper():
+    def stepper(index):
         while not stop.is_set():
-            stream.step(x)
-
-    thread = threading.Thread(target=stepper)
-    thread.start()
-    refused = 0
-    try:
-        for _ in range(200):
             try:
                 stream.step(x)
             except RuntimeError as error:
-                assert "another thread" in str(error)
+                assert "in a step already" in str(error)
+                refused[index] += 1
+                if sum(refused) >= 6:
+                    stop.set()
+
+    other = threading.Thread(target=stepper, args=(1,))
+    other.start()
+    timer = threading.Timer(10.0, stop.set)
+    timer.start()
+    try:
+        stepper(0)
+    finally:
+        stop.set()
+        timer.cancel()
+        other.join()
+    assert sum(refused) >= 6
+
+
+def _state_key(h, c):
+    return h.tobytes() + c.tobytes()
+
+
+def test_state_and_reset_during_steps_are_refused_or_whole():
+    # Reading the state or restarting while another thread steps must either
+    # raise or see a state the sequence really had (h and c of the same
+    # step), never a half-written one, and never touch freed memory. Copies
+    # and allocations of this size release the GIL inside NumPy.
+    layer = lstm_fast.LSTM(8, 256, num_layers=2, seed=3)
+    x = np.ones((64, 8), np.float32)
+    # Every state a stream from zeros passes through in its first steps
+    # (resets below keep the stepping thread far below this many steps).
+    reference_stream = layer.stream(batch_size=64)
+    known = {_state_key(*reference_stream.state)}
+    for _ in range(3000):
+        reference_stream.step(x)
+        known.add(_state_key(*reference_stream.state))
+    stream = layer.stream(batch_size=64)
+    stop = threading.Event()
+    errors = []
+
+    def stepper():
+        try:
+            while not stop.is_set():
+                try:
+                    stream.step(x)
+                except RuntimeError:
+                    pass
+                time.sleep(0)  # as a caller waiting for its next frame
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    thread = threading.Thread(target=stepper)
+    thread.start()
+    seen = refused = 0
+    try:
+        for round_ in range(400):
+            time.sleep(0)  # let the stepping thread run between our calls
+            try:
+                if round_ % 2:
+                    stream.reset()
+                    continue
+                h, c = stream.state
+            except RuntimeError as error:
+                assert "in a step already" in str(error)
                 refused += 1
-                if refused >= 3:
-                    break
+                continue
+            assert _state_key(h, c) in known, "a state the sequence never had"
+            seen += 1
     finally:
         stop.set()
         thread.join()
-    assert refused >= 3
+    assert not errors
+    assert seen > 0 and refused > 0
 
 
 # ---------------------------------------------------------------- bad input
@@ -255,6 +316,32 @@ def test_bidirectional_is_refused():
 def test_bad_batch_size(batch_size, error):
     with pytest.raises(error, match="batch_size"):
         lstm_fast.LSTM(3, 4).stream(batch_size=batch_size)
+
+
+def test_huge_batch_size_is_refused_by_name():
+    layer = lstm_fast.LSTM(3, 4, num_layers=2)
+    with pytest.raises(ValueError, match=r"batch_size=4611686018427387904 is too large"):
+        layer.stream(batch_size=2**62)
+    with pytest.raises(ValueError, match=r"batch_size=\d+ does not fit in int64"):
+        layer.stream(batch_size=2**70)
+
+
+def test_stream_needs_a_module():
+    with pytest.raises(TypeError, match="module must be an lstm_fast layer or cell"):
+        lstm_fast.Stream(object())
+
+
+def test_failed_reset_leaves_the_stream_as_it_was():
+    layer = lstm_fast.LSTM(3, 4, num_layers=2, seed=1)
+    x = make_input(make_rng("stream-failed-reset"), 4, 2, 3, np.float32)
+    stream = layer.stream(batch_size=2)
+    _stream_run(stream, x[:2])
+    before = stream.state
+    with pytest.raises(ValueError, match="h_0 must have shape"):
+        stream.reset((np.zeros((2, 3, 4)), np.zeros((2, 2, 4))))
+    for got, want in zip(stream.state, before):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(_stream_run(stream, x[2:]), layer(x)[0][2:])
 
 
 def test_bad_hx():
@@ -294,6 +381,9 @@ def test_bad_out():
         stream.step(x, out=np.zeros((4, 2)).T)
     with pytest.raises(TypeError, match="out must be a numpy.ndarray"):
         stream.step(x, out=[[0.0] * 4] * 2)
+    # A subclass would be written past its bookkeeping (a stale mask here).
+    with pytest.raises(TypeError, match=r"out must be a numpy.ndarray \(not a subclass\)"):
+        stream.step(x, out=np.ma.masked_array(np.zeros((2, 4)), mask=True))
     readonly = np.zeros((2, 4))
     readonly.setflags(write=False)
     with pytest.raises(ValueError, match="out must be writeable"):
