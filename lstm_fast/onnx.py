@@ -16,7 +16,10 @@ sets f = 1 - i; `activation_alpha`/`activation_beta` are consumed in order by
 the activations that take them, each otherwise getting the default of the
 ONNX operator of the same name (LeakyRelu 0.01, ThresholdedRelu 1.0,
 HardSigmoid 0.2/0.5, Elu 1.0, Affine 1.0/0.0; ScaledTanh has none, so it
-needs both given).
+needs both given). One point departs from ONNX Runtime on purpose: a
+sequence of length 0 (sequence_lens, or seq_length 0) ends in its initial
+state (Y_h = initial_h, Y_c = initial_c, zeros when absent), the state after
+no steps, as torch and TensorFlow have it; ONNX Runtime returns zeros.
 """
 import math
 import numbers
@@ -146,9 +149,10 @@ class Operator:
         if linear_before_reset and op != "GRU":
             raise ValueError(f"linear_before_reset is a GRU attribute, not {op}'s")
         if clip is not None:
-            if isinstance(clip, bool) or not isinstance(clip, numbers.Real) or not (
-                    math.isfinite(clip) and clip > 0):
-                raise ValueError(f"clip must be a finite number > 0, got {clip!r}")
+            if isinstance(clip, bool) or not isinstance(clip, numbers.Real) or not clip > 0:
+                raise ValueError(f"clip must be a number > 0 (inf: no clip), got {clip!r}")
+            if math.isinf(clip):  # bounds nothing, as ONNX Runtime runs it
+                clip = None
 
         W = _array("W", W)
         if dtype is None:
@@ -180,6 +184,9 @@ class Operator:
             P = _array("P", P, self.dtype)
             _expect_shape("P", P, (D, 3 * H))
         self.hidden_size, self.input_size, self.num_directions = H, I, D
+        # Data inputs a model file fixes as constants (see load): used by a
+        # call that does not give them.
+        self.constant_inputs = {}
 
         resolved = _resolve_activations(op, activations, activation_alpha, activation_beta, D)
         cell = op.lower()
@@ -216,8 +223,17 @@ class Operator:
         )
 
     def __call__(self, X, sequence_lens=None, initial_h=None, initial_c=None):
-        """Run the node. Returns (Y, Y_h, Y_c) for LSTM, (Y, Y_h) otherwise."""
+        """Run the node. Returns (Y, Y_h, Y_c) for LSTM, (Y, Y_h) otherwise.
+        Arguments left None take the node's constant_inputs, if any."""
         D, H = self.num_directions, self.hidden_size
+        if self.constant_inputs:
+            given = {"sequence_lens": sequence_lens, "initial_h": initial_h,
+                     "initial_c": initial_c}
+            for key, value in self.constant_inputs.items():
+                if given[key] is None:
+                    given[key] = value
+            sequence_lens, initial_h, initial_c = (given["sequence_lens"], given["initial_h"],
+                                                   given["initial_c"])
         X = _array("X", X, self.dtype)
         if X.ndim != 3 or X.shape[2] != self.input_size:
             order = "[batch_size, seq_length" if self.layout else "[seq_length, batch_size"
@@ -317,18 +333,35 @@ def rnn(X, W, R, B=None, sequence_lens=None, initial_h=None, *, activation_alpha
     return op(X, sequence_lens, initial_h)
 
 
+# Input positions of the operators' optional inputs that load reads from
+# constants: weights are required to be constant, data inputs may be.
 _WEIGHT_INPUTS = {"LSTM": {1: "W", 2: "R", 3: "B", 7: "P"}, "GRU": {1: "W", 2: "R", 3: "B"},
                   "RNN": {1: "W", 2: "R", 3: "B"}}
+_DATA_INPUTS = {"LSTM": {4: "sequence_lens", 5: "initial_h", 6: "initial_c"},
+                "GRU": {4: "sequence_lens", 5: "initial_h"}, "RNN": {4: "sequence_lens", 5: "initial_h"}}
+# The attributes of each operator (opset 7 to 22) that Operator takes.
+_ATTRIBUTES = {
+    "LSTM": {"activation_alpha", "activation_beta", "activations", "clip", "direction",
+             "hidden_size", "input_forget", "layout"},
+    "GRU": {"activation_alpha", "activation_beta", "activations", "clip", "direction",
+            "hidden_size", "layout", "linear_before_reset"},
+    "RNN": {"activation_alpha", "activation_beta", "activations", "clip", "direction",
+            "hidden_size", "layout"},
+}
+# Opset 1's output_sequence only said whether Y is an output; Y always is here.
+_IGNORED_ATTRIBUTES = {"output_sequence"}
 
 
 def load(model):
     """Operators for every LSTM, GRU and RNN node of an ONNX model.
 
-    model: a path, the serialized model (bytes) or an onnx.ModelProto. Weights (W, R, B, P) must be
-    initializers or Constant nodes; the data inputs (X, sequence_lens,
-    initial_h, initial_c) are what the returned Operator is called with.
-    Returns {node name (or op_type_index when unnamed): Operator}. Needs the
-    onnx package.
+    model: a path, the serialized model (bytes) or an onnx.ModelProto.
+    Weights (W, R, B, P) must be initializers or Constant nodes; the data
+    inputs (X, sequence_lens, initial_h, initial_c) are what the returned
+    Operator is called with, except those the model fixes as constants, which
+    the Operator keeps in constant_inputs and uses when a call leaves them
+    out. Returns {node name (or op_type_index when unnamed): Operator}.
+    Needs the onnx package.
     """
     try:
         import onnx
@@ -340,25 +373,37 @@ def load(model):
     elif not isinstance(model, onnx.ModelProto):
         model = onnx.load(model)
     graph = model.graph
-    constants = {tensor.name: numpy_helper.to_array(tensor) for tensor in graph.initializer}
+    # Tensors by name, converted only when a recurrent node reads them (a
+    # model's other constants may be large, or stored elsewhere).
+    constants = {tensor.name: tensor for tensor in graph.initializer}
     for node in graph.node:
         if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-            constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+            constants[node.output[0]] = node.attribute[0].t
     operators = {}
     for index, node in enumerate(graph.node):
         if node.op_type not in _GATES or node.domain not in ("", "ai.onnx"):
             continue
         name = node.name or f"{node.op_type}_{index}"
-        arrays = {}
-        for position, key in _WEIGHT_INPUTS[node.op_type].items():
+        if name in operators:
+            raise ValueError(f"two recurrent nodes of the model would both be called {name!r}; "
+                             "give the nodes unique names")
+        arrays, data = {}, {}
+        for position, key in {**_WEIGHT_INPUTS[node.op_type], **_DATA_INPUTS[node.op_type]}.items():
             source = node.input[position] if position < len(node.input) else ""
             if not source:
                 continue
-            if source not in constants:
+            if source in constants:
+                value = numpy_helper.to_array(constants[source])
+                (data if key in _DATA_INPUTS[node.op_type].values() else arrays)[key] = value
+            elif key in _WEIGHT_INPUTS[node.op_type].values():
                 raise ValueError(f"node {name}: input {key} ({source!r}) is not a constant "
                                  "(initializer or Constant node)")
-            arrays[key] = constants[source]
-        attributes = {attr.name: onnx.helper.get_attribute_value(attr) for attr in node.attribute}
+        attributes = {attr.name: onnx.helper.get_attribute_value(attr) for attr in node.attribute
+                      if attr.name not in _IGNORED_ATTRIBUTES}
+        unknown = sorted(set(attributes) - _ATTRIBUTES[node.op_type])
+        if unknown:
+            raise ValueError(f"node {name}: {node.op_type} has no attribute(s) {unknown}; "
+                             f"known: {', '.join(sorted(_ATTRIBUTES[node.op_type]))}")
         if "activations" in attributes:
             attributes["activations"] = [a.decode() if isinstance(a, bytes) else a
                                          for a in attributes["activations"]]
@@ -367,5 +412,10 @@ def load(model):
         for key in ("activation_alpha", "activation_beta"):
             if key in attributes:
                 attributes[key] = list(attributes[key])
-        operators[name] = Operator(node.op_type, **arrays, **attributes)
+        try:
+            operator = Operator(node.op_type, **arrays, **attributes)
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"node {name}: {error}") from error
+        operator.constant_inputs = data
+        operators[name] = operator
     return operators

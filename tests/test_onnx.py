@@ -187,8 +187,9 @@ def test_bad_attributes(rng):
            activations=["Sigmoid", "ScaledTanh", "Tanh"], activation_alpha=[1.0],
            activation_beta=[None])
     raises(ValueError, "W must have shape", direction="bidirectional")
-    raises(ValueError, "clip must be a finite number > 0", clip=-1.0)
-    raises(ValueError, "clip must be a finite number > 0", clip=float("nan"))
+    raises(ValueError, "clip must be a number > 0", clip=-1.0)
+    raises(ValueError, "clip must be a number > 0", clip=float("nan"))
+    raises(ValueError, "clip must be a number > 0", clip=-float("inf"))
     raises(ValueError, "input_forget must be 0 or 1", input_forget=2)
     raises(ValueError, "initial_h must have shape", initial_h=h0[:, :2])
     raises(ValueError, "X must have shape", X=X[..., :-1])
@@ -362,3 +363,120 @@ def test_load_constant_node_weights_and_unnamed_nodes(rng):
     assert len(got) == 2
     for name, g, e in zip(("Y", "Y_h"), got, expected):
         np.testing.assert_allclose(g, e, err_msg=name, **tol(np.float32))
+
+
+def _single_node_model(op, inputs, node_attributes, constant_data=(), name="node",
+                       extra_initializers=()):
+    """A one-node model: weights as initializers, the data inputs named in
+    constant_data as initializers too, the others graph inputs."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+    names = ["X", "W", "R", "B", "sequence_lens", "initial_h", "initial_c", "P"][:len(inputs)]
+    initializers, graph_inputs = list(extra_initializers), []
+    for key, array in zip(names, inputs):
+        if array is None:
+            continue
+        if key in ("W", "R", "B", "P") or key in constant_data:
+            dtype = np.int32 if key == "sequence_lens" else np.float32
+            initializers.append(numpy_helper.from_array(array.astype(dtype), key))
+        else:
+            graph_inputs.append(helper.make_tensor_value_info(key, TensorProto.FLOAT, array.shape))
+    outputs = ["Y", "Y_h", "Y_c"][:3 if op == "LSTM" else 2]
+    node = helper.make_node(op, [n if a is not None else "" for n, a in zip(names, inputs)],
+                            outputs, name=name, **node_attributes)
+    graph = helper.make_graph([node], "g", graph_inputs,
+                              [helper.make_tensor_value_info(o, TensorProto.FLOAT, None)
+                               for o in outputs], initializer=initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    model.ir_version = 8
+    return model
+
+
+def test_load_uses_constant_data_inputs(rng):
+    # initial_h / initial_c / sequence_lens stored in the model are the
+    # node's inputs when a call leaves them out; given ones still win.
+    inputs = make_inputs(rng, "LSTM", direction="forward")
+    inputs = [a.astype(np.float32) if a is not None and a.dtype.kind == "f" else a for a in inputs]
+    X, _, _, _, seq, h0, c0, _ = inputs
+    model = _single_node_model("LSTM", inputs, {"hidden_size": H},
+                               constant_data=("sequence_lens", "initial_h", "initial_c"))
+    (operator,) = lo.load(model.SerializeToString()).values()
+    assert sorted(operator.constant_inputs) == ["initial_c", "initial_h", "sequence_lens"]
+    expected = call("LSTM", inputs)
+    for g, e in zip(operator(X), expected):
+        np.testing.assert_array_equal(g, e)
+    other_h0 = np.zeros_like(h0)
+    for g, e in zip(operator(X, initial_h=other_h0),
+                    lo.lstm(X, *inputs[1:5], other_h0, c0, inputs[7])):
+        np.testing.assert_array_equal(g, e)
+
+
+def test_load_refuses_clashing_node_names(rng):
+    onnx = pytest.importorskip("onnx")
+    from onnx import helper
+    inputs = make_inputs(rng, "GRU", direction="forward")[:3]
+    model = _single_node_model("GRU", inputs, {"hidden_size": H}, name="GRU_1")
+    # An unnamed second GRU at index 1 would be keyed GRU_1 as well.
+    model.graph.node.append(helper.make_node("GRU", ["X", "W", "R"], ["Y2", "Y2_h"],
+                                             hidden_size=H))
+    with pytest.raises(ValueError, match="both be called 'GRU_1'"):
+        lo.load(model)
+    model.graph.node[1].name = "GRU_1"  # a plain duplicate name
+    with pytest.raises(ValueError, match="both be called 'GRU_1'"):
+        lo.load(model)
+
+
+def test_load_checks_attributes(rng):
+    pytest.importorskip("onnx")
+    inputs = make_inputs(rng, "RNN", direction="forward")[:3]
+    model = _single_node_model("RNN", inputs, {"hidden_size": H, "dtype": "float64"}, name="r")
+    with pytest.raises(ValueError, match=r"node r: RNN has no attribute\(s\) \['dtype'\]"):
+        lo.load(model)
+    # Opset 1's output_sequence changes nothing here (Y is always computed).
+    model = _single_node_model("RNN", inputs, {"hidden_size": H, "output_sequence": 0}, name="r")
+    X = inputs[0].astype(np.float32)
+    for g, e in zip(lo.load(model)["r"](X), call("RNN", [a.astype(np.float32) for a in inputs])):
+        np.testing.assert_array_equal(g, e)
+    # An Operator's own complaint names the node.
+    model = _single_node_model("RNN", inputs, {"hidden_size": H + 1}, name="r")
+    with pytest.raises(ValueError, match="node r: hidden_size=12 is inconsistent"):
+        lo.load(model)
+
+
+def test_load_converts_only_what_recurrent_nodes_read(tmp_path, rng):
+    # An unrelated tensor kept in an external file: loading the model from
+    # bytes (without that file) still works, the GRU's weights being inline.
+    onnx = pytest.importorskip("onnx")
+    from onnx import numpy_helper
+    inputs = make_inputs(rng, "GRU", direction="forward")[:3]
+    table = numpy_helper.from_array(np.zeros((1000, 100), np.float32), "embedding")
+    model = _single_node_model("GRU", inputs, {"hidden_size": H}, name="g",
+                               extra_initializers=[table])
+    path = tmp_path / "m.onnx"
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="data.bin", size_threshold=100_000)
+    X = inputs[0].astype(np.float32)
+    want = call("GRU", [a.astype(np.float32) for a in inputs])
+    for source in (str(path), path.read_bytes()):
+        for g, e in zip(lo.load(source)["g"](X), want):
+            np.testing.assert_array_equal(g, e)
+
+
+def test_clip_inf_is_no_clip(rng):
+    inputs = [None if a is None else (a if a.dtype.kind == "i" else a.astype(np.float32))
+              for a in make_inputs(rng, "LSTM")]
+    both = {"direction": "bidirectional"}
+    for g, e in zip(call("LSTM", inputs, clip=float("inf"), **both), call("LSTM", inputs, **both)):
+        np.testing.assert_array_equal(g, e)
+
+
+@pytest.mark.parametrize("op", list(OPS))
+def test_zero_length_sequence_keeps_initial_state(op, rng):
+    # Documented departure from ONNX Runtime (which returns zeros): no steps
+    # leave a sequence in its initial state.
+    inputs = make_inputs(rng, op)
+    inputs[4] = np.array([T, 0, 2, 0, 1])
+    got = call(op, inputs, direction="bidirectional")
+    for state, initial in zip(got[1:], inputs[5:7]):
+        np.testing.assert_array_equal(state[:, [1, 3]], initial[:, [1, 3]])
+    np.testing.assert_array_equal(got[0][:, :, [1, 3]], 0.0)
