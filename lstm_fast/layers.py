@@ -450,10 +450,14 @@ class _RecurrentBase:
                 self._state("h_0", h_value, h_shape, engine_h_shape, batched),
                 self._state("c_0", c_value, c_shape, engine_c_shape, batched),
             )
-        if isinstance(hx, tuple):
+        if isinstance(hx, tuple) or (
+                isinstance(hx, list) and any(hasattr(item, "shape") for item in hx)):
+            # A list of arrays would otherwise be stacked into one: [h, c]
+            # from LSTM code would run with c as the next layer's h. (A
+            # nested list of numbers is an array-like h, as anywhere else.)
             raise TypeError(
                 f"hx must be a single array h_0 for {type(self).__name__}; "
-                "only LSTM takes a tuple (h_0, c_0)"
+                f"only LSTM takes a pair (h_0, c_0), got a {type(hx).__name__}"
             )
         return self._state("hx", hx, h_shape, engine_h_shape, batched), None
 
@@ -576,10 +580,18 @@ class _RecurrentBase:
             raise TypeError(
                 f"module does not look like a torch.nn.{cls._TORCH_CLASS}: {error}"
             ) from error
+        # torch takes any truthy value for its flags (LSTM(3, 4, bidirectional=1)
+        # is a bidirectional LSTM); the constructors here are strict.
+        for flag in ("bias", "batch_first", "bidirectional"):
+            if flag in arguments and isinstance(arguments[flag], numbers.Integral):
+                arguments[flag] = bool(arguments[flag])
         arrays = {name: _to_numpy(name, tensor) for name, tensor in state.items()}
         first = next(iter(arrays.values()), None)
         dtype = np.float64 if first is not None and first.dtype == _FLOAT64 else np.float32
-        copy = cls(**arguments, dtype=dtype)
+        with warnings.catch_warnings():
+            # torch warned about dropout with one layer when the module was built.
+            warnings.simplefilter("ignore", UserWarning)
+            copy = cls(**arguments, dtype=dtype)
         copy.load_state_dict(arrays)
         return copy
 

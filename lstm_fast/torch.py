@@ -65,7 +65,7 @@ class _FastBase(nn.Module):
         fast = self.__dict__.get("fast")
         if fast is not None and name in _CONFIGURATION and hasattr(fast, name):
             return getattr(fast, name)
-        if fast is not None and name in fast.state_dict():
+        if fast is not None and name in fast._shapes:
             # Not a tensor copy: an in-place edit of it (nn.init.*_) would
             # silently change nothing.
             raise AttributeError(
@@ -111,10 +111,12 @@ class _FastBase(nn.Module):
             tensors.append(("hx", hx))
         for what, tensor in tensors:
             if isinstance(tensor, torch.Tensor) and tensor.dtype != self.dtype:
+                model_advice = (f", or convert the model: model.to({tensor.dtype})"
+                                if tensor.dtype in _TORCH_DTYPES.values() else
+                                " (lstm_fast runs float32 and float64)")
                 raise ValueError(
                     f"{type(self.fast).__name__} {what} dtype ({tensor.dtype}) does not match "
-                    f"weight dtype ({self.dtype}). Convert {what}: .to({self.dtype}), or convert "
-                    f"the model: model.to({tensor.dtype})"
+                    f"weight dtype ({self.dtype}). Convert {what}: .to({self.dtype}){model_advice}"
                 )
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
@@ -201,24 +203,36 @@ class FastCell(_FastBase):
             return _tensor(result, input)
 
 
-def _swap(model, convert):
+def _swap(model, convert, done=None):
+    # A module reachable twice (weights tied between two parents, or two
+    # names in one) gets one replacement, reused everywhere: a shared module
+    # stays shared, and restoring gives back one shared torch module.
+    # _modules, not named_children(), which skips a repeat within a parent.
+    done = {} if done is None else done
+    if id(model) in done:
+        return done[id(model)][1]
     replaced = convert(model)
+    done[id(model)] = (model, model if replaced is None else replaced)  # keeps model alive
     if replaced is not None:
         return replaced
-    for name, child in model.named_children():
-        new = _swap(child, convert)
-        if new is not child:
-            setattr(model, name, new)
+    for name, child in list(model._modules.items()):
+        if child is not None:
+            new = _swap(child, convert, done)
+            if new is not child:
+                setattr(model, name, new)
     return model
 
 
 def _to_fast(module):
     # Exact types: a subclass may change forward, which a swap would lose.
-    if type(module) in _LAYERS:
-        return FastRecurrent(module)
-    if type(module) in _CELLS:
-        return FastCell(module)
-    return None
+    if type(module) not in _LAYERS and type(module) not in _CELLS:
+        return None
+    for name, parameter in module.named_parameters():
+        if parameter.dtype not in _TORCH_DTYPES.values():
+            raise TypeError(f"lstm_fast runs float32 and float64: {type(module).__name__}'s "
+                            f"{name} is {parameter.dtype}; convert the model (model.float()) "
+                            f"before replace_modules")
+    return FastRecurrent(module) if type(module) in _LAYERS else FastCell(module)
 
 
 def replace_modules(model):

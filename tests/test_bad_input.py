@@ -89,6 +89,13 @@ def test_gru_rnn_hx(isa, mode):
     layer(x, h)
     with pytest.raises((TypeError, ValueError), match=HX):
         layer(x, (h, h))
+    # A list of two states (LSTM-style [h, c]) would stack into one valid-
+    # looking h of shape (2, 2, 4) here: refused like the tuple.
+    with pytest.raises(TypeError, match="only LSTM takes a pair"):
+        layer(x, [h[0], h[1]])
+    cell = make_cell(mode, 3, 4)
+    with pytest.raises(TypeError, match="only LSTM takes a pair"):
+        cell(np.zeros((2, 3), np.float32), [np.zeros(4, np.float32), np.zeros(4, np.float32)])
     for shape in [(1, 2, 4), (2, 3, 4), (2, 2, 3), (2, 4), (2, 2, 4, 1)]:
         with pytest.raises(ValueError, match=HX):
             layer(x, np.zeros(shape, np.float32))

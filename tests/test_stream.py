@@ -350,7 +350,7 @@ def test_bad_hx():
         layer.stream(batch_size=5, hx=(np.zeros((2, 4)), np.zeros((2, 5, 4))))
     with pytest.raises(ValueError, match=r"c_0 must have shape \(2, 4\)"):
         layer.stream(hx=(np.zeros((2, 4)), np.zeros((2, 5, 4))))
-    with pytest.raises(TypeError, match="only LSTM takes a tuple"):
+    with pytest.raises(TypeError, match="only LSTM takes a pair"):
         lstm_fast.GRU(3, 4).stream(hx=(np.zeros((1, 4)), np.zeros((1, 4))))
     with pytest.raises(TypeError, match="floating-point"):
         lstm_fast.RNN(3, 4).stream(hx=np.zeros((1, 4), np.int64))

@@ -210,3 +210,62 @@ def test_swapped_modules_answer_torch_configuration_attributes():
     # Copies of a swapped model still run.
     for copied in (copy.deepcopy(swapped), pickle.loads(pickle.dumps(swapped))):
         torch.testing.assert_close(copied(x), expected, rtol=2e-4, atol=2e-5)
+
+
+class _Tied(nn.Module):
+    """One GRU reachable as encoder and decoder, and one LSTM under two parents."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.GRU(3, 5)
+        self.decoder = self.encoder
+        shared = nn.LSTM(5, 4)
+        self.left = nn.Sequential(shared)
+        self.right = nn.Sequential(shared)
+
+    def forward(self, x):
+        return self.right(self.encoder(x)[0])[0]
+
+
+def test_tied_modules_stay_tied():
+    torch.manual_seed(3)
+    model = _Tied().eval()
+    x = torch.randn(4, 2, 3)
+    with torch.no_grad():
+        expected = model(x)
+    swapped = lft.replace_modules(model)
+    torch.testing.assert_close(swapped(x), expected, rtol=2e-4, atol=2e-5)
+    assert isinstance(swapped.encoder, lft.FastRecurrent)
+    assert swapped.decoder is swapped.encoder
+    assert swapped.left[0] is swapped.right[0]
+    assert isinstance(swapped.left[0], lft.FastRecurrent)
+    restored = lft.restore_modules(swapped)
+    assert isinstance(restored.encoder, nn.GRU) and restored.decoder is restored.encoder
+    assert isinstance(restored.left[0], nn.LSTM) and restored.left[0] is restored.right[0]
+    # torch counts shared parameters once.
+    assert len(list(restored.parameters())) == len(list(_Tied().parameters())) == 8
+
+
+def test_torch_flags_given_as_ints():
+    # torch builds LSTM(bidirectional=1) and GRUCell(bias=0) (its LSTM then
+    # fails in forward; the swap runs it as the bool would).
+    torch.manual_seed(4)
+    x = torch.randn(3, 2, 3)
+    loose = nn.LSTM(3, 4, bidirectional=1)
+    strict = nn.LSTM(3, 4, bidirectional=True)
+    strict.load_state_dict(loose.state_dict())
+    cell = nn.GRUCell(3, 4, bias=0)
+    for module, reference, inputs in ((loose, strict, (x,)), (cell, cell, (x[0],))):
+        swapped = lft.replace_modules(module)
+        with torch.no_grad():
+            torch.testing.assert_close(swapped(*inputs), reference(*inputs), rtol=2e-4, atol=2e-5)
+    assert lft.replace_modules(nn.LSTM(3, 4, bidirectional=1)).bidirectional is True
+
+
+def test_half_modules_are_refused_at_the_swap():
+    with pytest.raises(TypeError, match=r"runs float32 and float64: GRU's weight_ih_l0 is "
+                                        r"torch.float16; convert the model \(model.float\(\)\)"):
+        lft.replace_modules(nn.Sequential(nn.GRU(3, 4).half()))
+    swapped = lft.replace_modules(nn.GRU(3, 4))
+    with pytest.raises(ValueError, match=r"\(lstm_fast runs float32 and float64\)"):
+        swapped(torch.zeros(2, 1, 3, dtype=torch.float16))
