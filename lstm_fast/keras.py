@@ -8,7 +8,9 @@ the recurrent product and has one bias (3*units,), which runs as the
 engine's reset-before variant. The layers built here are batch_first, as
 Keras's inputs are (batch, time, features).
 
-Use it through LSTM.from_keras, GRU.from_keras and RNN.from_keras.
+Use it through LSTM.from_keras, GRU.from_keras and RNN.from_keras; a
+keras.layers.RNN of one LSTMCell / GRUCell / SimpleRNNCell is read as the
+layer of that cell.
 """
 import numpy as np
 
@@ -73,10 +75,23 @@ def build(cls, layer, kernel, recurrent_kernel, bias, activation, recurrent_acti
             raise TypeError(f"layer does not look like a Keras recurrent layer: {error}") from error
         expected = _KERAS_CLASS[kind]
         found = {klass.__name__ for klass in type(layer).__mro__} & _KERAS_RECURRENT
-        if (found and expected not in found) or "cell" in config or "layer" in config:
+        cell = config.get("cell")
+        if "cell" in config and expected not in found and "layer" not in config:
+            # keras.layers.RNN(LSTMCell(...)): the layer of that cell, with the
+            # cell's configuration under the RNN's (go_backwards, stateful).
+            cell_class = cell.get("class_name") if isinstance(cell, dict) else None
+            if cell_class != expected + "Cell" or not isinstance(cell.get("config"), dict):
+                raise ValueError(
+                    f"layer must be a keras.layers.{expected} or an RNN of one "
+                    f"{expected}Cell, got an RNN of {cell_class or type(cell).__name__} (for "
+                    f"stacked cells, copy each cell's arrays)"
+                )
+            config = {**{key: value for key, value in config.items() if key != "cell"},
+                      **cell["config"]}
+        elif (found and expected not in found) or "cell" in config or "layer" in config:
             raise ValueError(
                 f"layer must be a keras.layers.{expected}, got a {type(layer).__name__} (for "
-                f"RNN(cell) or Bidirectional wrappers, copy the inner layer or its arrays)"
+                f"a Bidirectional wrapper, copy the inner layer or its arrays)"
             )
         if "time_major" in config:
             raise ValueError("Keras 2 (tf.keras) layers are not supported, only Keras 3's")

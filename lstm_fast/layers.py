@@ -716,7 +716,8 @@ class _RNNBase(_RecurrentBase):
     def from_keras(cls, layer=None, *, kernel=None, recurrent_kernel=None, bias=None,
                    activation="tanh", recurrent_activation="sigmoid", reset_after=True,
                    dtype=None):
-        """Build a layer from a Keras 3 LSTM / GRU / SimpleRNN, or from its raw arrays.
+        """Build a layer from a Keras 3 LSTM / GRU / SimpleRNN (or an RNN of one
+        LSTMCell / GRUCell / SimpleRNNCell), or from its raw arrays.
 
         The result is batch_first and returns what the Keras layer with
         return_sequences=True, return_state=True returns (h_n/c_n with a

@@ -177,14 +177,46 @@ def test_wrappers_and_other_kinds_are_refused(keras, rng):
     L = keras.layers
     x = rng.standard_normal((2, 3, 5)).astype(np.float32)
     for layer, cls, expected in [
-            (L.RNN(L.LSTMCell(4, activation="relu")), lstm_fast.LSTM, "LSTM"),
             (L.RNN([L.LSTMCell(4), L.LSTMCell(4)]), lstm_fast.LSTM, "LSTM"),
+            (L.RNN(L.GRUCell(4)), lstm_fast.LSTM, "LSTM"),
             (L.Bidirectional(L.LSTM(4)), lstm_fast.LSTM, "LSTM"),
             (L.GRU(4), lstm_fast.LSTM, "LSTM"),
             (L.LSTM(4), lstm_fast.RNN, "SimpleRNN")]:
         layer(x)                                       # built, weights exist
-        with pytest.raises(ValueError, match=f"layer must be a keras.layers.{expected}, got"):
+        with pytest.raises(ValueError, match=f"layer must be a keras.layers.{expected}"
+                                             f"( or an RNN of one {expected}Cell)?, got"):
             cls.from_keras(layer)
+
+
+@pytest.mark.parametrize("cell,options", [
+    ("LSTMCell", {"activation": "relu"}),
+    ("GRUCell", {"reset_after": False}),
+    ("GRUCell", {}),
+    ("SimpleRNNCell", {"activation": "relu", "use_bias": False}),
+])
+def test_rnn_of_one_cell(keras, cell, options, rng):
+    # keras.layers.RNN(cell) is the layer of that cell, its options included
+    # (a relu LSTMCell must not come back with tanh).
+    import torch
+    layer = keras.layers.RNN(getattr(keras.layers, cell)(6, bias_initializer="random_uniform",
+                                                         **options),
+                             return_sequences=True, return_state=True)
+    x = rng.standard_normal((3, 5, 4)).astype(np.float32)
+    outputs = [np.asarray(torch.as_tensor(o).detach().cpu()) for o in layer(x)]
+    cls = {"LSTMCell": lstm_fast.LSTM, "GRUCell": lstm_fast.GRU,
+           "SimpleRNNCell": lstm_fast.RNN}[cell]
+    result = cls.from_keras(layer)(x)
+    np.testing.assert_allclose(result[0], outputs[0], rtol=1e-4, atol=2e-5)
+    states = result[1] if cell == "LSTMCell" else (result[1],)
+    for got, want in zip(states, outputs[1:]):
+        np.testing.assert_allclose(got[0], want, rtol=1e-4, atol=2e-5)
+
+
+def test_rnn_of_one_cell_keeps_the_rnn_options(keras, rng):
+    layer = keras.layers.RNN(keras.layers.LSTMCell(4), go_backwards=True)
+    layer(rng.standard_normal((2, 3, 5)).astype(np.float32))
+    with pytest.raises(ValueError, match="go_backwards=True are not supported"):
+        lstm_fast.LSTM.from_keras(layer)
 
 
 class _FakeLayer:
