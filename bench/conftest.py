@@ -23,7 +23,7 @@ def pytest_addoption(parser):
         "--peer-threads",
         type=int,
         default=None,
-        help="intra-op threads of torch and onnxruntime (default: the CPUs available)",
+        help="threads of lstm_fast, torch, onnxruntime and NumPy's OpenBLAS (default: the CPUs available)",
     )
 
 

@@ -44,7 +44,7 @@ def _parser():
         type=int,
         default=default_threads(),
         metavar="N",
-        help="threads of lstm_fast and intra-op threads of torch and onnxruntime (default: the CPUs available, %(default)s)",
+        help="threads of lstm_fast, torch, onnxruntime and NumPy's OpenBLAS (default: the CPUs available, %(default)s)",
     )
     b.add_argument(
         "--repeat", type=int, default=20, metavar="N", help="timed samples per peer (default %(default)s)"

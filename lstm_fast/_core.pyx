@@ -792,6 +792,7 @@ cdef object _initial_state(str name, object value, int64_t layers, int64_t batch
     _require_array(name, value, dtype, (layers, batch, width))
     return np.array(value, copy=True)
 
+
 @cython.auto_pickle(False)  # it would pickle the workspace pointer as bytes
 cdef class StreamCore:
     """The carried state and the per-step path of lstm_fast.layers.Stream.

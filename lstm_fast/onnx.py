@@ -19,7 +19,8 @@ HardSigmoid 0.2/0.5, Elu 1.0, Affine 1.0/0.0; ScaledTanh has none, so it
 needs both given). One point departs from ONNX Runtime on purpose: a
 sequence of length 0 (sequence_lens, or seq_length 0) ends in its initial
 state (Y_h = initial_h, Y_c = initial_c, zeros when absent), the state after
-no steps, as torch and TensorFlow have it; ONNX Runtime returns zeros.
+no steps, as TensorFlow and lstm_fast's layers have it (torch refuses length
+0); ONNX Runtime returns zeros.
 """
 import math
 import numbers

@@ -103,7 +103,9 @@ class _FastBase(nn.Module):
         return super()._apply(fn, recurse)
 
     def _check_dtypes(self, input, hx):
-        """torch refuses input or states whose dtype is not the weights'."""
+        """torch refuses input or states whose dtype is not the weights':
+        ValueError for a layer's input, RuntimeError (from its matmul) for
+        states and for a cell's input; so do these."""
         tensors = [("input", input)]
         if isinstance(hx, (tuple, list)):
             tensors += [(f"hx[{i}]", t) for i, t in enumerate(hx)]
@@ -114,7 +116,9 @@ class _FastBase(nn.Module):
                 model_advice = (f", or convert the model: model.to({tensor.dtype})"
                                 if tensor.dtype in _TORCH_DTYPES.values() else
                                 " (lstm_fast runs float32 and float64)")
-                raise ValueError(
+                error = (ValueError if what == "input" and isinstance(self, FastRecurrent)
+                         else RuntimeError)
+                raise error(
                     f"{type(self.fast).__name__} {what} dtype ({tensor.dtype}) does not match "
                     f"weight dtype ({self.dtype}). Convert {what}: .to({self.dtype}){model_advice}"
                 )

@@ -139,12 +139,19 @@ def test_swapped_modules_refuse_input_of_another_dtype_as_torch_does():
         nn.LSTM(3, 4)(x)                                # what torch does
     with pytest.raises(ValueError, match=r"input dtype \(torch.float64\) does not match"):
         lstm(x)
+    # States, and a cell's input, fail in torch's matmul: RuntimeError.
     h = torch.zeros(1, 2, 4, dtype=torch.float64)
-    with pytest.raises(ValueError, match=r"hx\[0\] dtype \(torch.float64\)"):
+    with pytest.raises(RuntimeError):
+        nn.GRU(3, 4)(x.float(), h)
+    with pytest.raises(RuntimeError, match=r"hx\[0\] dtype \(torch.float64\)"):
         lstm(x.float(), (h, h.float()))
     cell = lft.replace_modules(nn.GRUCell(3, 4))
-    with pytest.raises(ValueError, match=r"hx dtype \(torch.float64\)"):
+    with pytest.raises(RuntimeError, match=r"hx dtype \(torch.float64\)"):
         cell(torch.randn(2, 3), torch.zeros(2, 4, dtype=torch.float64))
+    with pytest.raises(RuntimeError):
+        nn.GRUCell(3, 4)(torch.randn(2, 3, dtype=torch.float64))
+    with pytest.raises(RuntimeError, match=r"input dtype \(torch.float64\)"):
+        cell(torch.randn(2, 3, dtype=torch.float64))
 
 
 def test_packed_input_with_initial_state_and_cells_with_state():
