@@ -161,7 +161,7 @@ def _to_numpy(name, value):
         return np.asarray(value)
     except ValueError as error:
         raise ValueError(f"{name} could not be converted to a NumPy array: {error}") from error
-    except TypeError as error:
+    except (TypeError, NotImplementedError) as error:  # NotImplementedError: torch's meta device
         raise TypeError(f"{name} could not be converted to a NumPy array: {error}") from error
 
 

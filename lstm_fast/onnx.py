@@ -169,6 +169,8 @@ class Operator:
                 f"got {W.shape}"
             )
         H, I = W.shape[1] // G, W.shape[2]
+        if I == 0:
+            raise ValueError(f"W must have input_size >= 1 (its last axis), got shape {W.shape}")
         if hidden_size is not None and hidden_size != H:
             raise ValueError(
                 f"hidden_size={hidden_size} is inconsistent with W of shape {W.shape} "
@@ -258,6 +260,8 @@ class Operator:
         lengths = None
         if sequence_lens is not None:
             lengths = _to_numpy("sequence_lens", sequence_lens)
+            if lengths.size == 0 and lengths.dtype.kind == "f":
+                lengths = lengths.astype(np.int64)  # [] for a batch of 0: numpy calls it float
             if lengths.dtype.kind not in "iu":
                 raise TypeError(f"sequence_lens must hold integers, got dtype {lengths.dtype}")
             if lengths.shape != (N,):
@@ -356,8 +360,10 @@ _IGNORED_ATTRIBUTES = {"output_sequence"}
 def load(model):
     """Operators for every LSTM, GRU and RNN node of an ONNX model.
 
-    model: a path, the serialized model (bytes) or an onnx.ModelProto.
-    Weights (W, R, B, P) must be initializers or Constant nodes; the data
+    model: a path, the serialized model (bytes) or an onnx.ModelProto; the
+    nodes of its main graph are read (not those inside If/Loop/Scan bodies
+    or model functions). Weights (W, R, B, P) must be initializers or
+    Constant nodes (also through Identity nodes); the data
     inputs (X, sequence_lens, initial_h, initial_c) are what the returned
     Operator is called with, except those the model fixes as constants, which
     the Operator keeps in constant_inputs and uses when a call leaves them
@@ -380,6 +386,12 @@ def load(model):
     for node in graph.node:
         if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
             constants[node.output[0]] = node.attribute[0].t
+    # Identity of a constant is that constant (torch's exporter passes shared
+    # weights through Identity nodes). Nodes are in topological order.
+    for node in graph.node:
+        if (node.op_type == "Identity" and node.domain in ("", "ai.onnx") and node.input
+                and node.input[0] in constants):
+            constants[node.output[0]] = constants[node.input[0]]
     operators = {}
     for index, node in enumerate(graph.node):
         if node.op_type not in _GATES or node.domain not in ("", "ai.onnx"):

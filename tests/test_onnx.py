@@ -480,3 +480,25 @@ def test_zero_length_sequence_keeps_initial_state(op, rng):
     for state, initial in zip(got[1:], inputs[5:7]):
         np.testing.assert_array_equal(state[:, [1, 3]], initial[:, [1, 3]])
     np.testing.assert_array_equal(got[0][:, :, [1, 3]], 0.0)
+
+
+def test_load_weights_through_identity_nodes(rng):
+    # torch's exporter passes shared weights through Identity nodes.
+    onnx = pytest.importorskip("onnx")
+    from onnx import helper
+    inputs = make_inputs(rng, "GRU", direction="forward")[:3]
+    model = _single_node_model("GRU", inputs, {"hidden_size": H}, name="g")
+    model.graph.node[0].input[2] = "R_shared"
+    model.graph.node.insert(0, helper.make_node("Identity", ["R"], ["R_shared"]))
+    X = inputs[0].astype(np.float32)
+    for g, e in zip(lo.load(model)["g"](X), call("GRU", [a.astype(np.float32) for a in inputs])):
+        np.testing.assert_array_equal(g, e)
+
+
+def test_small_input_checks(rng):
+    X, W, R = make_inputs(rng, "RNN", direction="forward")[:3]
+    with pytest.raises(ValueError, match=r"W must have input_size >= 1"):
+        lo.rnn(X[:, :, :0], W[:, :, :0], R)
+    # sequence_lens=[] for a batch of 0 (numpy reads [] as float64).
+    Y, Y_h = lo.rnn(X[:, :0], W, R, sequence_lens=[])
+    assert Y.shape == (T, 1, 0, H) and Y_h.shape == (1, 0, H)

@@ -282,3 +282,16 @@ def test_unpickled_module_takes_the_isa_of_its_new_process(monkeypatch):
     assert clone._current_engine().isa == second
     x = make_input(make_rng("unpickle-isa"), 4, 2, 3)
     np.testing.assert_allclose(clone(x)[0], layer(x)[0], **tol(np.float64))
+
+
+def test_meta_tensors_are_refused_naming_the_parameter():
+    # torch's meta tensors have no data: TypeError naming the key (torch
+    # itself raises NotImplementedError on .numpy()).
+    torch = pytest.importorskip("torch")
+    layer = lstm_fast.GRU(3, 4)
+    state = {name: torch.from_numpy(array) for name, array in layer.state_dict().items()}
+    state["weight_hh_l0"] = torch.empty(12, 4, device="meta")
+    with pytest.raises(TypeError, match="weight_hh_l0 could not be converted"):
+        layer.load_state_dict(state)
+    with pytest.raises(TypeError, match="could not be converted"):
+        lstm_fast.GRU.from_torch(torch.nn.GRU(3, 4, device="meta"))
