@@ -580,18 +580,23 @@ class _RecurrentBase:
             raise TypeError(
                 f"module does not look like a torch.nn.{cls._TORCH_CLASS}: {error}"
             ) from error
-        # torch takes any truthy value for its flags (LSTM(3, 4, bidirectional=1)
-        # is a bidirectional LSTM); the constructors here are strict.
+        # torch reads its flags as truth values (LSTM(3, 4, bidirectional=1) is
+        # bidirectional, GRUCell(3, 4, bias=None) has no biases); the
+        # constructors here are strict.
         for flag in ("bias", "batch_first", "bidirectional"):
-            if flag in arguments and isinstance(arguments[flag], numbers.Integral):
+            if flag in arguments:
                 arguments[flag] = bool(arguments[flag])
         arrays = {name: _to_numpy(name, tensor) for name, tensor in state.items()}
         first = next(iter(arrays.values()), None)
         dtype = np.float64 if first is not None and first.dtype == _FLOAT64 else np.float32
-        with warnings.catch_warnings():
-            # torch warned about dropout with one layer when the module was built.
-            warnings.simplefilter("ignore", UserWarning)
-            copy = cls(**arguments, dtype=dtype)
+        # torch warned about dropout with one layer when the module was built;
+        # built without it and then given it, the copy does not warn again.
+        dropout = arguments.get("dropout", 0.0)
+        if "dropout" in arguments:
+            arguments["dropout"] = 0.0
+        copy = cls(**arguments, dtype=dtype)
+        if dropout:
+            copy._dropout = _check_dropout(dropout, num_layers=2)  # 2: no one-layer warning
         copy.load_state_dict(arrays)
         return copy
 

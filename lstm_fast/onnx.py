@@ -367,7 +367,9 @@ def load(model):
     inputs (X, sequence_lens, initial_h, initial_c) are what the returned
     Operator is called with, except those the model fixes as constants, which
     the Operator keeps in constant_inputs and uses when a call leaves them
-    out. Returns {node name (or op_type_index when unnamed): Operator}.
+    out. Returns {node name: Operator}; an unnamed node is called
+    op_type_index (its index in the graph's node list), with a suffix _1,
+    _2, ... if a named node already has that name.
     Needs the onnx package.
     """
     try:
@@ -393,13 +395,22 @@ def load(model):
                 and node.input[0] in constants):
             constants[node.output[0]] = constants[node.input[0]]
     operators = {}
+    node_names = {node.name for node in graph.node if node.name}
     for index, node in enumerate(graph.node):
         if node.op_type not in _GATES or node.domain not in ("", "ai.onnx"):
             continue
-        name = node.name or f"{node.op_type}_{index}"
-        if name in operators:
-            raise ValueError(f"two recurrent nodes of the model would both be called {name!r}; "
-                             "give the nodes unique names")
+        if node.name:
+            name = node.name
+            if name in operators:  # (ONNX Runtime refuses such a model too)
+                raise ValueError(f"two recurrent nodes of the model are called {name!r}; "
+                                 "give the nodes unique names")
+        else:
+            # op_type_index, unless a named node has taken that: then a suffix.
+            name = base = f"{node.op_type}_{index}"
+            suffix = 0
+            while name in node_names or name in operators:
+                suffix += 1
+                name = f"{base}_{suffix}"
         arrays, data = {}, {}
         for position, key in {**_WEIGHT_INPUTS[node.op_type], **_DATA_INPUTS[node.op_type]}.items():
             source = node.input[position] if position < len(node.input) else ""

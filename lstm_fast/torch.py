@@ -102,10 +102,11 @@ class _FastBase(nn.Module):
             self.fast = type(self.fast).from_torch(self.fast.to_torch().to(probe.dtype))
         return super()._apply(fn, recurse)
 
-    def _check_dtypes(self, input, hx):
+    def _check_dtypes(self, input, hx, packed=False):
         """torch refuses input or states whose dtype is not the weights':
         ValueError for a layer's input, RuntimeError (from its matmul) for
-        states and for a cell's input; so do these."""
+        states, for a cell's input and for an LSTM's packed input (torch's
+        LSTM skips its argument check for a PackedSequence); so do these."""
         tensors = [("input", input)]
         if isinstance(hx, (tuple, list)):
             tensors += [(f"hx[{i}]", t) for i, t in enumerate(hx)]
@@ -116,8 +117,9 @@ class _FastBase(nn.Module):
                 model_advice = (f", or convert the model: model.to({tensor.dtype})"
                                 if tensor.dtype in _TORCH_DTYPES.values() else
                                 " (lstm_fast runs float32 and float64)")
-                error = (ValueError if what == "input" and isinstance(self, FastRecurrent)
-                         else RuntimeError)
+                checked_by_torch = isinstance(self, FastRecurrent) and not (
+                    packed and self.fast.mode == "LSTM")
+                error = ValueError if what == "input" and checked_by_torch else RuntimeError
                 raise error(
                     f"{type(self.fast).__name__} {what} dtype ({tensor.dtype}) does not match "
                     f"weight dtype ({self.dtype}). Convert {what}: .to({self.dtype}){model_advice}"
@@ -159,7 +161,7 @@ class FastRecurrent(_FastBase):
         fast = self.fast
         with torch.no_grad():
             packed = isinstance(input, PackedSequence)
-            self._check_dtypes(input.data if packed else input, hx)
+            self._check_dtypes(input.data if packed else input, hx, packed)
             lengths = None
             if packed:
                 padded, lengths = pad_packed_sequence(input, batch_first=fast.batch_first)
@@ -207,24 +209,34 @@ class FastCell(_FastBase):
             return _tensor(result, input)
 
 
-def _swap(model, convert, done=None):
-    # A module reachable twice (weights tied between two parents, or two
-    # names in one) gets one replacement, reused everywhere: a shared module
-    # stays shared, and restoring gives back one shared torch module.
-    # _modules, not named_children(), which skips a repeat within a parent.
-    done = {} if done is None else done
-    if id(model) in done:
-        return done[id(model)][1]
-    replaced = convert(model)
-    done[id(model)] = (model, model if replaced is None else replaced)  # keeps model alive
-    if replaced is not None:
-        return replaced
-    for name, child in list(model._modules.items()):
-        if child is not None:
-            new = _swap(child, convert, done)
-            if new is not child:
-                setattr(model, name, new)
-    return model
+def _swap(model, convert):
+    # Every replacement is built before any is put in place, so a module
+    # that cannot be converted leaves the model untouched. A module
+    # reachable twice (tied between two parents, or two names in one) gets
+    # one replacement, reused everywhere: a shared module stays shared, and
+    # restoring gives back one shared torch module. _modules, not
+    # named_children(), which skips a repeat within a parent.
+    replacements = {}  # id(module) -> (module, its replacement or None)
+    edges = []  # (parent, name, child) for every child slot reached
+
+    def visit(module):
+        if id(module) in replacements:
+            return
+        replaced = convert(module)
+        replacements[id(module)] = (module, replaced)  # the module kept alive for id()
+        if replaced is None:
+            for name, child in list(module._modules.items()):
+                if child is not None:
+                    edges.append((module, name, child))
+                    visit(child)
+
+    visit(model)
+    for parent, name, child in edges:
+        replaced = replacements[id(child)][1]
+        if replaced is not None:
+            setattr(parent, name, replaced)
+    root = replacements[id(model)][1]
+    return model if root is None else root
 
 
 def _to_fast(module):

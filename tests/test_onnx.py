@@ -416,13 +416,18 @@ def test_load_refuses_clashing_node_names(rng):
     from onnx import helper
     inputs = make_inputs(rng, "GRU", direction="forward")[:3]
     model = _single_node_model("GRU", inputs, {"hidden_size": H}, name="GRU_1")
-    # An unnamed second GRU at index 1 would be keyed GRU_1 as well.
+    # An unnamed second GRU at index 1 would be keyed GRU_1 as well: it gets
+    # a suffix (the model is valid; ONNX Runtime runs it).
     model.graph.node.append(helper.make_node("GRU", ["X", "W", "R"], ["Y2", "Y2_h"],
-                                             hidden_size=H))
-    with pytest.raises(ValueError, match="both be called 'GRU_1'"):
-        lo.load(model)
+                                             hidden_size=H, linear_before_reset=1))
+    operators = lo.load(model)
+    assert list(operators) == ["GRU_1", "GRU_1_1"]
+    X = inputs[0].astype(np.float32)
+    cast = [a.astype(np.float32) for a in inputs]
+    for g, e in zip(operators["GRU_1_1"](X), call("GRU", cast, linear_before_reset=1)):
+        np.testing.assert_array_equal(g, e)
     model.graph.node[1].name = "GRU_1"  # a plain duplicate name
-    with pytest.raises(ValueError, match="both be called 'GRU_1'"):
+    with pytest.raises(ValueError, match="two recurrent nodes of the model are called 'GRU_1'"):
         lo.load(model)
 
 

@@ -11,6 +11,7 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # noqa: E402
 
+import lstm_fast  # noqa: E402
 import lstm_fast.torch as lft  # noqa: E402
 
 
@@ -267,12 +268,45 @@ def test_torch_flags_given_as_ints():
         with torch.no_grad():
             torch.testing.assert_close(swapped(*inputs), reference(*inputs), rtol=2e-4, atol=2e-5)
     assert lft.replace_modules(nn.LSTM(3, 4, bidirectional=1)).bidirectional is True
+    # A cell's bias is read as a truth value by torch: None means no biases.
+    cell = nn.GRUCell(3, 4, bias=None)
+    with torch.no_grad():
+        torch.testing.assert_close(lft.replace_modules(cell)(x[0]), cell(x[0]),
+                                   rtol=2e-4, atol=2e-5)
+
+
+def test_from_torch_does_not_repeat_the_dropout_warning():
+    import warnings
+    with pytest.warns(UserWarning, match="dropout"):
+        module = nn.LSTM(3, 4, dropout=0.5)               # torch's own warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        copy = lstm_fast.LSTM.from_torch(module)
+    assert copy.dropout == 0.5
+
+
+def test_packed_lstm_input_of_another_dtype_raises_as_torch():
+    # torch's LSTM skips its argument check for packed input: RuntimeError.
+    from torch.nn.utils.rnn import pack_sequence
+    packed = pack_sequence([torch.randn(3, 3, dtype=torch.float64)])
+    with pytest.raises(RuntimeError):
+        nn.LSTM(3, 4)(packed)
+    with pytest.raises(RuntimeError, match=r"input dtype \(torch.float64\)"):
+        lft.replace_modules(nn.LSTM(3, 4))(packed)
+    with pytest.raises(ValueError):
+        nn.GRU(3, 4)(packed)
+    with pytest.raises(ValueError, match=r"input dtype \(torch.float64\)"):
+        lft.replace_modules(nn.GRU(3, 4))(packed)
 
 
 def test_half_modules_are_refused_at_the_swap():
+    # Refused before anything is swapped: the LSTM ahead of the half GRU
+    # stays a torch module.
+    model = nn.Sequential(nn.LSTM(3, 4), nn.GRU(4, 4).half())
     with pytest.raises(TypeError, match=r"runs float32 and float64: GRU's weight_ih_l0 is "
                                         r"torch.float16; convert the model \(model.float\(\)\)"):
-        lft.replace_modules(nn.Sequential(nn.GRU(3, 4).half()))
+        lft.replace_modules(model)
+    assert [type(child) for child in model] == [nn.LSTM, nn.GRU]
     swapped = lft.replace_modules(nn.GRU(3, 4))
     with pytest.raises(ValueError, match=r"\(lstm_fast runs float32 and float64\)"):
         swapped(torch.zeros(2, 1, 3, dtype=torch.float16))
