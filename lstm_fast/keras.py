@@ -9,8 +9,8 @@ engine's reset-before variant. The layers built here are batch_first, as
 Keras's inputs are (batch, time, features).
 
 Use it through LSTM.from_keras, GRU.from_keras and RNN.from_keras; a
-keras.layers.RNN of one LSTMCell / GRUCell / SimpleRNNCell is read as the
-layer of that cell.
+keras.layers.RNN of one LSTMCell / GRUCell / SimpleRNNCell (alone or as a
+stack of one) is read as the layer of that cell.
 """
 import numpy as np
 
@@ -80,11 +80,16 @@ def build(cls, layer, kernel, recurrent_kernel, bias, activation, recurrent_acti
             # keras.layers.RNN(LSTMCell(...)): the layer of that cell, with the
             # cell's configuration under the RNN's (go_backwards, stateful).
             cell_class = cell.get("class_name") if isinstance(cell, dict) else None
+            inner = cell.get("config", {}).get("cells") if cell_class == "StackedRNNCells" else None
+            if isinstance(inner, list) and len(inner) == 1 and isinstance(inner[0], dict):
+                # RNN([cell]): a stack of one cell is that cell.
+                cell = inner[0]
+                cell_class = cell.get("class_name")
             if cell_class != expected + "Cell" or not isinstance(cell.get("config"), dict):
                 raise ValueError(
                     f"layer must be a keras.layers.{expected} or an RNN of one "
                     f"{expected}Cell, got an RNN of {cell_class or type(cell).__name__} (for "
-                    f"stacked cells, copy each cell's arrays)"
+                    f"a stack of several cells, copy each cell's arrays)"
                 )
             config = {**{key: value for key, value in config.items() if key != "cell"},
                       **cell["config"]}

@@ -212,6 +212,16 @@ def test_rnn_of_one_cell(keras, cell, options, rng):
         np.testing.assert_allclose(got[0], want, rtol=1e-4, atol=2e-5)
 
 
+def test_rnn_of_a_stack_of_one_cell(keras, rng):
+    import torch
+    layer = keras.layers.RNN([keras.layers.GRUCell(5, bias_initializer="random_uniform")],
+                             return_sequences=True)
+    x = rng.standard_normal((2, 4, 3)).astype(np.float32)
+    expected = np.asarray(torch.as_tensor(layer(x)).detach().cpu())
+    np.testing.assert_allclose(lstm_fast.GRU.from_keras(layer)(x)[0], expected,
+                               rtol=1e-4, atol=2e-5)
+
+
 def test_rnn_of_one_cell_keeps_the_rnn_options(keras, rng):
     layer = keras.layers.RNN(keras.layers.LSTMCell(4), go_backwards=True)
     layer(rng.standard_normal((2, 3, 5)).astype(np.float32))
