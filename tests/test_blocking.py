@@ -13,14 +13,15 @@ import reference
 from helpers import assert_result, make_hx, make_input, make_layer, make_rng, params64, ref_mode
 from lstm_fast import _core
 
-# A gx row is G*Hp = 4*144 values. At B=31 rows per step a 2**20-value
-# chunk holds 58 steps, so T=80 takes two chunks, and a chunk's 1798 rows
-# exceed a 512 KiB row block at K=300 (436 rows for float32, 218 for
-# float64). From B=32 on, the LSTM's steps compute their own input
-# projection instead (plan.c: LF_FUSED_INPUT_MIN_BATCH), while the GRU
-# keeps the chunks: B=33 runs the fused path over a long sequence.
-T, I, H = 80, 300, 140
-LENGTHS = [80, 51, 49, 1, 0, 80, 50, 17, 79] + [(7 * i) % 81 for i in range(24)]
+# A gx row is G*Hp = 4*144 values. At B=31 rows per step a chunk (plan.c:
+# 256 KiB of gx, but at least 128 rows) holds 5 steps, so T=40 takes 8
+# chunks, and a chunk's 155 rows exceed a 512 KiB row block of A at K=1000
+# (126 rows for float32, 60 for float64). From B=32 on, the LSTM's steps
+# compute their own input projection instead (plan.c:
+# LF_FUSED_INPUT_MIN_BATCH), while the GRU keeps the chunks: B=33 runs the
+# fused path over a long sequence.
+T, I, H = 40, 1000, 140
+LENGTHS = [40, 26, 24, 1, 0, 40, 25, 9, 39] + [(7 * i) % 41 for i in range(24)]
 
 
 @pytest.mark.parametrize("B", [31, 33])
@@ -52,14 +53,13 @@ def test_blocked_paths_match_reference(isa, mode, dtype, B):
 
 
 # Stacked: two bidirectional layers at B=33. The GRU's input projection comes
-# in chunks of 2**20 // (3 * 144 * 33) = 73 steps (75 where H pads to 140
-# only), so T=160 takes three, the last one partial, and the reverse
-# direction walks them backwards from each sequence's end; the lengths
-# straddle the chunk borders. Layer 1 reads the between-layers buffer
-# (K = 2*H = 280: several row blocks per chunk). From B=32 on the LSTM
-# computes the projection inside each step (one-step chunks), so a shorter
-# sequence does for it. Most lengths are short: the reference's cost is
-# their sum.
+# in chunks of 4 steps (256 KiB // (3 * 144 * 33 * 4 bytes) = 4 steps, and
+# 4 * 33 >= 128 rows; float64 takes the 128-row minimum, 4 steps too), so
+# T=160 takes 40, and the reverse direction walks them backwards from each
+# sequence's end; the lengths straddle chunk borders. Layer 1 reads the
+# between-layers buffer (K = 2*H = 280). From B=32 on the LSTM computes the
+# projection inside each step (one-step chunks), so a shorter sequence does
+# for it. Most lengths are short: the reference's cost is their sum.
 STACKED = {
     "gru": (160, [160, 159, 151, 147, 76, 74, 73, 1, 0]),
     "lstmp": (40, [40, 39, 21, 20, 1, 0]),
