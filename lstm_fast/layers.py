@@ -10,7 +10,7 @@ import numbers
 import sys
 import threading
 import warnings
-from collections import namedtuple
+from collections import deque, namedtuple
 from collections.abc import Mapping
 
 import numpy as np
@@ -451,7 +451,7 @@ class _RecurrentBase:
                 self._state("c_0", c_value, c_shape, engine_c_shape, batched),
             )
         if isinstance(hx, tuple) or (
-                isinstance(hx, list) and any(hasattr(item, "shape") for item in hx)):
+                isinstance(hx, (list, deque)) and any(hasattr(item, "shape") for item in hx)):
             # A list of arrays would otherwise be stacked into one: [h, c]
             # from LSTM code would run with c as the next layer's h. (A
             # nested list of numbers is an array-like h, as anywhere else.)

@@ -1,4 +1,6 @@
 """Bad arguments raise clean Python exceptions whose message names the argument."""
+import collections
+
 import numpy as np
 import pytest
 
@@ -93,6 +95,8 @@ def test_gru_rnn_hx(isa, mode):
     # looking h of shape (2, 2, 4) here: refused like the tuple.
     with pytest.raises(TypeError, match="only LSTM takes a pair"):
         layer(x, [h[0], h[1]])
+    with pytest.raises(TypeError, match="only LSTM takes a pair"):
+        layer(x, collections.deque([h[0], h[1]]))
     cell = make_cell(mode, 3, 4)
     with pytest.raises(TypeError, match="only LSTM takes a pair"):
         cell(np.zeros((2, 3), np.float32), [np.zeros(4, np.float32), np.zeros(4, np.float32)])
