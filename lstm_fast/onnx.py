@@ -343,7 +343,8 @@ def rnn(X, W, R, B=None, sequence_lens=None, initial_h=None, *, activation_alpha
 _WEIGHT_INPUTS = {"LSTM": {1: "W", 2: "R", 3: "B", 7: "P"}, "GRU": {1: "W", 2: "R", 3: "B"},
                   "RNN": {1: "W", 2: "R", 3: "B"}}
 _DATA_INPUTS = {"LSTM": {4: "sequence_lens", 5: "initial_h", 6: "initial_c"},
-                "GRU": {4: "sequence_lens", 5: "initial_h"}, "RNN": {4: "sequence_lens", 5: "initial_h"}}
+                "GRU": {4: "sequence_lens", 5: "initial_h"},
+                "RNN": {4: "sequence_lens", 5: "initial_h"}}
 # The attributes of each operator (opset 7 to 22) that Operator takes.
 _ATTRIBUTES = {
     "LSTM": {"activation_alpha", "activation_beta", "activations", "clip", "direction",
@@ -411,15 +412,16 @@ def load(model):
             while name in node_names or name in operators:
                 suffix += 1
                 name = f"{base}_{suffix}"
+        weight_inputs, data_inputs = _WEIGHT_INPUTS[node.op_type], _DATA_INPUTS[node.op_type]
         arrays, data = {}, {}
-        for position, key in {**_WEIGHT_INPUTS[node.op_type], **_DATA_INPUTS[node.op_type]}.items():
+        for position, key in {**weight_inputs, **data_inputs}.items():
             source = node.input[position] if position < len(node.input) else ""
             if not source:
                 continue
             if source in constants:
-                value = numpy_helper.to_array(constants[source])
-                (data if key in _DATA_INPUTS[node.op_type].values() else arrays)[key] = value
-            elif key in _WEIGHT_INPUTS[node.op_type].values():
+                target = data if position in data_inputs else arrays
+                target[key] = numpy_helper.to_array(constants[source])
+            elif position in weight_inputs:
                 raise ValueError(f"node {name}: input {key} ({source!r}) is not a constant "
                                  "(initializer or Constant node)")
         attributes = {attr.name: onnx.helper.get_attribute_value(attr) for attr in node.attribute
