@@ -852,7 +852,6 @@ cdef class StreamCore:
         cdef int64_t rows = _size("batch_size", batch_size)
         cdef int typenum = cnp.NPY_FLOAT64 if engine._is_double else cnp.NPY_FLOAT32
         cdef size_t needed
-        cdef char *workspace
         if rows < 1 or (not batched and rows != 1):
             raise ValueError(f"batch_size must be >= 1 (1 for an unbatched stream), "
                              f"got {batch_size}")
@@ -875,13 +874,7 @@ cdef class StreamCore:
                            typenum)
         c = (_initial_state("c0", c0, desc.num_layers, rows, desc.hidden_size, engine.dtype,
                             typenum) if is_lstm else None)
-        # + 1: malloc(0) may return NULL, which is no failure.
-        workspace = <char *>malloc(needed + 1)
-        if workspace == NULL:
-            raise MemoryError(f"a stream could not allocate {needed + 1} bytes of workspace")
-        free(self._workspace)
-        self._workspace = workspace
-        self._workspace_bytes = needed
+        self._replace_workspace(needed)
         self._sized_for = engine
         self._module = module
         self._threads = threads
@@ -904,7 +897,6 @@ cdef class StreamCore:
         cdef const lf_desc *desc = &engine._plan.desc
         cdef int typenum = cnp.NPY_FLOAT64 if engine._is_double else cnp.NPY_FLOAT32
         cdef size_t needed
-        cdef char *grown
         if (desc.input_size != self._input_size or engine._plan.state_size != self._state_size
                 or desc.hidden_size != self._hidden_size or desc.num_directions != 1
                 or desc.num_layers != self._num_layers or typenum != self._typenum
@@ -912,14 +904,19 @@ cdef class StreamCore:
             raise ValueError("the module's network no longer matches this stream's state")
         _check(lf_plan_workspace_size(&engine._plan, 1, self._batch, &needed), "workspace size")
         if needed > self._workspace_bytes or self._workspace == NULL:
-            # + 1: malloc(0) may return NULL, which is no failure.
-            grown = <char *>malloc(needed + 1)
-            if grown == NULL:
-                raise MemoryError(f"a stream could not allocate {needed + 1} bytes of workspace")
-            free(self._workspace)
-            self._workspace = grown
-            self._workspace_bytes = needed
+            self._replace_workspace(needed)
         self._sized_for = engine
+        return 0
+
+    cdef int _replace_workspace(self, size_t needed) except -1:
+        """A fresh workspace of `needed` bytes; the old one stays if malloc fails."""
+        # + 1: malloc(0) may return NULL, which is no failure.
+        cdef char *workspace = <char *>malloc(needed + 1)
+        if workspace == NULL:
+            raise MemoryError(f"a stream could not allocate {needed + 1} bytes of workspace")
+        free(self._workspace)
+        self._workspace = workspace
+        self._workspace_bytes = needed
         return 0
 
     def __dealloc__(self):
