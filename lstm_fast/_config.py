@@ -114,6 +114,8 @@ def set_num_threads(num_threads):
     global _pool
     pool = _core.ThreadPool(_check_threads(num_threads))
     with _pool_lock:
+        if _pool is not None:
+            _pool.supersede()
         _pool = pool
 
 

@@ -375,7 +375,8 @@ cdef class Engine:
     """A planned network with packed weights, ready to run forward passes.
 
     Immutable once built, so one Engine can serve several threads at once; a
-    change of parameters means building a new Engine.
+    change of parameters means building a new Engine (and calling supersede()
+    on the old one).
 
     Parameters
     ----------
@@ -408,6 +409,10 @@ cdef class Engine:
     cdef list _packed_buffers
     cdef bint _is_double
     cdef unsigned int _calls  # see _run; never changes a result
+    # Set once the module that built this engine has newer parameters: a
+    # stream then asks the module for its engine again. Until then a step
+    # needs no attribute lookup to know its engine is current.
+    cdef bint _superseded
     cdef readonly str cell
     cdef readonly object dtype
 
@@ -468,6 +473,11 @@ cdef class Engine:
 
     def __dealloc__(self):
         PyMem_Free(self._packed)
+
+    def supersede(self):
+        """Mark this engine as replaced by a newer one of its module (it
+        still runs; streams built on it look up the module's engine again)."""
+        self._superseded = True
 
     cdef object _pack(self, Py_ssize_t index, object group):
         """Check and pack weights[index]; store its pointer and return the buffer owning it."""
@@ -801,17 +811,19 @@ cdef class StreamCore:
     hidden_size), which each step updates in place, and the workspace of a
     one-step call, allocated once: a step allocates nothing but its result
     (nothing when given `out`), which keeps a small step in the microsecond
-    range. _start takes the objects it consults per step: `module` (with
-    `_engine`, an Engine or None, and `_current_engine()`) and `threads`
-    (with `_pool`, a ThreadPool or None, and `thread_pool()`); the subclass
-    supplies `_converted_input(input)` for input that is not a float ndarray
-    of the step's shape (it converts it or raises).
+    range. _start takes the objects it consults when its engine or pool is
+    superseded: `module` (with `_engine`, an Engine or None, and
+    `_current_engine()`) and `threads` (with `_pool`, a ThreadPool or None,
+    and `thread_pool()`); the subclass supplies `_converted_input(input)` for
+    input that is not a float ndarray of the step's shape (it converts it or
+    raises).
     """
     cdef object _module
     cdef object _threads
     cdef object _h
     cdef object _c
-    cdef object _sized_for  # the Engine the workspace and dimensions were checked against
+    cdef Engine _sized_for  # the Engine the workspace and dimensions were checked against
+    cdef ThreadPool _pool   # the pool of the last step
     cdef char *_workspace
     cdef size_t _workspace_bytes
     cdef int64_t _batch, _num_layers, _input_size, _state_size, _hidden_size
@@ -878,6 +890,7 @@ cdef class StreamCore:
         self._sized_for = engine
         self._module = module
         self._threads = threads
+        self._pool = None
         self._batch = rows
         self._batched = batched
         self._num_layers = desc.num_layers
@@ -972,12 +985,17 @@ cdef class StreamCore:
         cdef lf_status status
         cdef char *x_begin
         cdef char *out_begin
-        module = self._module
-        engine = module._engine
-        if engine is None:
-            engine = module._current_engine()
-        if engine is not self._sized_for:
-            self._fit_engine(engine)
+        # The engine and pool of the last step, unless a newer one replaced
+        # them: flags on the objects, so the common step does no attribute
+        # lookup (about a sixth of a tiny step's instructions).
+        engine = self._sized_for
+        if engine._superseded:
+            module = self._module
+            engine = module._engine
+            if engine is None:
+                engine = module._current_engine()
+            if engine is not self._sized_for:
+                self._fit_engine(engine)
         if not _fits_nd(input, self._typenum, ndim, batch if ndim == 2 else self._input_size,
                         self._input_size, -1):
             if (cnp.PyArray_Check(input) and cnp.PyArray_NDIM(<cnp.ndarray>input) == ndim
@@ -999,7 +1017,7 @@ cdef class StreamCore:
         else:
             # A subclass would be written past its own bookkeeping (a masked
             # array's mask would go stale).
-            if type(out) is not np.ndarray:
+            if type(out) is not cnp.ndarray:
                 raise TypeError(f"out must be a numpy.ndarray (not a subclass), "
                                 f"got {type(out).__name__}")
             if not _fits_nd(out, self._typenum, ndim, batch if ndim == 2 else self._state_size,
@@ -1013,10 +1031,13 @@ cdef class StreamCore:
             if (out_begin < x_begin + <size_t>(batch * self._input_size) * elem
                     and x_begin < out_begin + <size_t>(batch * self._state_size) * elem):
                 raise ValueError("out must not overlap input")
-        threads = self._threads
-        pool = threads._pool
-        if pool is None:
-            pool = threads.thread_pool()
+        pool = self._pool
+        if pool is None or pool._superseded:
+            threads = self._threads
+            pool = threads._pool
+            if pool is None:
+                pool = threads.thread_pool()
+            self._pool = pool
         args.T = 1
         args.B = batch
         args.x = cnp.PyArray_DATA(<cnp.ndarray>input)
@@ -1062,6 +1083,7 @@ cdef class ThreadPool:
     own thread alone, with identical results.
     """
     cdef lf_pool *_pool
+    cdef bint _superseded  # no longer the process-wide pool: see StreamCore._step
 
     def __cinit__(self, n_threads):
         cdef lf_status status
@@ -1083,6 +1105,12 @@ cdef class ThreadPool:
         """In a forked child the workers do not exist: drop the pool without
         joining them (a few bytes leak; joining would hang)."""
         self._pool = NULL
+        self._superseded = True
+
+    def supersede(self):
+        """Mark this pool as no longer the process-wide one (it still runs
+        what holds it; streams look up the current pool again)."""
+        self._superseded = True
 
     @property
     def threads(self):

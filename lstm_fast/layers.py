@@ -411,6 +411,8 @@ class _RecurrentBase:
             # A new dict, never an in-place update: shallow copies of this module
             # share the old one.
             self._parameters = {**self._parameters, **updates}
+            if self._engine is not None:
+                self._engine.supersede()  # streams on it look for the new one
             self._engine = None
 
     # -- engine

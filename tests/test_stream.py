@@ -5,6 +5,7 @@ sequence gives (which test_layers checks against the float64 reference), on
 every ISA, and refuse what it cannot take with a clear exception.
 """
 import copy
+import os
 import pickle
 import threading
 import time
@@ -192,6 +193,36 @@ def test_threads_do_not_change_results(isa):
     finally:
         lstm_fast.set_num_threads(previous)
     np.testing.assert_array_equal(results[0], results[1])
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc")
+def test_stream_moves_to_the_pool_set_since():
+    # A stream keeps the pool of its last step; after set_num_threads its
+    # next step must run on the new pool, not keep the old one (and its
+    # worker threads) alive.
+    def threads_now():
+        return len(os.listdir("/proc/self/task"))
+
+    def wait_for_threads(count):
+        deadline = time.monotonic() + 5
+        while threads_now() != count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return threads_now()
+
+    x = np.zeros(4, np.float32)
+    previous = lstm_fast.get_num_threads()
+    try:
+        lstm_fast.set_num_threads(1)
+        alone = threads_now()
+        lstm_fast.set_num_threads(4)  # three workers
+        assert wait_for_threads(alone + 3) == alone + 3
+        stream = lstm_fast.LSTM(4, 8).stream()
+        stream.step(x)
+        lstm_fast.set_num_threads(1)  # only the stream could hold the 4-thread pool now
+        stream.step(x)
+        assert wait_for_threads(alone) == alone
+    finally:
+        lstm_fast.set_num_threads(previous)
 
 
 def test_streams_of_one_layer_in_threads(isa):
