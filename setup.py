@@ -121,8 +121,10 @@ def _extensions():
         [ext],
         compiler_directives={
             "language_level": 3,
-            "boundscheck": False,
-            "wraparound": False,
+            # Python's indexing rules for lists and tuples (the hot paths index
+            # C arrays only, which these directives do not touch).
+            "boundscheck": True,
+            "wraparound": True,
             "cdivision": True,
         },
     )

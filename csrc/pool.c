@@ -30,8 +30,12 @@ static inline void cpu_relax(void) {
 #include <unistd.h>
 
 static void relax_or_yield(int *spins) {
-    if (++*spins < LF_SPIN_BEFORE_YIELD) cpu_relax();
-    else sched_yield();
+    if (*spins < LF_SPIN_BEFORE_YIELD) {
+        ++*spins; /* stops counting: a wait of minutes must not overflow it */
+        cpu_relax();
+    } else {
+        sched_yield();
+    }
 }
 
 /* Pause instructions a worker spends waiting for the next job before it

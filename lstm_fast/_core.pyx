@@ -141,6 +141,9 @@ cdef int _parse_activations(object activations, str cell, int64_t num_directions
     if not isinstance(activations, (list, tuple)):
         raise TypeError(f"activations must be None or a list or tuple with one entry per "
                         f"direction, got {type(activations).__name__}")
+    # Snapshots (here and of each entry): float() and str.lower() below may
+    # run the caller's code, which must not change what was length-checked.
+    activations = tuple(activations)
     if len(activations) != num_directions:
         raise ValueError(f"activations must hold one entry per direction ({num_directions}), "
                          f"got {len(activations)}")
@@ -149,6 +152,7 @@ cdef int _parse_activations(object activations, str cell, int64_t num_directions
         if not isinstance(entry, (list, tuple)):
             raise TypeError(f"activations[{direction}] must be a list or tuple of {roles} "
                             f"(name, alpha, beta), got {type(entry).__name__}")
+        entry = tuple(entry)
         if len(entry) != roles:
             raise ValueError(f"activations[{direction}] must hold {roles} (name, alpha, beta) "
                              f"for a {cell} cell, got {len(entry)}")
@@ -461,6 +465,9 @@ cdef class Engine:
         if not isinstance(weights, (list, tuple)):
             raise TypeError(f"weights must be a list or tuple of {count} weight tuples, "
                             f"got {type(weights).__name__}")
+        # A snapshot: packing releases the GIL, and another thread may change
+        # the caller's list meanwhile.
+        weights = tuple(weights)
         if len(weights) != count:
             raise ValueError(f"weights must hold num_layers * num_directions = {count} tuples, "
                              f"got {len(weights)}")
@@ -500,9 +507,11 @@ cdef class Engine:
         cdef size_t packed_bytes
         cdef lf_status status
         name = f"weights[{index}]"
-        if not isinstance(group, (list, tuple)) or len(group) not in (5, 6):
+        if isinstance(group, (list, tuple)):
+            group = tuple(group)  # a snapshot: its length cannot change under us
+        if not isinstance(group, tuple) or len(group) not in (5, 6):
             got = (f"{type(group).__name__} of {len(group)} items"
-                   if isinstance(group, (list, tuple)) else type(group).__name__)
+                   if isinstance(group, tuple) else type(group).__name__)
             raise ValueError(f"{name} must be a tuple of 5 or 6 items (w_ih, w_hh, b_ih, b_hh, "
                              f"w_hr[, peephole]), got {got}")
         w_ih, w_hh, b_ih, b_hh, w_hr = group[:5]

@@ -80,6 +80,42 @@ def test_activations_structure(activations, match):
         _engine([_weights() + (None, None, None)], activations=activations)
 
 
+def test_containers_are_read_as_they_were_checked():
+    # float() of an alpha and len() of a tuple subclass run the caller's code
+    # after the lengths were checked (and packing releases the GIL, so may
+    # another thread): what is read must be what was checked. Reading the
+    # lists again after they were emptied went past their ends (a crash).
+    x = np.random.default_rng(2).standard_normal((3, 2, I)).astype(np.float32)
+    group = _weights() + (None, None, None)
+
+    entry = []
+
+    class EmptiesEntry:
+        def __float__(self):
+            entry.clear()
+            return 0.0
+
+    entry.extend([("sigmoid", EmptiesEntry(), 0.0), ("tanh", 0.0, 0.0), ("tanh", 0.0, 0.0)])
+    plain = [("sigmoid", 0.0, 0.0), ("tanh", 0.0, 0.0), ("tanh", 0.0, 0.0)]
+    got = _engine([group], activations=[entry]).forward(x)
+    want = _engine([group], activations=[plain]).forward(x)
+    np.testing.assert_array_equal(got[0], want[0])
+
+    weights = []
+
+    class EmptiesWeights(tuple):
+        def __len__(self):
+            weights.clear()
+            return super().__len__()
+
+    weights.extend([EmptiesWeights(group), EmptiesWeights(group)])
+    two_directions = [group, group]
+    got = _core.Engine("lstm", I, H, 0, 1, 2, False, np.float32, "auto", weights).forward(x)
+    want = _core.Engine("lstm", I, H, 0, 1, 2, False, np.float32, "auto",
+                        two_directions).forward(x)
+    np.testing.assert_array_equal(got[0], want[0])
+
+
 def test_isa_name_with_a_nul_is_refused():
     with pytest.raises(ValueError, match="NUL"):
         _core.isa_available("portable\0junk")
