@@ -19,6 +19,8 @@ CELL_MODES = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
     (3, 5, 1, True, False, True),
     (16, 16, 9, True, False, False),
     (5, 3, 0, True, True, False),          # N = 0
+    (3, 3, 2, True, True, True),
+    (33, 17, 1, True, False, True),        # one row over two SIMD blocks of float32 AVX-512
     (8, 37, 33, True, True, True),         # larger batches: many register tiles of
     (19, 16, 40, False, True, True),       # rows, and a tail of rows after them
 ])

@@ -37,6 +37,10 @@ CONFIGS = {
     "unbatched-bidir-hx": dict(T=5, I=3, H=7, L=2, bidir=True, unbatched=True, hx=True),
     "unbatched-bf": dict(T=4, I=5, H=3, unbatched=True, batch_first=True),
     "unbatched-T1": dict(T=1, I=2, H=9, L=2, unbatched=True),
+    # One row over several SIMD blocks: the lone-row tiles of two blocks, and
+    # the reversed block order of odd steps, against the reference.
+    "B1-wide": dict(T=5, B=1, I=33, H=37, L=2, hx=True),
+    "unbatched-wide": dict(T=4, I=33, H=40, bidir=True, unbatched=True, hx=True),
 }
 
 
@@ -142,14 +146,17 @@ def test_padding_values_are_ignored(isa, mode):
     lengths = [2, 6, 0, 4]
     layer = make_layer(mode, I, H, num_layers=2, bidirectional=True, dtype=np.float64, seed=2)
     x = make_input(rng, T, B, I)
-    x2 = x.copy()
+    large, non_finite = x.copy(), x.copy()
     for b, n in enumerate(lengths):
-        x2[n:, b] = rng.standard_normal((T - n, I)) * 100
+        large[n:, b] = rng.standard_normal((T - n, I)) * 100
+        # NaN and inf too: masking by multiplying with 0 would spread them.
+        non_finite[n:, b] = np.resize([np.nan, np.inf, -np.inf], (T - n, I))
     r1 = split(mode, layer(x, lengths=lengths))
-    r2 = split(mode, layer(x2, lengths=lengths))
-    for a, b_ in zip(r1, r2):
-        if a is not None:
-            np.testing.assert_array_equal(a, b_)
+    for padded in (large, non_finite):
+        r2 = split(mode, layer(padded, lengths=lengths))
+        for a, b_ in zip(r1, r2):
+            if a is not None:
+                np.testing.assert_array_equal(a, b_)
 
 
 @pytest.mark.parametrize("mode", ["lstmp", "gru", "rnn_tanh"])
@@ -206,18 +213,18 @@ def test_input_precision_is_cast(isa, mode):
     x32 = make_input(rng, T, B, I, np.float32)
     hx32 = make_hx(mode, rng, 1, B, H, 0, np.float32)
     hx64 = tuple(a.astype(np.float64) for a in hx32) if is_lstm(mode) else hx32.astype(np.float64)
-    base = split(mode, layer(x32, hx32))
-    for x_other, hx_other in [(x32.astype(np.float64), hx64), (x32.astype(np.float16), hx32),
-                              (x32, hx64)]:
+    x16 = x32.astype(np.float16)
+    # Each input, cast to float32, gives the float32 call's bits (float16
+    # values are exact in float32, so a float16 input equals its float32 copy).
+    for x_other, hx_other, x_want in [(x32.astype(np.float64), hx64, x32), (x16, hx32, x16),
+                                      (x32, hx64, x32)]:
+        want = split(mode, layer(x_want.astype(np.float32), hx32))
         res = split(mode, layer(x_other, hx_other))
-        for a, b in zip(res, base):
+        for a, b in zip(res, want):
             if b is None:
                 continue
             assert a.dtype == np.float32
-            if x_other.dtype == np.float16:
-                np.testing.assert_allclose(a, b, rtol=0, atol=5e-3)  # float16 rounding of x
-            else:
-                np.testing.assert_array_equal(a, b)
+            np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("mode", ["lstm", "gru"])

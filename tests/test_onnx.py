@@ -72,6 +72,7 @@ VARIANTS = {
         "relu": {"activations": ["Relu", "Relu"]},
         "mixed": {"activations": ["Relu", "Sigmoid"]},
         "clip": {"clip": 0.5},
+        "relu_clip": {"activations": ["Relu", "Relu"], "clip": 0.5},  # relu's general kernel
     },
 }
 VARIANT_CASES = [(op, name) for op, cases in VARIANTS.items() for name in cases]

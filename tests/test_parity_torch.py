@@ -37,6 +37,7 @@ def _assert_outputs_close(mode, ours, theirs, dtype):
             assert a is None
             continue
         assert a.shape == b.shape, what
+        assert a.dtype == np.dtype(dtype), what
         np.testing.assert_allclose(a, b, err_msg=what, **tol(dtype))
 
 

@@ -84,17 +84,27 @@ def test_cell_stream_equals_cell_calls(isa, mode, B):
         np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.parametrize("cls,variant", [
-    (lstm_fast.LSTM, {"peephole": True, "clip": 1.5}),
-    (lstm_fast.LSTM, {"coupled_input_forget": True}),
-    (lstm_fast.GRU, {"reset_before_product": True}),
-    (lstm_fast.RNN, {"clip": 0.5}),
-])
-def test_stream_variants(isa, cls, variant):
-    layer = cls(11, 37, num_layers=2, variant=variant, seed=5)
-    x = make_input(make_rng("stream-variant", str(variant)), 5, 3, 11, np.float32)
-    y, _ = layer(x)
-    np.testing.assert_array_equal(_stream_run(layer.stream(batch_size=3), x), y)
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("B", [None, 3])
+@pytest.mark.parametrize("cls, options, variant", [
+    (lstm_fast.LSTM, {}, {"peephole": True, "clip": 1.5}),
+    (lstm_fast.LSTM, {}, {"coupled_input_forget": True}),
+    (lstm_fast.GRU, {}, {"reset_before_product": True}),
+    (lstm_fast.RNN, {}, {"clip": 0.5}),
+    (lstm_fast.RNN, {"nonlinearity": "relu"}, {"clip": 0.5}),
+], ids=["lstm-peephole-clip", "lstm-coupled", "gru-reset-before", "rnn-clip", "rnn-relu-clip"])
+def test_stream_variants(isa, cls, options, variant, B, dtype):
+    layer = cls(11, 37, num_layers=2, variant=variant, seed=5, dtype=dtype, **options)
+    x = make_input(make_rng("stream-variant", cls.__name__, str(variant)), 5, B or 1, 11, dtype)
+    if B is None:
+        x = x[:, 0]
+    y, state = layer(x)
+    stream = layer.stream(batch_size=B)
+    np.testing.assert_array_equal(_stream_run(stream, x), y)
+    mode = cls.__name__.lower()
+    for got, want in zip(_states(mode, stream.state), _states(mode, state)):
+        assert got.dtype == want.dtype == dtype
+        np.testing.assert_array_equal(got, want)
 
 
 def test_out_is_written_and_returned(isa):

@@ -13,14 +13,17 @@ from helpers import make_hx, make_input, make_layer, make_rng, proj_for, split
 MODES = ["lstm", "lstmp", "gru", "rnn_tanh", "rnn_relu"]
 
 
+@pytest.mark.parametrize("B", [1, 5])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("mode", MODES)
-def test_results_bitwise_identical_for_any_thread_count(isa, mode, dtype):
-    # 33 hidden units (and a projection of 17) give several SIMD blocks on
+def test_results_bitwise_identical_for_any_thread_count(isa, mode, dtype, B):
+    # 33 hidden units (and a projection of 11) give several SIMD blocks on
     # every ISA, so 2 and 3 threads really split the step; lengths and two
     # directions exercise the frozen rows and the reverse walk under threads.
-    rng = make_rng("thread-count", mode, np.dtype(dtype).name)
-    I, H, L, T, B = 7, 33, 2, 9, 5
+    # A batch of one row takes the lone-row tiles (two blocks at a time, in
+    # each thread's share of the blocks).
+    rng = make_rng("thread-count", mode, np.dtype(dtype).name, B)
+    I, H, L, T = 7, 33, 2, 9
     layer = make_layer(mode, I, H, num_layers=L, bidirectional=True, dtype=dtype, seed=3)
     engine = layer._current_engine()
     x = np.ascontiguousarray(make_input(rng, T, B, I, dtype))
@@ -28,7 +31,7 @@ def test_results_bitwise_identical_for_any_thread_count(isa, mode, dtype):
     h0, c0 = (hx if mode.startswith("lstm") else (hx, None))
     h0 = np.ascontiguousarray(h0, dtype)
     c0 = None if c0 is None else np.ascontiguousarray(c0, dtype)
-    lengths = np.array([9, 0, 4, 9, 1], dtype=np.int64)
+    lengths = np.array([9, 0, 4, 9, 1][:B], dtype=np.int64)
 
     serial = engine.forward(x, h0, c0, lengths)
     pool = _core.ThreadPool(3)
@@ -125,19 +128,22 @@ def test_forked_child_can_run_layers():
     assert _result_of_forked_child(_child_runs_a_layer) == expected
 
 
-@pytest.mark.parametrize("variant", [
-    {"peephole": True, "clip": 1.5, "coupled_input_forget": True},
-    {"activations": [[("hardsigmoid", 0.25, 0.5), ("softsign", 0, 0), ("elu", 1.0, 0)]] * 2},
-    {"reset_before_product": True},
-])
-def test_variant_results_identical_for_any_thread_count(isa, variant):
+@pytest.mark.parametrize("kind, options, variant", [
+    (lstm_fast.LSTM, {}, {"peephole": True, "clip": 1.5, "coupled_input_forget": True}),
+    (lstm_fast.LSTM, {},
+     {"activations": [[("hardsigmoid", 0.25, 0.5), ("softsign", 0, 0), ("elu", 1.0, 0)]] * 2}),
+    (lstm_fast.GRU, {}, {"reset_before_product": True}),
+    (lstm_fast.GRU, {}, {"clip": 1.0}),
+    (lstm_fast.RNN, {"nonlinearity": "relu"}, {"clip": 1.0}),
+], ids=["lstm-peephole-clip-coupled", "lstm-activations", "gru-reset-before", "gru-clip",
+        "rnn-relu-clip"])
+def test_variant_results_identical_for_any_thread_count(isa, kind, options, variant):
     # The general (variant) path runs under the same panel split as the
     # default one; its per-unit options must land on the right units. The
     # reset-before GRU's second phase reads r*h written by every thread.
-    rng = make_rng("thread-count-variant", str(sorted(variant)))
-    kind = lstm_fast.GRU if "reset_before_product" in variant else lstm_fast.LSTM
+    rng = make_rng("thread-count-variant", kind.__name__, str(sorted(variant)))
     layer = kind(5, 37, num_layers=2, bidirectional=True, dtype=np.float32, seed=4,
-                 variant=variant)
+                 variant=variant, **options)
     engine = layer._current_engine()
     x = np.ascontiguousarray(make_input(rng, 8, 3, 5, np.float32))
     lengths = np.array([8, 3, 0], dtype=np.int64)

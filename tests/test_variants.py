@@ -89,6 +89,7 @@ def test_multilayer_reset_before_gru(dtype, isa, rng):
                                   activation_alpha=[0.25, 0.25], activation_beta=[0.5, 0.5])
         np.testing.assert_allclose(h_n[2 * k:2 * k + 2], Y_h, **tol(dtype))
         inp = Y.transpose(0, 2, 1, 3).reshape(6, 3, 14)
+    assert y.dtype == h_n.dtype == np.dtype(dtype)
     np.testing.assert_allclose(y, inp, **tol(dtype))
 
 
@@ -153,6 +154,7 @@ def test_split_accumulator_chains(cell, B, H, isa, rng):
         Y, Y_h = ref.onnx_forward("RNN", x, p["weight_ih_l0"][None], p["weight_hh_l0"][None],
                                   bias[None], initial_h=h0,
                                   activations=["Tanh" if cell == "rnn_tanh" else "Relu"])
+    assert y.dtype == h_n.dtype == np.float32
     np.testing.assert_allclose(y, Y[:, 0], **tol(np.float32))
     np.testing.assert_allclose(h_n, Y_h, **tol(np.float32))
 
