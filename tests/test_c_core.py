@@ -1,11 +1,16 @@
 """The C core through small C programs (tests/c/), built here with the
 system compiler where one exists (a source checkout), for what Python cannot
-reach: a data race under ThreadSanitizer, and sizes no NumPy array can have."""
+reach: a data race under ThreadSanitizer, sizes no NumPy array can have, and
+another architecture (AArch64, cross-built and run under an emulator)."""
 import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+import reference
+from helpers import make_hx, make_input, make_rng, tol
 
 CSRC = Path(__file__).resolve().parents[1] / "csrc"
 PROGRAMS = Path(__file__).resolve().with_name("c")
@@ -14,9 +19,10 @@ PORTABLE_CORE = ["status.c", "cpu_features.c", "dispatch.c", "plan.c", "pack.c",
                  "kernels/kernels_portable.c"]
 
 
-def build(tmp_path, source, core_files, *flags):
-    """Compile tests/c/`source` with `core_files` of csrc/; skip where that cannot be done."""
-    compiler = shutil.which("gcc") or shutil.which("clang")
+def build(tmp_path, source, core_files, *flags, compiler=None, must_build=False):
+    """Compile tests/c/`source` with `core_files` of csrc/; skip where that cannot be done
+    (fail instead with must_build: the compiler is there, the sources must build)."""
+    compiler = compiler or shutil.which("gcc") or shutil.which("clang")
     if compiler is None or not (CSRC / "lstm_fast.h").exists():
         pytest.skip("needs a C compiler and the csrc/ sources (a source checkout)")
     program = tmp_path / Path(source).stem
@@ -26,6 +32,8 @@ def build(tmp_path, source, core_files, *flags):
         capture_output=True, text=True,
     )
     if result.returncode != 0:
+        if must_build:
+            pytest.fail(f"{source} does not build with {compiler}:\n{result.stderr[-3000:]}")
         pytest.skip(f"cannot build {source} here: " + result.stderr.strip()[-300:])
     return program
 
@@ -51,3 +59,86 @@ def test_forward_refuses_sequences_too_large_to_exist(tmp_path):
     run = subprocess.run([str(program)], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, f"exit {run.returncode}\n{run.stdout}{run.stderr}"
     assert run.stdout.count("too large") == 3, run.stdout
+
+
+# Networks for forward_file.c, each against the float64 reference: every cell
+# kind, LSTMP, stacked and bidirectional, variable lengths, given states, no
+# bias, the general (variant) path, sizes off the 4-lane vectors (the
+# portable kernels' width on both architectures), and a thread pool.
+FORWARD_CASES = {
+    "lstm-bidir-lengths-threads": dict(mode="lstm", I=17, H=33, L=2, bidir=True, T=5, B=3,
+                                       hx=True, lengths=[5, 0, 2], threads=2),
+    "lstmp-f64": dict(mode="lstm", dtype=np.float64, I=3, H=5, P=2, T=4, B=2, hx=True),
+    "gru-stacked-B1": dict(mode="gru", I=4, H=17, L=2, T=6, B=1, hx=True),
+    "gru-B33-threads": dict(mode="gru", I=6, H=8, T=3, B=33, threads=2),
+    "rnn-relu-nobias": dict(mode="rnn_relu", I=5, H=9, T=3, B=4, bias=False),
+    "rnn-tanh-size1-f64": dict(mode="rnn_tanh", dtype=np.float64, I=1, H=1, T=2, B=1),
+    "lstm-peephole-coupled-clip": dict(mode="lstm", I=7, H=19, T=4, B=2, hx=True,
+                                       variant={"peephole": True, "coupled_input_forget": True,
+                                                "clip": 0.8}),
+}
+_CELLS = {"lstm": 0, "gru": 1, "rnn_tanh": 2, "rnn_relu": 3}
+
+
+def _forward_file_case(name):
+    """(input file bytes, reference outputs, dtype) of FORWARD_CASES[name]."""
+    case = {**dict(dtype=np.float32, P=0, L=1, bidir=False, bias=True, hx=False, lengths=None,
+                   threads=1, variant={}), **FORWARD_CASES[name]}
+    mode, dtype, I, H, P, L = (case[k] for k in ("mode", "dtype", "I", "H", "P", "L"))
+    T, B, D = case["T"], case["B"], 2 if case["bidir"] else 1
+    variant = case["variant"]
+    rng = make_rng("forward-file", name)
+    params = reference.random_params(mode, I, H, L, case["bidir"], case["bias"], P, rng=rng,
+                                     dtype=dtype, peephole=variant.get("peephole", False))
+    x = make_input(rng, T, B, I, dtype)
+    hx = make_hx(mode, rng, L * D, B, H, P, dtype) if case["hx"] else None
+    h0, c0 = (hx if mode == "lstm" else (hx, None)) if hx is not None else (None, None)
+    lengths = None if case["lengths"] is None else np.array(case["lengths"], np.int64)
+    flags = (1 if variant.get("peephole") else 0) | (2 if variant.get("coupled_input_forget") else 0)
+    head = np.array([_CELLS[mode], 0 if dtype == np.float32 else 1, I, H, P, L, D, case["bias"],
+                     flags, T, B, case["threads"], h0 is not None, c0 is not None,
+                     lengths is not None, 0], np.int64)
+    parts = [head.tobytes(), np.float64(variant.get("clip", 0.0)).tobytes()]
+    parts += [np.ascontiguousarray(params[k], dtype).tobytes() for k in params]  # torch's order
+    parts += [np.ascontiguousarray(a, dtype).tobytes() for a in (x, h0, c0) if a is not None]
+    if lengths is not None:
+        parts.append(lengths.tobytes())
+    y, state = reference.module_forward(mode, params, x, hx, lengths, variant=variant or None)
+    h_n, c_n = state if mode == "lstm" else (state, None)
+    return b"".join(parts), [a for a in (y, h_n, c_n) if a is not None], dtype
+
+
+def _run_forward_file(program, tmp_path, name, emulator=()):
+    data, expected, dtype = _forward_file_case(name)
+    (tmp_path / "in.bin").write_bytes(data)
+    run = subprocess.run([*emulator, str(program), str(tmp_path / "in.bin"), str(tmp_path / "out.bin")],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, f"{name}: exit {run.returncode}\n{run.stdout}{run.stderr}"
+    assert run.stdout.strip() == "ok, kernels portable", run.stdout
+    got = np.fromfile(tmp_path / "out.bin", dtype)
+    assert got.size == sum(a.size for a in expected), name
+    for want in expected:
+        np.testing.assert_allclose(got[:want.size].reshape(want.shape), want, err_msg=name,
+                                   **tol(dtype))
+        got = got[want.size:]
+
+
+def test_forward_file_matches_reference_here(tmp_path):
+    # The driver itself, built for this machine: what the AArch64 test
+    # relies on.
+    program = build(tmp_path, "forward_file.c", PORTABLE_CORE, "-O2")
+    for name in FORWARD_CASES:
+        _run_forward_file(program, tmp_path, name)
+
+
+def test_portable_core_on_aarch64(tmp_path):
+    # The core must build and give the same answers on ARM (NEON vectors,
+    # fused multiply-adds, the pool's AArch64 fences). Needs a cross
+    # compiler and qemu-user (.ci/run installs both where apt-get can).
+    compiler, emulator = shutil.which("aarch64-linux-gnu-gcc"), shutil.which("qemu-aarch64")
+    if compiler is None or emulator is None:
+        pytest.skip("needs aarch64-linux-gnu-gcc and qemu-aarch64")
+    program = build(tmp_path, "forward_file.c", PORTABLE_CORE, "-O2", "-static", "-Wall",
+                    "-Werror", "-Wno-unused-function", compiler=compiler, must_build=True)
+    for name in FORWARD_CASES:
+        _run_forward_file(program, tmp_path, name, emulator=(emulator,))
