@@ -636,7 +636,7 @@ class Stream(_core.StreamCore):
     exactly as a call of the module on the whole sequence would, bit for
     bit. A step allocates nothing but its result, and nothing at all with
     ``step(x, out=y)`` and input of the module's dtype: for a tiny layer on
-    the bench machine, 1.5-1.9 us per step in all (bench/RESULTS.md).
+    the bench machine, 1.1-1.6 us per step in all (bench/RESULTS.md).
 
     A stream runs the module's current parameters (a change applies from the
     next step) on the process-wide thread setting. One stream is one
