@@ -14,6 +14,8 @@ Engine.forward a second release would make concurrent callers queue for the
 GIL twice per call.
 """
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.ref cimport PyObject
+from cpython.weakref cimport PyWeakref_GetObject, PyWeakref_NewRef
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
@@ -507,11 +509,11 @@ cdef class Engine:
         cdef size_t packed_bytes
         cdef lf_status status
         name = f"weights[{index}]"
+        kind = type(group).__name__
         if isinstance(group, (list, tuple)):
             group = tuple(group)  # a snapshot: its length cannot change under us
         if not isinstance(group, tuple) or len(group) not in (5, 6):
-            got = (f"{type(group).__name__} of {len(group)} items"
-                   if isinstance(group, tuple) else type(group).__name__)
+            got = f"{kind} of {len(group)} items" if isinstance(group, tuple) else kind
             raise ValueError(f"{name} must be a tuple of 5 or 6 items (w_ih, w_hh, b_ih, b_hh, "
                              f"w_hr[, peephole]), got {got}")
         w_ih, w_hh, b_ih, b_hh, w_hr = group[:5]
@@ -832,7 +834,9 @@ cdef class StreamCore:
     cdef object _h
     cdef object _c
     cdef Engine _sized_for  # the Engine the workspace and dimensions were checked against
-    cdef ThreadPool _pool   # the pool of the last step
+    # The pool of the last step, weakly: a pool set_num_threads replaced must
+    # not live on (with its worker threads) in a stream that no longer steps.
+    cdef object _pool_ref
     cdef char *_workspace
     cdef size_t _workspace_bytes
     cdef int64_t _batch, _num_layers, _input_size, _state_size, _hidden_size
@@ -899,7 +903,7 @@ cdef class StreamCore:
         self._sized_for = engine
         self._module = module
         self._threads = threads
-        self._pool = None
+        self._pool_ref = None
         self._batch = rows
         self._batched = batched
         self._num_layers = desc.num_layers
@@ -1040,13 +1044,15 @@ cdef class StreamCore:
             if (out_begin < x_begin + <size_t>(batch * self._input_size) * elem
                     and x_begin < out_begin + <size_t>(batch * self._state_size) * elem):
                 raise ValueError("out must not overlap input")
-        pool = self._pool
+        pool = None
+        if self._pool_ref is not None:
+            pool = <object>PyWeakref_GetObject(self._pool_ref)  # None once freed
         if pool is None or pool._superseded:
             threads = self._threads
             pool = threads._pool
             if pool is None:
                 pool = threads.thread_pool()
-            self._pool = pool
+            self._pool_ref = PyWeakref_NewRef(pool, None)
         args.T = 1
         args.B = batch
         args.x = cnp.PyArray_DATA(<cnp.ndarray>input)
@@ -1093,6 +1099,7 @@ cdef class ThreadPool:
     """
     cdef lf_pool *_pool
     cdef bint _superseded  # no longer the process-wide pool: see StreamCore._step
+    cdef object __weakref__
 
     def __cinit__(self, n_threads):
         cdef lf_status status

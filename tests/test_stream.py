@@ -207,9 +207,9 @@ def test_threads_do_not_change_results(isa):
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc")
 def test_stream_moves_to_the_pool_set_since():
-    # A stream keeps the pool of its last step; after set_num_threads its
-    # next step must run on the new pool, not keep the old one (and its
-    # worker threads) alive.
+    # A stream remembers the pool of its last step; after set_num_threads it
+    # must not keep the old pool (and its worker threads) alive, whether it
+    # steps again or not.
     def threads_now():
         return len(os.listdir("/proc/self/task"))
 
@@ -229,7 +229,12 @@ def test_stream_moves_to_the_pool_set_since():
         stream = lstm_fast.LSTM(4, 8).stream()
         stream.step(x)
         lstm_fast.set_num_threads(1)  # only the stream could hold the 4-thread pool now
+        assert wait_for_threads(alone) == alone
         stream.step(x)
+        lstm_fast.set_num_threads(4)
+        assert wait_for_threads(alone + 3) == alone + 3
+        stream.step(x)
+        lstm_fast.set_num_threads(1)
         assert wait_for_threads(alone) == alone
     finally:
         lstm_fast.set_num_threads(previous)

@@ -6,14 +6,17 @@
  *   forward_file IN OUT     exit 0 and OUT written, or exit 1 and the status
  *
  * IN: 16 int64 (cell, dtype, I, H, P, L, D, has_bias, flags, T, B, threads,
- * has_h0, has_c0, has_lengths, unused), one double (clip); then per
+ * has_h0, has_c0, has_lengths, BYTE_ORDER_MARK), one double (clip); then per
  * layer-direction w_ih, w_hh, [b_ih, b_hh], [w_hr], [peephole] in torch's
- * layouts; then x, [h0], [c0], [lengths (int64)]. OUT: y, h_n, [c_n].
- * Arrays are C-contiguous in the network's dtype, native byte order. */
+ * layouts; then x, [h0], [c0], [lengths (int64)], and nothing more. OUT: y,
+ * h_n, [c_n]. Arrays are C-contiguous in the network's dtype, little-endian
+ * (the mark, read back, says whether this machine reads them so). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include "lstm_fast.h"
+
+#define BYTE_ORDER_MARK INT64_C(0x0102030405060708)
 
 static FILE *in_file;
 
@@ -39,6 +42,10 @@ int main(int argc, char **argv) {
     double clip;
     if (fread(head, sizeof head[0], 16, in_file) != 16 || fread(&clip, sizeof clip, 1, in_file) != 1)
         return 2;
+    if (head[15] != BYTE_ORDER_MARK) {
+        printf("not a little-endian machine, or not a forward file\n");
+        return 2;
+    }
     lf_desc desc = {0};
     desc.cell = (lf_cell_kind)head[0];
     desc.dtype = (lf_dtype)head[1];
@@ -72,7 +79,9 @@ int main(int argc, char **argv) {
         status = lf_plan_packed_size(&plan, slot / D, slot % D, &bytes);
         if (status != LF_OK) return fail("lf_plan_packed_size", status);
         void *buffer = malloc(bytes);
-        if (!buffer || !w_ih || !w_hh) return 2;
+        if (!buffer || !w_ih || !w_hh || (desc.has_bias && (!b_ih || !b_hh)) || (P > 0 && !w_hr) ||
+            (desc.flags & LF_LSTM_PEEPHOLE && !peephole))
+            return 2;
         status = lf_pack_weights_ex(&plan, slot / D, slot % D, w_ih, w_hh, b_ih, b_hh, w_hr,
                                     peephole, buffer, bytes);
         if (status != LF_OK) return fail("lf_pack_weights_ex", status);
@@ -87,6 +96,9 @@ int main(int argc, char **argv) {
     args.h0 = head[12] ? read_array(LD * B * R, e) : NULL;
     args.c0 = head[13] ? read_array(LD * B * H, e) : NULL;
     args.lengths = head[14] ? read_array(B, sizeof(int64_t)) : NULL;
+    if ((head[12] && !args.h0) || (head[13] && !args.c0) || (head[14] && !args.lengths) ||
+        fgetc(in_file) != EOF) /* a file the writer and this reader disagree on */
+        return 2;
     const int64_t y_count = T * B * D * R, h_count = LD * B * R, c_count = LD * B * H;
     args.y = malloc((size_t)y_count * e + 1);
     args.h_n = malloc((size_t)h_count * e + 1);
