@@ -101,7 +101,10 @@ def _bench(args):
         for case in cases:
             kind = "streaming, one step per call" if case.streaming else f"T={case.T}"
             print(f"{case.name:28s} {case.cell:8s} {kind}, B={case.B}, I={case.I}, H={case.H}")
-        print("peers:", ", ".join(bench.PEERS))
+        print("peers:", ", ".join(
+            peer if reason is None else f"{peer} (cannot run here: {reason})"
+            for peer, reason in ((p, None if p == "lstm_fast" else bench.peer_unavailable(p))
+                                 for p in bench.PEERS)))
         return 0
 
     peers = ["lstm_fast"]
@@ -112,6 +115,9 @@ def _bench(args):
         reason = bench.peer_unavailable(peer)
         if reason is None:
             peers.append(peer)
+        elif args.peers:
+            # Asked for by name: running without it would answer another question.
+            args.error(f"peer {peer} cannot run here: {reason}")
         else:
             skipped.append(f"{peer} ({reason})")
 
@@ -122,21 +128,27 @@ def _bench(args):
     versions += [f"{m} {env[m]}" for m in ("torch", "onnxruntime") if m in env]
     print(" | ".join(versions))
     print(f"{info.get('cpu', 'unknown CPU')}, {env['cpu_count']} CPUs; python {env['python']} on {env['platform']}")
+    threaded = ", ".join(p for p in peers if p != "numpy")
     if blas_threads is not None:
-        print(f"threads: lstm_fast, torch and onnxruntime {args.threads}; numpy's OpenBLAS {blas_threads}")
+        print(f"threads: {threaded} {args.threads}; numpy's OpenBLAS {blas_threads}")
     else:
         print(
-            f"threads: lstm_fast, torch and onnxruntime {args.threads}; numpy's BLAS keeps its "
+            f"threads: {threaded} {args.threads}; numpy's BLAS keeps its "
             "own default (none this process can set; set OPENBLAS_NUM_THREADS, or "
             "MKL_NUM_THREADS for MKL, before starting Python)"
         )
     if skipped:
         print("skipped peers: " + "; ".join(skipped))
-    peak, peak_how = bench.matmul_peak(args.threads)
-    env["matmul_peak_gflops"], env["matmul_peak_measured_with"] = peak, peak_how
+    env["skipped_peers"] = skipped
+    if not any(p in peers for p in ("torch", "onnxruntime")):
+        print("note: no torch or onnxruntime peer, so lstm_fast is checked only against "
+              "lstm_fast.numpy_impl (float64), which the numpy peer also runs")
+    yardstick = bench.matmul_yardstick(args.threads)
+    env["matmul_measured_with"] = yardstick[2]
     print("ratio = peer median / lstm_fast median (> 1: lstm_fast is faster); "
           "GFLOP/s counts 2*T*B*G*H*(I+H); streaming rows are per step")
-    print(f"%peak = GFLOP/s / float32 matmul peak measured now: {peak:.1f} GFLOP/s ({peak_how})")
+    print(f"%peak = GFLOP/s / float32 matmul GFLOP/s ({yardstick[2]}), the matmul timed in "
+          "each case's rounds (medians)")
     print()
 
     table = bench.Table([c.name for c in cases], peers)
@@ -144,7 +156,7 @@ def _bench(args):
     failures = []
 
     def report(result):
-        table.row(bench.result_row(result, peak))
+        table.row(bench.result_row(result))
         where = f"{result.case.name} / {result.peer}"
         if result.error is not None:
             message = f"ERROR {where}: {result.error}"
@@ -160,7 +172,8 @@ def _bench(args):
     results = []
     for case in cases:
         results += bench.run_case(
-            case, peers, args.threads, repeat=args.repeat, max_time=args.max_time, report=report
+            case, peers, args.threads, repeat=args.repeat, max_time=args.max_time, report=report,
+            yardstick=yardstick,
         )
 
     if args.json:

@@ -241,10 +241,23 @@ def _build_torch(case, problem, threads):
 
         return run
 
+    # One step per call through torch's cell (LSTMCell, GRUCell, RNNCell),
+    # its fastest one-step API: nn.LSTM per step costs ~3x the cell here.
+    if case.cell == "lstm":
+        cell = torch.nn.LSTMCell(case.I, case.H)
+    elif case.cell == "gru":
+        cell = torch.nn.GRUCell(case.I, case.H)
+    else:
+        cell = torch.nn.RNNCell(case.I, case.H, nonlinearity=case.cell[4:])
+    cell.load_state_dict({k[: -len("_l0")]: torch.from_numpy(v)
+                          for k, v in problem.state_dict.items()})
+    cell.eval()
+    lstm = case.cell == "lstm"
+
     def step(frame, state):
         with torch.inference_mode():
-            y, state = module(frame, state)
-        return y.numpy(), state
+            state = cell(frame[0], state)
+        return (state[0] if lstm else state).numpy(), state
 
     return _as_stream(step, x)
 
@@ -369,8 +382,8 @@ def peer_unavailable(peer: str) -> Optional[str]:
     for module in PEER_MODULES.get(peer, ()):
         try:
             __import__(module)
-        except ImportError as exc:
-            return f"{module} not importable ({exc})"
+        except Exception as exc:  # a broken install (OSError, ...) is skipped too
+            return f"{module} not importable ({type(exc).__name__}: {exc})"
     return None
 
 
@@ -499,6 +512,8 @@ class Result:
     max_abs_diff: Optional[float] = None  # vs lstm_fast; for lstm_fast itself, vs float64
     ok: bool = True
     error: Optional[str] = None  # the peer could not be built or run
+    # The yardstick matmul's GFLOP/s, timed in the same rounds as this case.
+    matmul_gflops: Optional[float] = None
 
     @property
     def gflops(self) -> Optional[float]:
@@ -516,6 +531,7 @@ class Result:
             "ratio": self.ratio,
             "gflops": self.gflops,
             "flops_per_call": self.case.flops_per_call,
+            "matmul_gflops": self.matmul_gflops,
         }
         d["timing"] = None if self.timing is None else asdict(self.timing)
         return d
@@ -590,12 +606,18 @@ def _openblas_functions(what, argtypes, restype):
             yield function
 
 
-def run_case(case, peers, threads, repeat=20, max_time=3.0, seed=0, report=None) -> List[Result]:
-    """Check every peer of one case against lstm_fast, then time them all
-    together (time_callables interleaves their samples). lstm_fast comes
-    first: it is the output the others are checked against and the time
-    they are divided by. `report(result)` is called for each result, in
-    peer order, once the case is timed."""
+_YARDSTICK = "\0matmul"  # the yardstick's key among the timed callables: no peer's name
+
+
+def run_case(case, peers, threads, repeat=20, max_time=3.0, seed=0, report=None,
+             yardstick=None) -> List[Result]:
+    """Check every peer of one case against lstm_fast, then time those that
+    agree together (time_callables interleaves their samples); a wrong
+    answer is not timed. lstm_fast comes first: it is the output the others
+    are checked against and the time they are divided by. `yardstick`, from
+    matmul_yardstick, is timed in the same rounds, for the %peak column.
+    `report(result)` is called for each result, in peer order, once the case
+    is timed."""
     problem = make_problem(case, seed)
     fn = build_peer("lstm_fast", case, problem, threads)
     ours = collect(case, fn)
@@ -616,12 +638,26 @@ def run_case(case, peers, threads, repeat=20, max_time=3.0, seed=0, report=None)
             continue
         result.max_abs_diff = max_abs_diff(out, ours)
         result.ok = matches(out, ours)
-        fns[peer] = fn
-    timings = time_callables(fns, repeat, max_time=max_time)
+        if result.ok:
+            fns[peer] = fn
+    if not base.ok:
+        fns = {}  # nothing to divide by, and nothing to check the others against
+    elif yardstick is not None:
+        fns[_YARDSTICK] = yardstick[0]
+    timings = time_callables(fns, repeat, max_time=max_time) if fns else {}
+    matmul = (yardstick[1] / timings[_YARDSTICK].median / 1e9) if _YARDSTICK in timings else None
     for result in results:
         if result.peer in timings:
             result.timing = timings[result.peer]
             result.ratio = result.timing.median / timings["lstm_fast"].median
+            result.matmul_gflops = matmul
+            if not case.streaming:
+                # Still right after thousands of calls (a stream's position
+                # is wherever timing left it, so streams are checked once).
+                again = np.asarray(fns[result.peer]()).copy()
+                expected = ref if result.peer == "lstm_fast" else ours
+                result.max_abs_diff = max(result.max_abs_diff, max_abs_diff(again, expected))
+                result.ok = matches(again, expected)
         if report is not None:
             report(result)
     return results
@@ -660,13 +696,14 @@ def table_row(case_name, peer, streaming, median, minimum, gflops, ratio, check,
     )
 
 
-def result_row(result: Result, peak=None):
+def result_row(result: Result):
     if result.error is not None:
         check = f"ERROR {result.error}"
     elif result.ok:
         check = f"ok ({result.max_abs_diff:.1e})"
     else:
-        check = f"MISMATCH max|diff|={result.max_abs_diff:.3g}"
+        when = "not timed" if result.timing is None else "after timing"
+        check = f"MISMATCH max|diff|={result.max_abs_diff:.3g} ({when})"
     t = result.timing
     return table_row(
         result.case.name,
@@ -677,7 +714,7 @@ def result_row(result: Result, peak=None):
         result.gflops,
         result.ratio,
         check,
-        peak,
+        result.matmul_gflops,
     )
 
 
@@ -713,11 +750,14 @@ class Table:
         print(self._line(shown), file=self.out, flush=True)
 
 
-def matmul_peak(threads, size=1024, repeat=5):
-    """Float32 matrix-multiply GFLOP/s on this machine now, with `threads`
-    threads: the yardstick for the "% of peak" column. torch.mm (oneDNN or
-    MKL kernels) when torch is installed, else numpy.matmul (on the threads
-    set_threads gave its BLAS). Returns (GFLOP/s, how it was measured)."""
+def matmul_yardstick(threads, size=1024):
+    """A float32 matrix multiply, the yardstick of the %peak column:
+    (callable, flops per call, how it runs). run_case times it in the same
+    interleaved rounds as the case's peers, so both see the same weather
+    (measured once up front, it read 63-74 GFLOP/s on one thread in slow
+    phases, and cases then reached 145% of it). torch.mm (oneDNN or MKL
+    kernels) when torch is installed, else numpy.matmul (on the threads
+    set_threads gave its BLAS)."""
     rng = np.random.default_rng(0)
     a = rng.standard_normal((size, size), dtype=np.float32)
     b = rng.standard_normal((size, size), dtype=np.float32)
@@ -727,18 +767,10 @@ def matmul_peak(threads, size=1024, repeat=5):
         torch.set_num_threads(threads)
         ta, tb = torch.from_numpy(a), torch.from_numpy(b)
         run, how = (lambda: torch.mm(ta, tb)), f"torch.mm {size}^3, {threads} thread(s)"
-    except ImportError:
+    except Exception:  # absent or broken: NumPy's BLAS instead
         blas = numpy_blas_threads()
         run, how = (lambda: a @ b), f"numpy.matmul {size}^3, {blas or 'default'} BLAS thread(s)"
-    run()
-    best = min(_seconds(run) for _ in range(repeat))
-    return 2.0 * size**3 / best / 1e9, how
-
-
-def _seconds(run):
-    t0 = time.perf_counter()
-    run()
-    return time.perf_counter() - t0
+    return run, 2.0 * size**3, how
 
 
 def environment(threads):

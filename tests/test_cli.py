@@ -2,8 +2,14 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
+
+from lstm_fast import bench
+
+COMPARE = Path(__file__).resolve().parents[1] / "bench" / "compare.py"
 
 
 def _run(*args):
@@ -45,6 +51,62 @@ def test_bench_runs_a_case_and_writes_json(tmp_path):
                "--repeat", "2", "--max-time", "0.1", "--json", str(target))
     assert out.returncode == 0, out.stderr
     assert "lstm_T20_B1_I32_H32" in out.stdout
-    results = json.loads(target.read_text())["results"]
+    data = json.loads(target.read_text())
+    results = data["results"]
     assert {r["peer"] for r in results} == {"lstm_fast", "numpy"}
     assert all(r["ok"] for r in results)
+    # The yardstick is timed with each case, and its rate kept per result.
+    assert all(r["matmul_gflops"] > 0 for r in results)
+    assert data["environment"]["skipped_peers"] == []
+    assert "matmul timed in each case's rounds" in out.stdout
+
+
+def test_bench_refuses_a_named_peer_that_cannot_run():
+    # Asked for by name, a missing peer is an error, not a silent omission.
+    code = ("import sys; sys.modules['onnxruntime'] = None; "
+            "from lstm_fast.__main__ import main; "
+            "sys.exit(main(['bench', '--quick', '--peers', 'onnxruntime']))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 2, (out.stdout, out.stderr)
+    assert "peer onnxruntime cannot run here" in out.stderr
+
+
+def test_a_wrong_peer_is_reported_and_not_timed(monkeypatch):
+    case = bench.select_cases(["lstm_T20_B1_I32_H32"], quick=True)[0]
+    right = bench._BUILDERS["numpy"]
+
+    def wrong(case, problem, threads):
+        fn = right(case, problem, threads)
+        return lambda: fn() + np.float32(1e-2)
+
+    monkeypatch.setitem(bench._BUILDERS, "numpy", wrong)
+    results = bench.run_case(case, ["lstm_fast", "numpy"], 1, repeat=2, max_time=0.05)
+    ours, theirs = results
+    assert ours.ok and ours.timing is not None
+    assert not theirs.ok and theirs.timing is None and theirs.ratio is None
+    assert "MISMATCH" in bench.result_row(theirs)[6] and "not timed" in bench.result_row(theirs)[6]
+
+
+def _benchmark_json(path, checked):
+    entries = []
+    for peer, median in (("lstm_fast", 1e-3), ("numpy", 3e-3)):
+        info = dict(case="lstm_T20_B1_I32_H32", peer=peer, streaming=False, flops_per_call=1e6)
+        if checked[peer]:
+            info["checked"] = True
+        entries.append({"extra_info": info, "stats": {"median": median, "min": median}})
+    path.write_text(json.dumps({"benchmarks": entries}))
+
+
+def test_compare_flags_rows_whose_checks_did_not_pass(tmp_path):
+    target = tmp_path / "out.json"
+    _benchmark_json(target, {"lstm_fast": True, "numpy": True})
+    out = subprocess.run([sys.executable, str(COMPARE), str(target)], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "3.00x" in out.stdout and "UNCHECKED" not in out.stdout
+    _benchmark_json(target, {"lstm_fast": True, "numpy": False})
+    out = subprocess.run([sys.executable, str(COMPARE), str(target)], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 1
+    assert "UNCHECKED" in out.stdout and "lstm_T20_B1_I32_H32 / numpy" in out.stderr
