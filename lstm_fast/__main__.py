@@ -145,6 +145,8 @@ def _bench(args):
               "lstm_fast.numpy_impl (float64), which the numpy peer also runs")
     yardstick = bench.matmul_yardstick(args.threads)
     env["matmul_measured_with"] = yardstick[2]
+    if "torch" in sys.modules:  # the yardstick's own library, even when torch is no peer
+        env.setdefault("torch", getattr(sys.modules["torch"], "__version__", None))
     print("ratio = peer median / lstm_fast median (> 1: lstm_fast is faster); "
           "GFLOP/s counts 2*T*B*G*H*(I+H); streaming rows are per step")
     print(f"%peak = GFLOP/s / float32 matmul GFLOP/s ({yardstick[2]}), the matmul timed in "
