@@ -67,7 +67,7 @@ def main(argv=None):
         f"python {machine.get('python_version', '?')}, {data.get('datetime', '')}"
     )
     print("ratio = peer median / lstm_fast median (> 1: lstm_fast is faster)\n")
-    table = lb.Table({r[0] for r in table_rows}, {r[1] for r in table_rows})
+    table = lb.Table({r[0] for r in table_rows}, {r[1] for r in table_rows}, peak_column=False)
     table.header()
     for r in table_rows:
         table.row(r)

@@ -92,7 +92,8 @@ def _bench(args):
         cases = bench.select_cases(_names(args.cases), args.quick)
     except ValueError as exc:
         args.error(str(exc))
-    wanted = _names(args.peers) or list(bench.PEERS)
+    named = _names(args.peers)
+    wanted = named or list(bench.PEERS)
     unknown = [p for p in wanted if p not in bench.PEERS]
     if unknown:
         args.error(f"unknown peer(s) {', '.join(unknown)}; peers: {', '.join(bench.PEERS)}")
@@ -115,7 +116,7 @@ def _bench(args):
         reason = bench.peer_unavailable(peer)
         if reason is None:
             peers.append(peer)
-        elif args.peers:
+        elif named:
             # Asked for by name: running without it would answer another question.
             args.error(f"peer {peer} cannot run here: {reason}")
         else:
@@ -145,8 +146,9 @@ def _bench(args):
               "lstm_fast.numpy_impl (float64), which the numpy peer also runs")
     yardstick = bench.matmul_yardstick(args.threads)
     env["matmul_measured_with"] = yardstick[2]
-    if "torch" in sys.modules:  # the yardstick's own library, even when torch is no peer
-        env.setdefault("torch", getattr(sys.modules["torch"], "__version__", None))
+    torch = sys.modules.get("torch")  # None too when an import of it was blocked
+    if torch is not None:  # the yardstick's own library, even when torch is no peer
+        env.setdefault("torch", getattr(torch, "__version__", None))
     print("ratio = peer median / lstm_fast median (> 1: lstm_fast is faster); "
           "GFLOP/s counts 2*T*B*G*H*(I+H); streaming rows are per step")
     print(f"%peak = GFLOP/s / float32 matmul GFLOP/s ({yardstick[2]}), the matmul timed in "

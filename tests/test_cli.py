@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -61,15 +62,24 @@ def test_bench_runs_a_case_and_writes_json(tmp_path):
     assert "matmul timed in each case's rounds" in out.stdout
 
 
-def test_bench_refuses_a_named_peer_that_cannot_run():
-    # Asked for by name, a missing peer is an error, not a silent omission.
+def _bench_without_onnxruntime(*args):
     code = ("import sys; sys.modules['onnxruntime'] = None; "
             "from lstm_fast.__main__ import main; "
-            "sys.exit(main(['bench', '--quick', '--peers', 'onnxruntime']))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=300)
+            f"sys.exit(main(['bench', '--quick', {', '.join(map(repr, args))}]))")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_bench_refuses_a_named_peer_that_cannot_run():
+    # Asked for by name, a missing peer is an error, not a silent omission.
+    out = _bench_without_onnxruntime("--peers", "onnxruntime")
     assert out.returncode == 2, (out.stdout, out.stderr)
     assert "peer onnxruntime cannot run here" in out.stderr
+    # An empty list names no peer: the defaults, skipped where missing.
+    out = _bench_without_onnxruntime("--peers", ",", "--cases", "lstm_T20_B1_I32_H32",
+                                     "--repeat", "2", "--max-time", "0.05")
+    assert out.returncode == 0, (out.stdout, out.stderr)
+    assert "skipped peers: onnxruntime" in out.stdout
 
 
 def test_a_wrong_peer_is_reported_and_not_timed(monkeypatch):
@@ -86,6 +96,33 @@ def test_a_wrong_peer_is_reported_and_not_timed(monkeypatch):
     assert ours.ok and ours.timing is not None
     assert not theirs.ok and theirs.timing is None and theirs.ratio is None
     assert "MISMATCH" in bench.result_row(theirs)[6] and "not timed" in bench.result_row(theirs)[6]
+
+
+def test_when_lstm_fast_is_wrong_the_peers_answer_to_the_reference(monkeypatch):
+    # Nothing is timed, and right peers are not blamed for our error.
+    case = bench.select_cases(["lstm_T20_B1_I32_H32"], quick=True)[0]
+    right = bench._BUILDERS["lstm_fast"]
+
+    def wrong(case, problem, threads):
+        fn = right(case, problem, threads)
+        return lambda: fn() + np.float32(1e-2)
+
+    monkeypatch.setitem(bench._BUILDERS, "lstm_fast", wrong)
+    ours, theirs = bench.run_case(case, ["lstm_fast", "numpy"], 1, repeat=2, max_time=0.05)
+    assert not ours.ok and ours.timing is None
+    assert theirs.ok and theirs.timing is None
+
+
+def test_yardstick_is_timed_every_round_outside_the_budget():
+    # A slow yardstick must not use up the peers' time budget: 7 rounds of
+    # ~0.03 s of sampling for `a` stay within its 0.5 s, while counting the
+    # yardstick's ~0.25 s per round would end the timing after the minimum
+    # of 5 rounds.
+    timings = bench.time_callables(
+        {"a": lambda: time.sleep(0.002), "yardstick": lambda: time.sleep(0.25)},
+        repeat=7, min_sample_time=0.001, max_time=0.5, warmup_time=0.001,
+        unbudgeted={"yardstick"})
+    assert timings["a"].samples == timings["yardstick"].samples == 7
 
 
 def _benchmark_json(path, checked):
