@@ -14,8 +14,6 @@ Engine.forward a second release would make concurrent callers queue for the
 GIL twice per call.
 """
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
-from cpython.ref cimport PyObject
-from cpython.weakref cimport PyWeakref_GetObject, PyWeakref_NewRef
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
@@ -26,6 +24,7 @@ cimport numpy as cnp
 import math
 import operator
 import sys
+import weakref
 
 import numpy as np
 
@@ -1044,15 +1043,13 @@ cdef class StreamCore:
             if (out_begin < x_begin + <size_t>(batch * self._input_size) * elem
                     and x_begin < out_begin + <size_t>(batch * self._state_size) * elem):
                 raise ValueError("out must not overlap input")
-        pool = None
-        if self._pool_ref is not None:
-            pool = <object>PyWeakref_GetObject(self._pool_ref)  # None once freed
+        pool = self._pool_ref() if self._pool_ref is not None else None  # None once freed
         if pool is None or pool._superseded:
             threads = self._threads
             pool = threads._pool
             if pool is None:
                 pool = threads.thread_pool()
-            self._pool_ref = PyWeakref_NewRef(pool, None)
+            self._pool_ref = weakref.ref(pool)
         args.T = 1
         args.B = batch
         args.x = cnp.PyArray_DATA(<cnp.ndarray>input)
