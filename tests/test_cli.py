@@ -83,17 +83,21 @@ def test_bench_refuses_a_named_peer_that_cannot_run():
     assert len(skipped) == 1 and "onnxruntime (" in skipped[0], out.stdout
 
 
-def test_a_wrong_peer_is_reported_and_not_timed(monkeypatch):
+def _run_with_a_wrong_peer(monkeypatch, peer):
+    """run_case on a quick case with lstm_fast and numpy, `peer`'s output off by 1e-2."""
     case = bench.select_cases(["lstm_T20_B1_I32_H32"], quick=True)[0]
-    right = bench._BUILDERS["numpy"]
+    right = bench._BUILDERS[peer]
 
     def wrong(case, problem, threads):
         fn = right(case, problem, threads)
         return lambda: fn() + np.float32(1e-2)
 
-    monkeypatch.setitem(bench._BUILDERS, "numpy", wrong)
-    results = bench.run_case(case, ["lstm_fast", "numpy"], 1, repeat=2, max_time=0.05)
-    ours, theirs = results
+    monkeypatch.setitem(bench._BUILDERS, peer, wrong)
+    return bench.run_case(case, ["lstm_fast", "numpy"], 1, repeat=2, max_time=0.05)
+
+
+def test_a_wrong_peer_is_reported_and_not_timed(monkeypatch):
+    ours, theirs = _run_with_a_wrong_peer(monkeypatch, "numpy")
     assert ours.ok and ours.timing is not None
     assert not theirs.ok and theirs.timing is None and theirs.ratio is None
     assert "MISMATCH" in bench.result_row(theirs)[6] and "not timed" in bench.result_row(theirs)[6]
@@ -101,15 +105,7 @@ def test_a_wrong_peer_is_reported_and_not_timed(monkeypatch):
 
 def test_when_lstm_fast_is_wrong_the_peers_answer_to_the_reference(monkeypatch):
     # Nothing is timed, and right peers are not blamed for our error.
-    case = bench.select_cases(["lstm_T20_B1_I32_H32"], quick=True)[0]
-    right = bench._BUILDERS["lstm_fast"]
-
-    def wrong(case, problem, threads):
-        fn = right(case, problem, threads)
-        return lambda: fn() + np.float32(1e-2)
-
-    monkeypatch.setitem(bench._BUILDERS, "lstm_fast", wrong)
-    ours, theirs = bench.run_case(case, ["lstm_fast", "numpy"], 1, repeat=2, max_time=0.05)
+    ours, theirs = _run_with_a_wrong_peer(monkeypatch, "lstm_fast")
     assert not ours.ok and ours.timing is None
     assert theirs.ok and theirs.timing is None
 
