@@ -11,6 +11,9 @@
  *         LSTMP only:    h = m @ W_hr^T, then ended sequences keep their h
  *   Layer l writes the full sequence that layer l+1 reads; layers alternate
  *   between y and one workspace buffer so the last one lands in y.
+ *   A batch of one instead projects ahead: each step also computes a slice
+ *   of the next steps' gx, in the gaps of its own memory-bound product
+ *   (run_steps_projecting_ahead).
  *
  * Threads split the hidden units: thread i owns a fixed range of panels
  * (blocks of hidden units, all gates) for the whole call. It computes the
@@ -79,13 +82,135 @@ static void project_state(const lf_plan *p, const char *packed, const lf_packed_
     }
 }
 
+/* One layer-direction as one thread runs it. */
+typedef struct direction_run {
+    forward_job *job;
+    const lf_packed_layout *layout;
+    const char *packed;        /* this layer-direction's packed weights */
+    const char *in;            /* (T, B, I) */
+    char *out;                 /* (T, B, D*R) */
+    int64_t dir;
+    int index, count;          /* this thread, of count */
+    char *h_prev, *h_next;     /* swapped after every step */
+} direction_run;
+
+/* This thread's panels of the input projection (biases included) of time
+ * steps [t0, t1) into gx, one row per (t, b) from t0 on. */
+static void project_input(const direction_run *run, int64_t t0, int64_t t1, char *gx) {
+    const lf_plan *p = run->job->plan;
+    const int64_t B = run->job->args->B, I = run->layout->in_size;
+    const int64_t G = p->gates, width = G * p->block, ldgx = G * p->hidden_padded;
+    const size_t e = p->elem_size;
+    int64_t p0, p1;
+    share(p->hidden_padded / p->block, run->index, run->count, &p0, &p1);
+    if (p1 == p0) return;
+    lf_gemm_args g = {
+        .M = (t1 - t0) * B, .K = I, .A = run->in + (size_t)(t0 * B * I) * e, .lda = I,
+        .panels = run->packed + run->layout->w_ih + (size_t)(p0 * I * width) * e,
+        .n_panels = p1 - p0, .gates = G,
+        .bias = run->packed + run->layout->bias + (size_t)(p0 * width) * e,
+        .C = gx + (size_t)(p0 * width) * e, .ldc = ldgx, .n_cols = (p1 - p0) * width,
+    };
+    ((const lf_kernels *)p->kernels)->gemm[p->desc.dtype](&g);
+}
+
+/* One time step on this thread's panels (st: everything but the state and
+ * output rows), the barriers after it, LSTMP's projection, and the swap of
+ * h_prev and h_next. */
+static void run_step(direction_run *run, lf_step_args *st) {
+    forward_job *job = run->job;
+    const lf_plan *p = job->plan;
+    const lf_kernels *k = p->kernels;
+    const lf_dtype dtype = p->desc.dtype;
+    const int64_t R = p->state_size, ld_out = p->desc.num_directions * R, B = job->args->B;
+    char *y_t = run->out + (size_t)(st->t * B * ld_out + run->dir * R) * p->elem_size;
+    const int has_panels = st->panel_end > st->panel_begin;
+    st->h_prev = run->h_prev;
+    st->h_next = run->h_next;
+    st->y = st->m ? NULL : y_t;
+    if (p->desc.flags & LF_GRU_RESET_BEFORE_PRODUCT) {
+        st->phase = 1;
+        if (has_panels) k->step[dtype](st);
+        lf_barrier_wait(&job->barrier, run->count);
+        st->phase = 2;
+    }
+    if (has_panels) k->step[dtype](st);
+    lf_barrier_wait(&job->barrier, run->count);
+    if (st->m) {
+        project_state(p, run->packed, run->layout, st->m, run->h_prev, run->h_next, y_t, ld_out,
+                      B, job->args->lengths, st->t, run->index, run->count);
+        lf_barrier_wait(&job->barrier, run->count);
+    }
+    char *swap = run->h_prev;
+    run->h_prev = run->h_next;
+    run->h_next = swap;
+}
+
+/* A batch of one projects its input ahead (kernels with ahead_rows, so far
+ * AVX-512): steps go in blocks of S = ahead_rows[G], and while block j
+ * runs, its S steps compute the input projection of block j+1's S rows
+ * (step_tile_ahead), each one gate over one slice of W_ih, into the other
+ * half of a two-block ring in gx; only block 0 takes the GEMM. Measured
+ * against the GEMM chunks (Zen 4, 1 thread, LSTM, I=H, same bits): H=64
+ * T=50 0.88x the time, H=128 T=1000 0.85x, H=256 0.90x, H=512 0.94x. Not
+ * for the GRU with the reset before the product (its step has two phases)
+ * nor for batches above one; the ring needs 2S rows of gx. */
+static int64_t ahead_rows(const lf_plan *p, int64_t B, const lf_workspace_layout *ws) {
+    if (B != 1 || (p->desc.flags & LF_GRU_RESET_BEFORE_PRODUCT) || p->gates < 3) return 0;
+    const int64_t S = ((const lf_kernels *)p->kernels)->ahead_rows[p->gates];
+    return S >= p->gates && ws->chunk_steps >= 2 * S ? S : 0;
+}
+
+/* Time steps [lo, hi) of block j of S steps, in the direction's order. */
+static void block_steps(int64_t j, int64_t S, int64_t T, int64_t dir, int64_t *lo, int64_t *hi) {
+    const int64_t first = j * S, end = first + S < T ? first + S : T;
+    *lo = dir == 0 ? first : T - end;
+    *hi = dir == 0 ? end : T - first;
+}
+
+static void run_steps_projecting_ahead(direction_run *run, const lf_step_args *common,
+                                       int64_t S) {
+    const lf_plan *p = run->job->plan;
+    const int64_t T = run->job->args->T, I = run->layout->in_size;
+    const size_t e = p->elem_size, block_bytes = (size_t)(S * common->ldgx) * e;
+    char *ring = run->job->wbase + run->job->ws->gx;
+    const int64_t n_blocks = (T + S - 1) / S;
+    int64_t lo, hi;
+    block_steps(0, S, T, run->dir, &lo, &hi);
+    project_input(run, lo, hi, ring);
+    for (int64_t j = 0; j < n_blocks; ++j) {
+        char *this_block = ring + (size_t)(j % 2) * block_bytes;
+        char *next_block = ring + (size_t)((j + 1) % 2) * block_bytes;
+        int64_t next_lo = 0, next_hi = 0;
+        const int has_next = j + 1 < n_blocks;
+        if (has_next) block_steps(j + 1, S, T, run->dir, &next_lo, &next_hi);
+        const int64_t G = p->gates, Q = S / G;
+        for (int64_t i = 0; i < hi - lo; ++i) {
+            const int64_t t = run->dir == 0 ? lo + i : hi - 1 - i;
+            lf_step_args st = *common;
+            st.t = t;
+            st.gx = this_block + (size_t)((t - lo) * common->ldgx) * e;
+            if (has_next) { /* then this block has all S steps */
+                st.ahead_x = run->in + (size_t)(next_lo * I) * e;
+                st.ahead_valid = next_hi - next_lo;
+                st.ahead_gate = (int)(i / Q);
+                st.ahead_k0 = I * (i % Q) / Q;
+                st.ahead_k1 = I * (i % Q + 1) / Q;
+                st.ahead_gx = next_block;
+            }
+            run_step(run, &st);
+        }
+        lo = next_lo;
+        hi = next_hi;
+    }
+}
+
 static void run_direction(forward_job *job, int64_t layer, int64_t dir, const char *in, char *out,
                           int index, int count) {
     const lf_plan *p = job->plan;
     const lf_forward_args *a = job->args;
     const lf_workspace_layout *ws = job->ws;
     const lf_desc *d = &p->desc;
-    const lf_kernels *k = p->kernels;
     const int64_t T = a->T, B = a->B, H = d->hidden_size, R = p->state_size;
     const int64_t D = d->num_directions, G = p->gates, NB = p->block, Hp = p->hidden_padded;
     const int64_t n_panels = Hp / NB, ld_out = D * R, slot = layer * D + dir;
@@ -118,64 +243,52 @@ static void run_direction(forward_job *job, int64_t layer, int64_t dir, const ch
 
     int64_t p0, p1;
     share(n_panels, index, count, &p0, &p1);
-    const int64_t width = G * NB, ldgx = G * Hp;
-    const int64_t chunk = ws->chunk_steps, n_chunks = (T + chunk - 1) / chunk;
-    for (int64_t ci = 0; ci < n_chunks; ++ci) {
-        const int64_t chunk_index = dir == 0 ? ci : n_chunks - 1 - ci;
-        const int64_t t0 = chunk_index * chunk, t1 = t0 + chunk < T ? t0 + chunk : T;
-        /* A one-step chunk (one step per call, a large batch: plan.c, or
-         * the last step of a sequence) leaves the input projection to the
-         * step, panel by panel: its W_ih and W_hh panels then stream
-         * together, in the step's alternating order. */
-        const int fused_input = lf_chunk_fuses_input(d->cell, t1 - t0);
-        if (p1 > p0 && !fused_input) {
-            lf_gemm_args g = {
-                .M = (t1 - t0) * B, .K = I, .A = in + (size_t)(t0 * B * I) * e, .lda = I,
-                .panels = packed + layout.w_ih + (size_t)(p0 * I * width) * e,
-                .n_panels = p1 - p0, .gates = G,
-                .bias = packed + layout.bias + (size_t)(p0 * width) * e,
-                .C = gx + (size_t)(p0 * width) * e, .ldc = ldgx, .n_cols = (p1 - p0) * width,
-            };
-            k->gemm[d->dtype](&g);
-        }
-        for (int64_t s = 0; s < t1 - t0; ++s) {
-            const int64_t t = dir == 0 ? t0 + s : t1 - 1 - s;
-            char *y_t = out + (size_t)(t * B * ld_out + dir * R) * e;
-            lf_step_args st = {
-                .cell = d->cell, .B = B, .H = H, .R = R, .n_panels = n_panels,
-                .w_hh = packed + layout.w_hh,
-                .gx = gx + (size_t)((t - t0) * B * ldgx) * e, .ldgx = ldgx,
-                .b_hn = d->cell == LF_CELL_GRU && !reset_before ? packed + layout.b_hn : NULL,
-                .h_prev = h_prev, .h_next = h_next, .c = c, .m = m,
-                .y = m ? NULL : y_t, .ldy = ld_out, .lengths = a->lengths, .t = t,
-                .panel_begin = p0, .panel_end = p1,
-                .opts = p->generic ? &opts : NULL,
-                .peephole = (d->flags & LF_LSTM_PEEPHOLE) ? packed + layout.peephole : NULL,
-                .w_hn = reset_before ? packed + layout.w_hn : NULL,
-                .rh = reset_before ? wbase + ws->gru_rh : NULL,
-                .z = reset_before ? wbase + ws->gru_z : NULL,
-                .parity = a->step_parity,
-                .x = fused_input ? in + (size_t)(t * B * I) * e : NULL, .I = I,
-                .w_ih = packed + layout.w_ih, .bias = packed + layout.bias,
-            };
-            if (reset_before) {
-                st.phase = 1;
-                if (p1 > p0) k->step[d->dtype](&st);
-                lf_barrier_wait(&job->barrier, count);
-                st.phase = 2;
+    const int64_t ldgx = G * Hp;
+    /* What every step of this layer-direction shares; each step sets its
+     * time index, gx row, output row and (fused or ahead) input rows. */
+    const lf_step_args common = {
+        .cell = d->cell, .B = B, .H = H, .R = R, .n_panels = n_panels,
+        .w_hh = packed + layout.w_hh, .ldgx = ldgx,
+        .b_hn = d->cell == LF_CELL_GRU && !reset_before ? packed + layout.b_hn : NULL,
+        .c = c, .m = m, .ldy = ld_out, .lengths = a->lengths,
+        .panel_begin = p0, .panel_end = p1,
+        .opts = p->generic ? &opts : NULL,
+        .peephole = (d->flags & LF_LSTM_PEEPHOLE) ? packed + layout.peephole : NULL,
+        .w_hn = reset_before ? packed + layout.w_hn : NULL,
+        .rh = reset_before ? wbase + ws->gru_rh : NULL,
+        .z = reset_before ? wbase + ws->gru_z : NULL,
+        .parity = a->step_parity, .I = I,
+        .w_ih = packed + layout.w_ih, .bias = packed + layout.bias,
+    };
+    direction_run run = {
+        .job = job, .layout = &layout, .packed = packed, .in = in, .out = out, .dir = dir,
+        .index = index, .count = count, .h_prev = h_prev, .h_next = h_next,
+    };
+    const int64_t S = ahead_rows(p, B, ws);
+    if (S > 0) {
+        run_steps_projecting_ahead(&run, &common, S);
+    } else {
+        const int64_t chunk = ws->chunk_steps, n_chunks = (T + chunk - 1) / chunk;
+        for (int64_t ci = 0; ci < n_chunks; ++ci) {
+            const int64_t chunk_index = dir == 0 ? ci : n_chunks - 1 - ci;
+            const int64_t t0 = chunk_index * chunk, t1 = t0 + chunk < T ? t0 + chunk : T;
+            /* A one-step chunk (one step per call, a large batch: plan.c, or
+             * the last step of a sequence) leaves the input projection to the
+             * step, panel by panel: its W_ih and W_hh panels then stream
+             * together, in the step's alternating order. */
+            const int fused_input = lf_chunk_fuses_input(d->cell, t1 - t0);
+            if (!fused_input) project_input(&run, t0, t1, gx);
+            for (int64_t s = 0; s < t1 - t0; ++s) {
+                const int64_t t = dir == 0 ? t0 + s : t1 - 1 - s;
+                lf_step_args st = common;
+                st.t = t;
+                st.gx = gx + (size_t)((t - t0) * B * ldgx) * e;
+                st.x = fused_input ? in + (size_t)(t * B * I) * e : NULL;
+                run_step(&run, &st);
             }
-            if (p1 > p0) k->step[d->dtype](&st);
-            lf_barrier_wait(&job->barrier, count);
-            if (m) {
-                project_state(p, packed, &layout, m, h_prev, h_next, y_t, ld_out, B, a->lengths, t,
-                              index, count);
-                lf_barrier_wait(&job->barrier, count);
-            }
-            char *swap = h_prev;
-            h_prev = h_next;
-            h_next = swap;
         }
     }
+    h_prev = run.h_prev;
     if (index == 0) {
         memcpy((char *)a->h_n + (size_t)slot * h_bytes, h_prev, h_bytes);
         if (d->cell == LF_CELL_LSTM && a->c_n)

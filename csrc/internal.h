@@ -123,6 +123,17 @@ typedef struct lf_step_args {
     int64_t I;
     const void *w_ih;            /* input panels, K = I */
     const void *bias;            /* n_panels*G*NB, panel order */
+    /* Projecting ahead (a batch of one, grid.c): the step also carries a
+     * share of the input projection of the S = kernels->ahead_rows[G] rows
+     * ahead_x[0..S) (stride I; rows from ahead_valid on repeat row 0, and
+     * their results are never read): gate ahead_gate over rows
+     * [ahead_k0, ahead_k1) of W_ih, on its own panels, on top of the partial
+     * sums in rows [0, S) of ahead_gx (stride ldgx; the bias when ahead_k0
+     * is 0). NULL ahead_x: none. */
+    const void *ahead_x;
+    int64_t ahead_valid, ahead_k0, ahead_k1;
+    int ahead_gate;
+    void *ahead_gx;
 } lf_step_args;
 
 typedef void (*lf_gemm_fn)(const lf_gemm_args *);
@@ -137,6 +148,7 @@ typedef struct lf_kernels {
     lf_step_fn step[2];
     lf_map_fn sigmoid[2];
     lf_map_fn tanh[2];
+    int ahead_rows[5];           /* index: gates; S of lf_step_args' ahead_x, a multiple of G */
 } lf_kernels;
 
 LF_HIDDEN const lf_kernels *lf_kernels_for(lf_isa isa);

@@ -431,6 +431,70 @@ static LF_INLINE void F(step_tile)(const int rows, const int NP, const int G,
             F(finish_tile_row)(cell, generic, s, acc[r * NP + j], r0 + r, p[j]);
 }
 
+#if LF_AHEAD_Q > 0
+/* A lone row's step on one panel that also carries a share of the input
+ * projection of the next S = G*LF_AHEAD_Q rows (s->ahead_x): gate
+ * ahead_gate over rows [ahead_k0, ahead_k1) of W_ih, on top of the partial
+ * sums in ahead_gx (the bias before row 0). At a batch of one a step only
+ * streams W_hh through the cache with the FMA units half idle, while the
+ * projection GEMM is FMA-bound: interleaved in one k loop (LF_AHEAD_Q rows
+ * of W_hh to one of W_ih), each runs in the other's gaps, and the step then
+ * costs about its bytes at the cache's rate. One W_ih vector serves S rows,
+ * so a step adds 1/S of W_ih to those bytes. Both sums keep one chain per
+ * accumulator in k order (as accumulate and gemm_tile; a partial sum
+ * stored and reloaded is exact): the same bits as without projecting ahead.
+ * One panel per tile: with the S projection chains it has chains enough. */
+static LF_INLINE void F(step_tile_ahead)(const int G, const lf_cell_kind cell, const int generic,
+                                         const lf_step_args *s, int64_t p) {
+    const int Q = LF_AHEAD_Q, S = G * LF_AHEAD_Q;
+    const int64_t PW = G * NB, R = s->R, I = s->I;
+    VEC acc[4], proj[4 * LF_AHEAD_Q];
+    const REAL *gx = (const REAL *)s->gx + p * PW;
+#pragma GCC unroll 4
+    for (int g = 0; g < G; ++g)
+        acc[g] = cell == LF_CELL_GRU && g == 2 ? F(load)((const REAL *)s->b_hn + p * NB)
+                                               : F(load)(gx + g * NB);
+    const int64_t col = p * PW + s->ahead_gate * NB;
+    REAL *out = (REAL *)s->ahead_gx + col;
+    const VEC bias = F(load)((const REAL *)s->bias + col);
+    const REAL *x = (const REAL *)s->ahead_x;
+    int64_t x_row[4 * LF_AHEAD_Q];
+#pragma GCC unroll 16
+    for (int r = 0; r < S; ++r) {
+        x_row[r] = (r < s->ahead_valid ? r : 0) * I;
+        proj[r] = s->ahead_k0 == 0 ? bias : F(load)(out + r * s->ldgx);
+    }
+    const REAL *h = (const REAL *)s->h_prev;
+    const REAL *w_hh = (const REAL *)s->w_hh + p * R * PW;
+    const REAL *w_ih = (const REAL *)s->w_ih + p * I * PW + s->ahead_gate * NB;
+    int64_t kh = 0, ki = s->ahead_k0;
+    for (; ki < s->ahead_k1 && kh + Q <= R; ++ki, kh += Q) {
+#pragma GCC unroll 4
+        for (int q = 0; q < Q; ++q) {
+            const VEC a = F(splat)(h[kh + q]);
+#pragma GCC unroll 4
+            for (int g = 0; g < G; ++g) acc[g] += a * F(load)(w_hh + (kh + q) * PW + g * NB);
+        }
+        const VEC w = F(load)(w_ih + ki * PW);
+#pragma GCC unroll 16
+        for (int r = 0; r < S; ++r) proj[r] += F(splat)(x[x_row[r] + ki]) * w;
+    }
+    for (; kh < R; ++kh) {
+        const VEC a = F(splat)(h[kh]);
+#pragma GCC unroll 4
+        for (int g = 0; g < G; ++g) acc[g] += a * F(load)(w_hh + kh * PW + g * NB);
+    }
+    for (; ki < s->ahead_k1; ++ki) {
+        const VEC w = F(load)(w_ih + ki * PW);
+#pragma GCC unroll 16
+        for (int r = 0; r < S; ++r) proj[r] += F(splat)(x[x_row[r] + ki]) * w;
+    }
+    F(finish_tile_row)(cell, generic, s, acc, 0, p);
+#pragma GCC unroll 16
+    for (int r = 0; r < S; ++r) F(store)(out + r * s->ldgx, proj[r]);
+}
+#endif
+
 /* Like the GEMM, a tile accumulates over the whole shared dimension with its
  * rows of h in L1 and the panel coming from L2: measured faster than slicing
  * the panel to fit L1 and carrying partial sums through memory. */
@@ -556,7 +620,30 @@ LF_STEP_KIND(step_rnn_relu, 1, LF_CELL_RNN_RELU, 0)
 LF_STEP_KIND(step_rnn_relu_general, 1, LF_CELL_RNN_RELU, 1)
 #undef LF_STEP_KIND
 
+#if LF_AHEAD_Q > 0
+/* The projecting-ahead steps of a batch of one (LSTM and GRU), each its
+ * own function for the same reason. */
+#define LF_STEP_AHEAD_KIND(name, G, cell, generic)                           \
+    static __attribute__((noinline)) void F(name)(const lf_step_args *s) {   \
+        for (int64_t i = s->panel_begin; i < s->panel_end; ++i)              \
+            F(step_tile_ahead)(G, cell, generic, s, lf_step_panel(s, i));    \
+    }
+LF_STEP_AHEAD_KIND(step_lstm_ahead, 4, LF_CELL_LSTM, 0)
+LF_STEP_AHEAD_KIND(step_lstm_general_ahead, 4, LF_CELL_LSTM, 1)
+LF_STEP_AHEAD_KIND(step_gru_ahead, 3, LF_CELL_GRU, 0)
+LF_STEP_AHEAD_KIND(step_gru_general_ahead, 3, LF_CELL_GRU, 1)
+#undef LF_STEP_AHEAD_KIND
+#endif
+
 static void F(step)(const lf_step_args *s) {
+#if LF_AHEAD_Q > 0
+    if (s->ahead_x) { /* grid.c sets it only for B = 1, LSTM or GRU (not reset-before) */
+        const int generic = s->opts != NULL;
+        if (s->cell == LF_CELL_LSTM) generic ? F(step_lstm_general_ahead)(s) : F(step_lstm_ahead)(s);
+        else generic ? F(step_gru_general_ahead)(s) : F(step_gru_ahead)(s);
+        return;
+    }
+#endif
     if (s->opts) {
         switch (s->cell) {
         case LF_CELL_LSTM: F(step_lstm_general)(s); break;

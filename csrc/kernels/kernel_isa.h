@@ -25,6 +25,15 @@ typedef double lf_vd __attribute__((vector_size(LF_VECTOR_BYTES)));
 #define LF_GEMM_ROWS(G) LF_MR
 #define LF_GEMM_MR_MAX LF_MR
 #endif
+/* LF_AHEAD_Q: how many slices of W_ih a step that projects ahead
+ * (step_tile_ahead) carries per gate, 0 for none. Its tile then holds
+ * G*(LF_AHEAD_Q+1) accumulators, at most 12 for LSTM: an ISA with 16
+ * vector registers has no room. Measured on AVX2 and the portable path
+ * (Zen 4, 1 thread, B=1, I=H=64-512, with LF_AHEAD_Q 1): 1.1-1.3x the
+ * time of the GEMM chunks, so they keep those. */
+#ifndef LF_AHEAD_Q
+#define LF_AHEAD_Q 0
+#endif
 
 /* LF_ROW_SWITCH_TO(max, rows, CALL) expands CALL(n) for the remaining-rows
  * count n in 1..max (max 2, 4, 6 or 8), so each tile height is a constant. */
@@ -92,4 +101,5 @@ LF_HIDDEN const lf_kernels LF_PASTE(lf_kernels, LF_ISA_SUFFIX) = {
     .step = {step_f32, step_f64},
     .sigmoid = {map_sigmoid_f32, map_sigmoid_f64},
     .tanh = {map_tanh_f32, map_tanh_f64},
+    .ahead_rows = {0, 0, 0, 3 * LF_AHEAD_Q, 4 * LF_AHEAD_Q},
 };

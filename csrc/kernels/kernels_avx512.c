@@ -13,4 +13,5 @@
 #define LF_STEP_ROWS(G) ((G) == 4 ? 6 : 8)
 #define LF_GEMM_ROWS(G) LF_STEP_ROWS(G)
 #define LF_GEMM_MR_MAX 8
+#define LF_AHEAD_Q 2
 #include "kernel_isa.h"

@@ -1,0 +1,105 @@
+"""A batch of one projects its input ahead (grid.c, step_tile_ahead): steps
+go in blocks of S rows (8 for the LSTM, 6 for the GRU on AVX-512), each step
+carrying one slice of the next block's input projection, from the second
+block on; sequences shorter than 2S rows keep the GEMM. The other ISAs never
+project ahead, so under them these tests check the plain path on the same
+cases.
+
+The sizes reach every edge of that schedule: T below, at and just past the
+block sizes (a last block of one row, of S-1 rows, a next block shorter than
+S whose missing rows repeat row 0), W_ih shorter and longer than W_hh
+(I = 3 and 37 against H or P), a partial last panel (H = 33), the reverse
+direction's blocks walked from the end, and lengths that end inside a block.
+"""
+import numpy as np
+import pytest
+
+import lstm_fast
+import reference
+from helpers import assert_result, make_hx, make_input, make_layer, make_rng, params64, ref_mode
+from lstm_fast import _core
+
+H = 33
+LENGTHS_IN_BLOCKS = [1, 5, 7, 8, 9, 11, 12, 13, 15, 16, 17, 24, 33, 50]
+
+
+@pytest.mark.parametrize("T", LENGTHS_IN_BLOCKS)
+@pytest.mark.parametrize("I", [3, 37])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("mode", ["lstm", "lstmp", "gru"])
+def test_batch_of_one_matches_reference(isa, mode, dtype, I, T):
+    rng = make_rng("ahead", mode, np.dtype(dtype).name, I, T)
+    layer = make_layer(mode, I, H, bidirectional=True, dtype=dtype, seed=T)
+    P = layer.proj_size if mode == "lstmp" else 0
+    x = make_input(rng, T, 1, I, dtype)
+    hx = make_hx(mode, rng, 2, 1, H, P, dtype)
+    # a sequence that ends inside a block, two steps before the input's end
+    lengths = [max(T - 2, 0)] if T % 2 else None
+    expected = reference.module_forward(ref_mode(mode), params64(layer), x, hx, lengths, False)
+    assert_result(mode, layer(x, hx=hx, lengths=lengths), expected, dtype)
+
+
+def _forward(layer, x, hx, pool=None, threads=0):
+    engine = layer._current_engine()
+    dtype = layer.dtype
+    h0, c0 = hx if isinstance(hx, tuple) else (hx, None)
+    args = (np.ascontiguousarray(x, dtype), np.ascontiguousarray(h0, dtype),
+            None if c0 is None else np.ascontiguousarray(c0, dtype), None)
+    if pool is None:
+        return engine.forward(*args)
+    return engine.forward(*args, pool, threads)
+
+
+LAYERS = {
+    "lstm": lambda dtype: make_layer("lstm", 37, 40, num_layers=2, bidirectional=True,
+                                     dtype=dtype, seed=1),
+    "lstmp": lambda dtype: make_layer("lstmp", 37, 40, num_layers=2, bidirectional=True,
+                                      proj_size=17, dtype=dtype, seed=2),
+    "gru": lambda dtype: make_layer("gru", 37, 40, num_layers=2, bidirectional=True,
+                                    dtype=dtype, seed=3),
+    "lstm-variant": lambda dtype: lstm_fast.LSTM(
+        37, 40, num_layers=2, bidirectional=True, dtype=dtype, seed=4,
+        variant={"peephole": True, "coupled_input_forget": True, "clip": 1.25}),
+    "gru-variant": lambda dtype: lstm_fast.GRU(
+        37, 40, num_layers=2, bidirectional=True, dtype=dtype, seed=5,
+        variant={"clip": 0.75, "activations": [[("hardsigmoid", 0.25, 0.5), ("softsign", 0, 0)]] * 2}),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_batch_of_one_gives_the_bits_of_a_batched_row(isa, name, dtype):
+    # Row 0 of a batch of two runs the batched tiles and the GEMM; alone it
+    # projects ahead. Every sum keeps its order either way, so the bits
+    # match, and they match on two threads too. Stacked and bidirectional:
+    # the second layer projects the first one's output ahead.
+    layer = LAYERS[name](dtype)
+    mode = "lstmp" if name == "lstmp" else name.split("-")[0]
+    rng = make_rng("ahead-bits", name, np.dtype(dtype).name)
+    T = 61
+    x = make_input(rng, T, 2, 37, dtype)
+    P = layer.proj_size if mode.startswith("lstm") else 0
+    hx = make_hx(mode, rng, 4, 2, 40, P, dtype)
+    row0 = tuple(a[:, :1] for a in hx) if isinstance(hx, tuple) else hx[:, :1]
+    batched = _forward(layer, x, hx)
+    alone = _forward(layer, x[:, :1], row0)
+    two_threads = _forward(layer, x[:, :1], row0, _core.ThreadPool(2), 2)
+    for got, whole in zip(alone, batched):  # y, h_n, c_n: the batch is axis 1
+        if got is not None:
+            np.testing.assert_array_equal(got, whole[:, :1])
+    for a, b in zip(alone, two_threads):
+        if a is not None:
+            np.testing.assert_array_equal(a, b)
+
+
+def test_batch_of_one_split_into_calls_gives_the_same_bits(isa):
+    # Blocks restart at every call: a sequence cut at a point inside a block
+    # and carried over in its state gives the same bits as one call.
+    layer = make_layer("lstm", 24, 48, dtype=np.float32, seed=7)
+    x = make_input(make_rng("ahead-split"), 203, 1, 24, np.float32)
+    y, (h, c) = layer(x)
+    y1, state = layer(x[:21])
+    y2, (h2, c2) = layer(x[21:], state)
+    np.testing.assert_array_equal(np.concatenate([y1, y2]), y)
+    np.testing.assert_array_equal(h2, h)
+    np.testing.assert_array_equal(c2, c)
