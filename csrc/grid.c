@@ -146,21 +146,15 @@ static void run_step(direction_run *run, lf_step_args *st) {
     run->h_next = swap;
 }
 
-/* A batch of one projects its input ahead (kernels with ahead_rows, so far
- * AVX-512): steps go in blocks of S = ahead_rows[G], and while block j
- * runs, its S steps compute the input projection of block j+1's S rows
- * (step_tile_ahead), each one gate over one slice of W_ih, into the other
- * half of a two-block ring in gx; only block 0 takes the GEMM. Measured
- * against the GEMM chunks (Zen 4, 1 thread, LSTM, I=H, same bits): H=64
- * T=50 0.88x the time, H=128 T=1000 0.85x, H=256 0.90x, H=512 0.94x. Not
- * for the GRU with the reset before the product (its step has two phases)
- * nor for batches above one; the ring needs 2S rows of gx. */
-static int64_t ahead_rows(const lf_plan *p, int64_t B, const lf_workspace_layout *ws) {
-    if (B != 1 || (p->desc.flags & LF_GRU_RESET_BEFORE_PRODUCT) || p->gates < 3) return 0;
-    const int64_t S = ((const lf_kernels *)p->kernels)->ahead_rows[p->gates];
-    return S >= p->gates && ws->chunk_steps >= 2 * S ? S : 0;
-}
-
+/* A batch of one projects its input ahead (plan.c decides when: kernels
+ * with ahead_rows, so far AVX-512, and T of two blocks or more): steps go
+ * in blocks of S = ahead_rows[G], and while block j runs, its S steps
+ * compute the input projection of block j+1's S rows (step_tile_ahead),
+ * each one gate over one slice of W_ih, into the other half of a two-block
+ * ring in gx; only block 0 takes the GEMM. Measured against the GEMM
+ * chunks (Zen 4, 1 thread, LSTM, I=H, same bits): H=64 T=50 0.88x the
+ * time, H=128 T=1000 0.85x, H=256 0.90x, H=512 0.94x; with I = 8-16x H
+ * 0.96-1.06x. */
 /* Time steps [lo, hi) of block j of S steps, in the direction's order. */
 static void block_steps(int64_t j, int64_t S, int64_t T, int64_t dir, int64_t *lo, int64_t *hi) {
     const int64_t first = j * S, end = first + S < T ? first + S : T;
@@ -264,9 +258,8 @@ static void run_direction(forward_job *job, int64_t layer, int64_t dir, const ch
         .job = job, .layout = &layout, .packed = packed, .in = in, .out = out, .dir = dir,
         .index = index, .count = count, .h_prev = h_prev, .h_next = h_next,
     };
-    const int64_t S = ahead_rows(p, B, ws);
-    if (S > 0) {
-        run_steps_projecting_ahead(&run, &common, S);
+    if (ws->ahead_rows > 0) {
+        run_steps_projecting_ahead(&run, &common, ws->ahead_rows);
     } else {
         const int64_t chunk = ws->chunk_steps, n_chunks = (T + chunk - 1) / chunk;
         for (int64_t ci = 0; ci < n_chunks; ++ci) {

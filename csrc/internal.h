@@ -181,6 +181,8 @@ LF_HIDDEN lf_status lf_packed_layout_of(const lf_plan *plan, int64_t layer, lf_p
 
 typedef struct lf_workspace_layout {
     int64_t chunk_steps;   /* time steps per input-projection chunk */
+    int64_t ahead_rows;    /* > 0: B = 1 projects ahead in blocks of this many
+                              steps (grid.c), gx a ring of two blocks */
     size_t gx, between_layers, h_a, h_b, c, m;
     size_t gru_rh, gru_z;  /* LF_GRU_RESET_BEFORE_PRODUCT only */
     size_t total;

@@ -208,6 +208,18 @@ lf_status lf_pack_weights_ex(const lf_plan *plan, int64_t layer, int64_t directi
 /* Bytes of scratch lf_forward needs for T steps of batch B. */
 lf_status lf_plan_workspace_size(const lf_plan *plan, int64_t T, int64_t B, size_t *bytes);
 
+/* How lf_forward runs T steps of batch B (for tests and tuning; the results
+ * are the same bits whichever way). chunk_steps: time steps per chunk of
+ * the input projection (one GEMM per chunk; 1: each step projects its own
+ * input). ahead_rows: 0, or the block of steps of a batch of one whose
+ * input projection the previous block's steps compute, a slice each, in
+ * the gaps of their recurrent product (then chunk_steps does not apply). */
+typedef struct lf_schedule {
+    int64_t chunk_steps;
+    int64_t ahead_rows;
+} lf_schedule;
+lf_status lf_plan_schedule(const lf_plan *plan, int64_t T, int64_t B, lf_schedule *out);
+
 /* A pool of worker threads for lf_forward, owned by the caller: the core
  * keeps no global state, so the caller decides how many threads exist and
  * who shares them. n_threads counts the calling thread (1 = no workers).

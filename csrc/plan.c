@@ -170,7 +170,8 @@ lf_status lf_plan_packed_size(const lf_plan *plan, int64_t layer, int64_t direct
  * 0.95x the time, B=1 H=256 0.96x, B=16 H=256 0.96-0.97x, B=1 H=512 1.00x,
  * GRU B=1 H=256 0.99x, GRU B=64 H=512 0.98x. 128 KiB lost 3.5% at B=1
  * H=256 and 512 KiB gained nothing; a 256-row minimum lost 1-2% to 128,
- * a 64-row one was even. */
+ * a 64-row one was even. (Measured before a batch of one projected ahead:
+ * where it does, below, its gx is a ring of two blocks instead.) */
 #define LF_GX_CHUNK_BYTES ((int64_t)256 * 1024)
 #define LF_GX_CHUNK_MIN_ROWS 128
 #define LF_GX_CHUNK_MAX_BYTES ((int64_t)4 * 1024 * 1024)
@@ -214,15 +215,25 @@ LF_HIDDEN lf_status lf_workspace_layout_of(const lf_plan *plan, int64_t T, int64
     }
     if (chunk > T) chunk = T > 0 ? T : 1;
     out->chunk_steps = chunk;
+    const int reset_before = (d->flags & LF_GRU_RESET_BEFORE_PRODUCT) != 0;
+    /* A batch of one projects ahead when its ISA's kernels can and the
+     * sequence has two blocks (grid.c, run_steps_projecting_ahead); not the
+     * GRU with the reset before the product, whose step has two phases. */
+    out->ahead_rows = 0;
+    if (B == 1 && plan->gates >= 3 && !reset_before) {
+        const int64_t S = ((const lf_kernels *)plan->kernels)->ahead_rows[plan->gates];
+        if (S > 0 && T >= 2 * S) out->ahead_rows = S;
+    }
     /* Fused chunks (lf_chunk_fuses_input) never touch gx. */
-    const size_t gx_steps = lf_chunk_fuses_input(d->cell, chunk) ? 0 : (size_t)chunk;
+    const size_t gx_steps = out->ahead_rows > 0 ? (size_t)(2 * out->ahead_rows)
+                            : lf_chunk_fuses_input(d->cell, chunk) ? 0
+                                                                   : (size_t)chunk;
 
     size_t gx_values, between = 0;
     if (!lf_mul(step_values, gx_steps, &gx_values) ||
         !lf_mul((size_t)B, (size_t)plan->state_size, &state_values) ||
         !lf_mul((size_t)B, (size_t)d->hidden_size, &cell_values))
         return LF_ERR_OVERFLOW;
-    const int reset_before = (d->flags & LF_GRU_RESET_BEFORE_PRODUCT) != 0;
     size_t hp_values;
     if (!lf_mul((size_t)B, (size_t)plan->hidden_padded, &hp_values)) return LF_ERR_OVERFLOW;
     if (d->num_layers > 1) {
@@ -251,5 +262,16 @@ lf_status lf_plan_workspace_size(const lf_plan *plan, int64_t T, int64_t B, size
     lf_workspace_layout layout;
     lf_status st = lf_workspace_layout_of(plan, T, B, &layout);
     if (st == LF_OK) *bytes = layout.total;
+    return st;
+}
+
+lf_status lf_plan_schedule(const lf_plan *plan, int64_t T, int64_t B, lf_schedule *out) {
+    if (!plan || !out) return LF_ERR_NULL_POINTER;
+    lf_workspace_layout layout;
+    lf_status st = lf_workspace_layout_of(plan, T, B, &layout);
+    if (st == LF_OK) {
+        out->chunk_steps = layout.chunk_steps;
+        out->ahead_rows = layout.ahead_rows;
+    }
     return st;
 }

@@ -111,6 +111,10 @@ cdef extern from "lstm_fast.h" nogil:
                                  const void *b_ih, const void *b_hh, const void *w_hr,
                                  const void *peephole, void *packed, size_t packed_bytes)
     lf_status lf_plan_workspace_size(const lf_plan *plan, int64_t T, int64_t B, size_t *bytes)
+    ctypedef struct lf_schedule:
+        int64_t chunk_steps
+        int64_t ahead_rows
+    lf_status lf_plan_schedule(const lf_plan *plan, int64_t T, int64_t B, lf_schedule *out)
 
     int LF_MAX_THREADS
     ctypedef struct lf_pool:

@@ -661,6 +661,16 @@ cdef class Engine:
                                       &bytes), "workspace size")
         return bytes
 
+    def schedule(self, steps, batch):
+        """How a forward of `steps` x `batch` runs (lf_plan_schedule): time
+        steps per input-projection chunk, and the block of a batch of one
+        that projects its input ahead (0: none). The same bits either way;
+        for tests and tuning."""
+        cdef lf_schedule sched
+        _check(lf_plan_schedule(&self._plan, _size("steps", steps), _size("batch", batch),
+                                &sched), "schedule")
+        return {"chunk_steps": sched.chunk_steps, "ahead_rows": sched.ahead_rows}
+
     def call_fast(self, input, hx, ThreadPool pool, bint cell=False, bint batch_first=False):
         """The per-call fast path of the layers and cells: when `input` and `hx`
         (None, h, or for an LSTM the tuple (h, c)) are already C-contiguous

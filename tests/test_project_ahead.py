@@ -1,15 +1,16 @@
 """A batch of one projects its input ahead (grid.c, step_tile_ahead): steps
 go in blocks of S rows (8 for the LSTM, 6 for the GRU on AVX-512), each step
 carrying one slice of the next block's input projection, from the second
-block on; sequences shorter than 2S rows keep the GEMM. The other ISAs never
+block on; sequences shorter than 2S steps keep the GEMM. The other ISAs never
 project ahead, so under them these tests check the plain path on the same
-cases.
+cases; Engine.schedule says which path a case takes, and the tests check it.
 
-The sizes reach every edge of that schedule: T below, at and just past the
-block sizes (a last block of one row, of S-1 rows, a next block shorter than
-S whose missing rows repeat row 0), W_ih shorter and longer than W_hh
-(I = 3 and 37 against H or P), a partial last panel (H = 33), the reverse
-direction's blocks walked from the end, and lengths that end inside a block.
+The sizes reach every edge of that schedule: T below, at and just past 2S,
+last blocks of one row and of S-1 rows (LSTM T=23, GRU T=17), W_ih shorter
+and longer than W_hh (I = 1, 3 and 37 against H = 33 or P = 11; with I = 1
+the first slice of W_ih is empty), a partial last panel (H = 33), the
+reverse direction's blocks walked from the end, and lengths that end inside
+a block.
 """
 import numpy as np
 import pytest
@@ -20,11 +21,17 @@ from helpers import assert_result, make_hx, make_input, make_layer, make_rng, pa
 from lstm_fast import _core
 
 H = 33
-LENGTHS_IN_BLOCKS = [1, 5, 7, 8, 9, 11, 12, 13, 15, 16, 17, 24, 33, 50]
+LENGTHS_IN_BLOCKS = [1, 5, 7, 8, 9, 11, 12, 13, 15, 16, 17, 23, 24, 33, 50]
+AHEAD_ROWS = {"lstm": 8, "lstmp": 8, "gru": 6}  # the AVX-512 kernels' blocks
+
+
+def expected_ahead_rows(isa, mode, T, B=1):
+    S = AHEAD_ROWS.get(mode, 0) if isa == "avx512" else 0
+    return S if B == 1 and T >= 2 * S else 0
 
 
 @pytest.mark.parametrize("T", LENGTHS_IN_BLOCKS)
-@pytest.mark.parametrize("I", [3, 37])
+@pytest.mark.parametrize("I", [1, 3, 37])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("mode", ["lstm", "lstmp", "gru"])
 def test_batch_of_one_matches_reference(isa, mode, dtype, I, T):
@@ -36,15 +43,17 @@ def test_batch_of_one_matches_reference(isa, mode, dtype, I, T):
     # a sequence that ends inside a block, two steps before the input's end
     lengths = [max(T - 2, 0)] if T % 2 else None
     expected = reference.module_forward(ref_mode(mode), params64(layer), x, hx, lengths, False)
+    assert layer._current_engine().schedule(T, 1)["ahead_rows"] == expected_ahead_rows(isa, mode, T)
     assert_result(mode, layer(x, hx=hx, lengths=lengths), expected, dtype)
 
 
-def _forward(layer, x, hx, pool=None, threads=0):
+def _forward(layer, x, hx, lengths, pool=None, threads=0):
     engine = layer._current_engine()
     dtype = layer.dtype
     h0, c0 = hx if isinstance(hx, tuple) else (hx, None)
     args = (np.ascontiguousarray(x, dtype), np.ascontiguousarray(h0, dtype),
-            None if c0 is None else np.ascontiguousarray(c0, dtype), None)
+            None if c0 is None else np.ascontiguousarray(c0, dtype),
+            np.array(lengths, np.int64))
     if pool is None:
         return engine.forward(*args)
     return engine.forward(*args, pool, threads)
@@ -72,7 +81,8 @@ def test_batch_of_one_gives_the_bits_of_a_batched_row(isa, name, dtype):
     # Row 0 of a batch of two runs the batched tiles and the GEMM; alone it
     # projects ahead. Every sum keeps its order either way, so the bits
     # match, and they match on two threads too. Stacked and bidirectional:
-    # the second layer projects the first one's output ahead.
+    # the second layer projects the first one's output ahead. Row 0's
+    # sequence ends inside a block (the reverse direction starts there).
     layer = LAYERS[name](dtype)
     mode = "lstmp" if name == "lstmp" else name.split("-")[0]
     rng = make_rng("ahead-bits", name, np.dtype(dtype).name)
@@ -81,9 +91,13 @@ def test_batch_of_one_gives_the_bits_of_a_batched_row(isa, name, dtype):
     P = layer.proj_size if mode.startswith("lstm") else 0
     hx = make_hx(mode, rng, 4, 2, 40, P, dtype)
     row0 = tuple(a[:, :1] for a in hx) if isinstance(hx, tuple) else hx[:, :1]
-    batched = _forward(layer, x, hx)
-    alone = _forward(layer, x[:, :1], row0)
-    two_threads = _forward(layer, x[:, :1], row0, _core.ThreadPool(2), 2)
+    lengths = [T - 12, T]
+    engine = layer._current_engine()
+    assert engine.schedule(T, 1)["ahead_rows"] == expected_ahead_rows(isa, mode, T)
+    assert engine.schedule(T, 2)["ahead_rows"] == 0
+    batched = _forward(layer, x, hx, lengths)
+    alone = _forward(layer, x[:, :1], row0, lengths[:1])
+    two_threads = _forward(layer, x[:, :1], row0, lengths[:1], _core.ThreadPool(2), 2)
     for got, whole in zip(alone, batched):  # y, h_n, c_n: the batch is axis 1
         if got is not None:
             np.testing.assert_array_equal(got, whole[:, :1])
@@ -97,9 +111,34 @@ def test_batch_of_one_split_into_calls_gives_the_same_bits(isa):
     # and carried over in its state gives the same bits as one call.
     layer = make_layer("lstm", 24, 48, dtype=np.float32, seed=7)
     x = make_input(make_rng("ahead-split"), 203, 1, 24, np.float32)
+    assert layer._current_engine().schedule(182, 1)["ahead_rows"] == expected_ahead_rows(
+        isa, "lstm", 182)
     y, (h, c) = layer(x)
     y1, state = layer(x[:21])
     y2, (h2, c2) = layer(x[21:], state)
     np.testing.assert_array_equal(np.concatenate([y1, y2]), y)
     np.testing.assert_array_equal(h2, h)
     np.testing.assert_array_equal(c2, c)
+
+
+@pytest.mark.parametrize("mode", ["rnn_tanh", "rnn_relu", "gru_reset_before"])
+def test_cells_that_never_project_ahead(isa, mode):
+    # A plain RNN's lone row splits its sums instead (accumulate_short), and
+    # the reset-before GRU's step runs in two phases.
+    if mode == "gru_reset_before":
+        layer = lstm_fast.GRU(8, 16, variant={"reset_before_product": True})
+    else:
+        layer = make_layer(mode, 8, 16)
+    assert layer._current_engine().schedule(100, 1)["ahead_rows"] == 0
+
+
+def test_projecting_ahead_needs_a_ring_of_two_blocks_only(isa):
+    # The ring of gx holds 2S rows however long the sequence.
+    engine = make_layer("lstm", 8, 32, dtype=np.float32, seed=6)._current_engine()
+    ring = engine.workspace_bytes(10**6, 1) - engine.workspace_bytes(1, 1)
+    if expected_ahead_rows(isa, "lstm", 10**6):
+        # 2S rows of G*Hp float32 (a one-step call has no gx: its step projects)
+        assert ring == 2 * 8 * 4 * 32 * 4
+        assert engine.workspace_bytes(16, 1) == engine.workspace_bytes(10**6, 1)
+    else:
+        assert 0 < ring < 5 * 1024 * 1024

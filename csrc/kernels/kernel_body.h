@@ -12,9 +12,12 @@
  *   gemm  C = A @ panels (+ bias): the input projection of a whole chunk of
  *         time steps, and the LSTMP projection.
  *   step  one recurrent step: gates = gx + h_prev @ W_hh, then the cell
- *         update on the same register tile (the fused "post-GEMM").
+ *         update on the same register tile (the fused "post-GEMM"). A batch
+ *         of one may also carry a slice of the next steps' input projection
+ *         in the same k loop (step_tile_ahead, on ISAs with LF_AHEAD_Q).
  * Register tiles are up to LF_MR batch rows x one panel (G gates x NB hidden
- * units), or, for a batch of one, one row x LF_ROW_PANELS panels. Tile shape
+ * units), or, for a batch of one, one row x LF_ROW_PANELS panels (one panel
+ * plus the projection's rows when projecting ahead). Tile shape
  * parameters are compile-time constants at every call (switches below), so
  * the accumulator arrays live in registers.
  */
@@ -435,7 +438,7 @@ static LF_INLINE void F(step_tile)(const int rows, const int NP, const int G,
 /* A lone row's step on one panel that also carries a share of the input
  * projection of the next S = G*LF_AHEAD_Q rows (s->ahead_x): gate
  * ahead_gate over rows [ahead_k0, ahead_k1) of W_ih, on top of the partial
- * sums in ahead_gx (the bias before row 0). At a batch of one a step only
+ * sums in ahead_gx (the bias before W_ih's row 0). At a batch of one a step only
  * streams W_hh through the cache with the FMA units half idle, while the
  * projection GEMM is FMA-bound: interleaved in one k loop (LF_AHEAD_Q rows
  * of W_hh to one of W_ih), each runs in the other's gaps, and the step then
