@@ -305,10 +305,10 @@ static void forward_thread(void *arg, int index, int count) {
 
 /* Below this many multiply-adds per step and thread, meeting at a barrier
  * every step costs more than the second thread saves. Two threads against
- * one, T=100 (Zen 4, median of 1000 calls, work per step in parentheses):
- * LSTM B=1 H=32 (4K) 1.16x the time, H=48 (9K) 1.14x, H=64 (16K) 0.71x;
- * B=2 H=32 (8K) 1.00x, B=4 (16K) 0.94x, B=8 H=16 (8K) 0.82x; GRU B=1 H=48
- * (7K) 0.86x, H=64 (12K) 0.93x. */
+ * one, T=100 (Zen 4, one run of medians over 1000 calls, work per step in
+ * parentheses): LSTM B=1 H=64 (16K) 0.71x the time, B=4 H=32 (16K) 0.94x,
+ * B=2 H=32 (8K) 1.00x, B=1 H=48 (9K) 1.14x, H=32 (4K) 1.16x; GRU B=1 H=48
+ * (7K) 0.86x, H=64 (12K) 0.93x: the crossover lies in 7-16K. */
 #define LF_MIN_STEP_WORK_PER_THREAD ((int64_t)8 * 1024)
 
 static int useful_threads(const lf_plan *p, int64_t B, int available, int requested) {

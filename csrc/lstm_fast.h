@@ -21,6 +21,7 @@
  *   lf_plan_init        validate a description, decide every size once
  *   lf_plan_packed_size bytes for the packed weights of the whole network
  *   lf_pack_weights     lay one layer-direction's weights out for the kernels
+ *   lf_plan_schedule    (optional) how a forward of T x B will run
  *   lf_plan_workspace_size / lf_forward
  *                       run a batch of sequences, as often as wanted,
  *                       concurrently from several threads (the plan and the
@@ -210,10 +211,11 @@ lf_status lf_plan_workspace_size(const lf_plan *plan, int64_t T, int64_t B, size
 
 /* How lf_forward runs T steps of batch B (for tests and tuning; the results
  * are the same bits whichever way). chunk_steps: time steps per chunk of
- * the input projection (one GEMM per chunk; 1: each step projects its own
- * input). ahead_rows: 0, or the block of steps of a batch of one whose
- * input projection the previous block's steps compute, a slice each, in
- * the gaps of their recurrent product (then chunk_steps does not apply). */
+ * the input projection, one GEMM per chunk (1: an LSTM's or RNN's step
+ * projects its own input; a GRU's still takes a GEMM per step).
+ * ahead_rows: 0, or the block of steps of a batch of one whose input
+ * projection the previous block's steps compute, a slice each, in the
+ * gaps of their recurrent product (then chunk_steps does not apply). */
 typedef struct lf_schedule {
     int64_t chunk_steps;
     int64_t ahead_rows;

@@ -46,7 +46,7 @@ def test_results_bitwise_identical_for_any_thread_count(isa, mode, dtype, B):
 
 def test_layer_results_do_not_depend_on_set_num_threads(isa):
     # The engine only splits a step whose work (B * R * 4 * H_padded
-    # multiply-adds for an LSTM) is at least 24576 per thread (grid.c,
+    # multiply-adds for an LSTM) is at least 8192 per thread (grid.c,
     # useful_threads), and never over more threads than H_padded / block
     # panels. B=8, H=64: 131072 per step, and 4 to 16 panels of 16 to 4
     # units, so 2 and 4 threads are really used on every ISA.
