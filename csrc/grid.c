@@ -165,7 +165,7 @@ static void block_steps(int64_t j, int64_t S, int64_t T, int64_t dir, int64_t *l
 static void run_steps_projecting_ahead(direction_run *run, const lf_step_args *common,
                                        int64_t S) {
     const lf_plan *p = run->job->plan;
-    const int64_t T = run->job->args->T, I = run->layout->in_size;
+    const int64_t T = run->job->args->T, I = run->layout->in_size, Q = S / p->gates;
     const size_t e = p->elem_size, block_bytes = (size_t)(S * common->ldgx) * e;
     char *ring = run->job->wbase + run->job->ws->gx;
     const int64_t n_blocks = (T + S - 1) / S;
@@ -178,7 +178,6 @@ static void run_steps_projecting_ahead(direction_run *run, const lf_step_args *c
         int64_t next_lo = 0, next_hi = 0;
         const int has_next = j + 1 < n_blocks;
         if (has_next) block_steps(j + 1, S, T, run->dir, &next_lo, &next_hi);
-        const int64_t G = p->gates, Q = S / G;
         for (int64_t i = 0; i < hi - lo; ++i) {
             const int64_t t = run->dir == 0 ? lo + i : hi - 1 - i;
             lf_step_args st = *common;

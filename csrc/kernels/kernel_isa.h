@@ -26,11 +26,10 @@ typedef double lf_vd __attribute__((vector_size(LF_VECTOR_BYTES)));
 #define LF_GEMM_MR_MAX LF_MR
 #endif
 /* LF_AHEAD_Q: how many slices of W_ih a step that projects ahead
- * (step_tile_ahead) carries per gate, 0 for none. Its tile then holds
- * G*(LF_AHEAD_Q+1) accumulators, at most 12 for LSTM: an ISA with 16
- * vector registers has no room. Measured on AVX2 and the portable path
- * (Zen 4, 1 thread, B=1, I=H=64-512, with LF_AHEAD_Q 1): 1.1-1.3x the
- * time of the GEMM chunks, so they keep those. */
+ * (step_tile_ahead) carries per gate, 0 for none; its tile holds
+ * G*(LF_AHEAD_Q+1) accumulators. Measured on AVX2 and the portable path
+ * (16 registers; LF_AHEAD_Q 1, 8 accumulators; Zen 4, 1 thread, B=1,
+ * I=H=64-512): 1.1-1.3x the time of the GEMM chunks, so they keep those. */
 #ifndef LF_AHEAD_Q
 #define LF_AHEAD_Q 0
 #endif
