@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import reference
-from helpers import assert_result, make_hx, make_input, make_layer, make_rng, params64, ref_mode
+from helpers import (assert_result, assert_split_call_matches, make_hx, make_input, make_layer,
+                     make_rng, params64, ref_mode)
 from lstm_fast import _core
 
 # A gx row is G*Hp = 4*144 values. At B=31 rows per step a chunk (plan.c:
@@ -128,10 +129,4 @@ def test_long_sequence_needs_bounded_scratch_and_splits_exactly(isa):
     assert engine.workspace_bytes(T, 1) < 5 * 1024 * 1024
     assert engine.workspace_bytes(T, 1) == engine.workspace_bytes(10 * T, 1)
     x = make_input(make_rng("long"), T, 1, 8, np.float32)
-    y, (h, c) = layer(x)
-    # the same sequence in two calls, carrying the state: bitwise equal
-    y1, state = layer(x[:37_001])
-    y2, (h2, c2) = layer(x[37_001:], state)
-    np.testing.assert_array_equal(np.concatenate([y1, y2]), y)
-    np.testing.assert_array_equal(h2, h)
-    np.testing.assert_array_equal(c2, c)
+    assert_split_call_matches(layer, x, 37_001)
