@@ -386,6 +386,18 @@ static LF_INLINE void F(finish_tile_row)(const lf_cell_kind cell, const int gene
     else F(finish_row)(cell, 0, s, acc, b, p);
 }
 
+/* What a step's recurrent product adds onto, for batch row b on panel p:
+ * the row's gx (input projection and biases), except the GRU's n gate,
+ * which keeps its input part apart and starts from its recurrent bias. */
+static LF_INLINE void F(start_gates)(const int G, const lf_cell_kind cell, const lf_step_args *s,
+                                     int64_t b, int64_t p, VEC *acc) {
+    const REAL *gx = (const REAL *)s->gx + b * s->ldgx + p * G * NB;
+#pragma GCC unroll 4
+    for (int g = 0; g < G; ++g)
+        acc[g] = cell == LF_CELL_GRU && g == 2 ? F(load)((const REAL *)s->b_hn + p * NB)
+                                               : F(load)(gx + g * NB);
+}
+
 /* One register tile of the step (rows x NP panels p[0..NP-1], from batch
  * row r0): the recurrent product over the whole shared dimension on top of
  * gx (and for the GRU's n gate, on top of its recurrent bias), then the cell
@@ -415,14 +427,7 @@ static LF_INLINE void F(step_tile)(const int rows, const int NP, const int G,
 #pragma GCC unroll 8
         for (int r = 0; r < rows; ++r)
 #pragma GCC unroll 2
-            for (int j = 0; j < NP; ++j) {
-                const REAL *gx = (const REAL *)s->gx + (r0 + r) * s->ldgx + p[j] * PW;
-#pragma GCC unroll 4
-                for (int g = 0; g < G; ++g)
-                    acc[r * NP + j][g] = cell == LF_CELL_GRU && g == 2
-                                             ? F(load)((const REAL *)s->b_hn + p[j] * NB)
-                                             : F(load)(gx + g * NB);
-            }
+            for (int j = 0; j < NP; ++j) F(start_gates)(G, cell, s, r0 + r, p[j], acc[r * NP + j]);
     }
     F(accumulate_recurrent)(rows, NP, G, s->R, (const REAL *)s->h_prev + r0 * s->R, s->R, w_hh,
                             acc);
@@ -451,12 +456,8 @@ static LF_INLINE void F(step_tile_ahead)(const int G, const lf_cell_kind cell, c
                                          const lf_step_args *s, int64_t p) {
     const int Q = LF_AHEAD_Q, S = G * LF_AHEAD_Q;
     const int64_t PW = G * NB, R = s->R, I = s->I;
-    VEC acc[4], proj[4 * LF_AHEAD_Q];
-    const REAL *gx = (const REAL *)s->gx + p * PW;
-#pragma GCC unroll 4
-    for (int g = 0; g < G; ++g)
-        acc[g] = cell == LF_CELL_GRU && g == 2 ? F(load)((const REAL *)s->b_hn + p * NB)
-                                               : F(load)(gx + g * NB);
+    VEC acc[1][4], proj[4 * LF_AHEAD_Q];
+    F(start_gates)(G, cell, s, 0, p, acc[0]);
     const int64_t col = p * PW + s->ahead_gate * NB;
     REAL *out = (REAL *)s->ahead_gx + col;
     const VEC bias = F(load)((const REAL *)s->bias + col);
@@ -476,23 +477,20 @@ static LF_INLINE void F(step_tile_ahead)(const int G, const lf_cell_kind cell, c
         for (int q = 0; q < Q; ++q) {
             const VEC a = F(splat)(h[kh + q]);
 #pragma GCC unroll 4
-            for (int g = 0; g < G; ++g) acc[g] += a * F(load)(w_hh + (kh + q) * PW + g * NB);
+            for (int g = 0; g < G; ++g) acc[0][g] += a * F(load)(w_hh + (kh + q) * PW + g * NB);
         }
         const VEC w = F(load)(w_ih + ki * PW);
 #pragma GCC unroll 16
         for (int r = 0; r < S; ++r) proj[r] += F(splat)(x[x_row[r] + ki]) * w;
     }
-    for (; kh < R; ++kh) {
-        const VEC a = F(splat)(h[kh]);
-#pragma GCC unroll 4
-        for (int g = 0; g < G; ++g) acc[g] += a * F(load)(w_hh + kh * PW + g * NB);
-    }
+    const REAL *w_hh_rest = w_hh + kh * PW; /* W_ih's slice ran out first */
+    F(accumulate)(1, 1, G, R - kh, h + kh, R, &w_hh_rest, acc);
     for (; ki < s->ahead_k1; ++ki) {
         const VEC w = F(load)(w_ih + ki * PW);
 #pragma GCC unroll 16
         for (int r = 0; r < S; ++r) proj[r] += F(splat)(x[x_row[r] + ki]) * w;
     }
-    F(finish_tile_row)(cell, generic, s, acc, 0, p);
+    F(finish_tile_row)(cell, generic, s, acc[0], 0, p);
 #pragma GCC unroll 16
     for (int r = 0; r < S; ++r) F(store)(out + r * s->ldgx, proj[r]);
 }
