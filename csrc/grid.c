@@ -198,13 +198,40 @@ static void run_steps_projecting_ahead(direction_run *run, const lf_step_args *c
     }
 }
 
+/* The time steps in chunks: one GEMM for a chunk's input projection, then
+ * its steps. A one-step chunk (one step per call, a large batch: plan.c, or
+ * the last step of a sequence) leaves the input projection to the step,
+ * panel by panel: its W_ih and W_hh panels then stream together, in the
+ * step's alternating order. */
+static void run_steps_in_chunks(direction_run *run, const lf_step_args *common) {
+    const lf_plan *p = run->job->plan;
+    const int64_t T = run->job->args->T, B = run->job->args->B, I = run->layout->in_size;
+    const size_t e = p->elem_size;
+    char *gx = run->job->wbase + run->job->ws->gx;
+    const int64_t chunk = run->job->ws->chunk_steps, n_chunks = (T + chunk - 1) / chunk;
+    for (int64_t ci = 0; ci < n_chunks; ++ci) {
+        const int64_t chunk_index = run->dir == 0 ? ci : n_chunks - 1 - ci;
+        const int64_t t0 = chunk_index * chunk, t1 = t0 + chunk < T ? t0 + chunk : T;
+        const int fused_input = lf_chunk_fuses_input(p->desc.cell, t1 - t0);
+        if (!fused_input) project_input(run, t0, t1, gx);
+        for (int64_t s = 0; s < t1 - t0; ++s) {
+            const int64_t t = run->dir == 0 ? t0 + s : t1 - 1 - s;
+            lf_step_args st = *common;
+            st.t = t;
+            st.gx = gx + (size_t)((t - t0) * B * common->ldgx) * e;
+            st.x = fused_input ? run->in + (size_t)(t * B * I) * e : NULL;
+            run_step(run, &st);
+        }
+    }
+}
+
 static void run_direction(forward_job *job, int64_t layer, int64_t dir, const char *in, char *out,
                           int index, int count) {
     const lf_plan *p = job->plan;
     const lf_forward_args *a = job->args;
     const lf_workspace_layout *ws = job->ws;
     const lf_desc *d = &p->desc;
-    const int64_t T = a->T, B = a->B, H = d->hidden_size, R = p->state_size;
+    const int64_t B = a->B, H = d->hidden_size, R = p->state_size;
     const int64_t D = d->num_directions, G = p->gates, NB = p->block, Hp = p->hidden_padded;
     const int64_t n_panels = Hp / NB, ld_out = D * R, slot = layer * D + dir;
     const size_t e = p->elem_size;
@@ -214,7 +241,6 @@ static void run_direction(forward_job *job, int64_t layer, int64_t dir, const ch
     const int64_t I = layout.in_size;
 
     char *wbase = job->wbase;
-    char *gx = wbase + ws->gx;
     char *h_prev = wbase + ws->h_a, *h_next = wbase + ws->h_b;
     char *c = wbase + ws->c;
     char *m = d->proj_size > 0 ? wbase + ws->m : NULL;
@@ -257,29 +283,8 @@ static void run_direction(forward_job *job, int64_t layer, int64_t dir, const ch
         .job = job, .layout = &layout, .packed = packed, .in = in, .out = out, .dir = dir,
         .index = index, .count = count, .h_prev = h_prev, .h_next = h_next,
     };
-    if (ws->ahead_rows > 0) {
-        run_steps_projecting_ahead(&run, &common, ws->ahead_rows);
-    } else {
-        const int64_t chunk = ws->chunk_steps, n_chunks = (T + chunk - 1) / chunk;
-        for (int64_t ci = 0; ci < n_chunks; ++ci) {
-            const int64_t chunk_index = dir == 0 ? ci : n_chunks - 1 - ci;
-            const int64_t t0 = chunk_index * chunk, t1 = t0 + chunk < T ? t0 + chunk : T;
-            /* A one-step chunk (one step per call, a large batch: plan.c, or
-             * the last step of a sequence) leaves the input projection to the
-             * step, panel by panel: its W_ih and W_hh panels then stream
-             * together, in the step's alternating order. */
-            const int fused_input = lf_chunk_fuses_input(d->cell, t1 - t0);
-            if (!fused_input) project_input(&run, t0, t1, gx);
-            for (int64_t s = 0; s < t1 - t0; ++s) {
-                const int64_t t = dir == 0 ? t0 + s : t1 - 1 - s;
-                lf_step_args st = common;
-                st.t = t;
-                st.gx = gx + (size_t)((t - t0) * B * ldgx) * e;
-                st.x = fused_input ? in + (size_t)(t * B * I) * e : NULL;
-                run_step(&run, &st);
-            }
-        }
-    }
+    if (ws->ahead_rows > 0) run_steps_projecting_ahead(&run, &common, ws->ahead_rows);
+    else run_steps_in_chunks(&run, &common);
     h_prev = run.h_prev;
     if (index == 0) {
         memcpy((char *)a->h_n + (size_t)slot * h_bytes, h_prev, h_bytes);
