@@ -318,9 +318,8 @@ static LF_INLINE void F(freeze_row)(const lf_step_args *s, int64_t b, int64_t u0
 static LF_INLINE void F(finish_row)(const lf_cell_kind cell, const int generic,
                                     const lf_step_args *s, const VEC *acc, int64_t b, int64_t p) {
     const int64_t u0 = p * NB, n = s->H - u0 < NB ? s->H - u0 : NB;
-    const REAL *h_prev = (const REAL *)s->h_prev + b * s->R + u0;
-    REAL *h_next = (REAL *)s->h_next + b * s->R + u0;
-    REAL *y = s->y ? (REAL *)s->y + b * s->ldy + u0 : NULL;
+    /* Rows of h are R long: with LSTMP (R = P < H) u0 may lie past a row of
+     * h, so h's pointers are formed only where the cell has no m. */
     if (s->lengths && s->t >= s->lengths[b]) {
         F(freeze_row)(s, b, u0, n);
         return;
@@ -346,6 +345,7 @@ static LF_INLINE void F(finish_row)(const lf_cell_kind cell, const int generic,
         break;
     }
     case LF_CELL_GRU: {
+        const REAL *h_prev = (const REAL *)s->h_prev + b * s->R + u0;
         const VEC gx_n = F(load)((const REAL *)s->gx + b * s->ldgx + p * 3 * NB + 2 * NB);
         if (generic) {
             const VEC r = F(activate)(&o->act[LF_ROLE_F], o->clip, acc[0]);
@@ -364,8 +364,8 @@ static LF_INLINE void F(finish_row)(const lf_cell_kind cell, const int generic,
         break;
     default: h = generic ? F(activate)(&o->act[LF_ROLE_F], o->clip, acc[0]) : VRELU(acc[0]); break;
     }
-    F(store_n)(h_next, h, n);
-    F(store_n)(y, h, n);
+    F(store_n)((REAL *)s->h_next + b * s->R + u0, h, n);
+    F(store_n)((REAL *)s->y + b * s->ldy + u0, h, n);
 }
 
 /* The general cell update, out of line: inlined, its activation switch and
