@@ -35,8 +35,22 @@ _KERAS_RECURRENT = {"LSTM", "GRU", "SimpleRNN", "RNN", "Bidirectional", "LSTMCel
                     "SimpleRNNCell", "StackedRNNCells", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D"}
 
 
+class Default:
+    """A from_keras default that a caller did not override: with a layer, the
+    layer's configuration gives these values, so an explicit one is an error,
+    not silently ignored. Shows as the value itself in help()."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __repr__(self):
+        return repr(self.value)
+
+
 def _activation(argument, value):
-    name = value if isinstance(value, str) else getattr(value, "__name__", None)
+    # None: Keras's own spelling of the identity (keras.activations.get(None)).
+    name = "linear" if value is None else (
+        value if isinstance(value, str) else getattr(value, "__name__", None))
     if name not in _ACTIVATIONS:
         raise ValueError(
             f"{argument}={value!r} is not supported; supported Keras activations: "
@@ -65,9 +79,15 @@ def build(cls, layer, kernel, recurrent_kernel, bias, activation, recurrent_acti
           reset_after, dtype):
     """The body of LSTM/GRU/RNN.from_keras."""
     kind = cls._TORCH_CLASS
+    settings = {"activation": activation, "recurrent_activation": recurrent_activation,
+                "reset_after": reset_after}
     if layer is not None:
         if kernel is not None or recurrent_kernel is not None or bias is not None:
             raise TypeError("give either a Keras layer or kernel/recurrent_kernel/bias, not both")
+        given = [name for name, value in settings.items() if not isinstance(value, Default)]
+        if given:
+            raise TypeError(f"{', '.join(given)}: a Keras layer's configuration gives these; "
+                            f"pass them only with raw arrays")
         try:
             config = layer.get_config()
             weights = layer.get_weights()
@@ -120,6 +140,9 @@ def build(cls, layer, kernel, recurrent_kernel, bias, activation, recurrent_acti
         activation = config["activation"]
         recurrent_activation = config.get("recurrent_activation", "sigmoid")
         reset_after = config.get("reset_after", True)
+    else:
+        activation, recurrent_activation, reset_after = (
+            value.value if isinstance(value, Default) else value for value in settings.values())
     if kernel is None or recurrent_kernel is None:
         raise TypeError("from_keras needs a Keras layer, or kernel and recurrent_kernel")
 
@@ -130,6 +153,9 @@ def build(cls, layer, kernel, recurrent_kernel, bias, activation, recurrent_acti
     kernel = _matrix("kernel", kernel, None, gates * units)
     if dtype is None:
         dtype = np.float64 if kernel.dtype == np.float64 else np.float32
+    # Strict: a truthy string such as "False" must not mean True.
+    if not isinstance(reset_after, (bool, np.bool_)):
+        raise TypeError(f"reset_after must be a bool, got {reset_after!r}")
     reset_after = bool(reset_after)
     if bias is not None:
         bias = np.asarray(bias)

@@ -17,11 +17,16 @@ import numpy as np
 
 from . import _core
 from . import _config
+from . import keras as _keras
 from ._config import resolve_isa
 
 __all__ = ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell", "Stream"]
 
 _GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
+# from_keras's defaults, told apart from the same values passed explicitly.
+_KERAS_DEFAULT_ACTIVATION = _keras.Default("tanh")
+_KERAS_DEFAULT_RECURRENT_ACTIVATION = _keras.Default("sigmoid")
+_KERAS_DEFAULT_RESET_AFTER = _keras.Default(True)
 _RNN_MODES = {"tanh": "RNN_TANH", "relu": "RNN_RELU"}
 _FLOAT32 = np.dtype(np.float32)
 _FLOAT64 = np.dtype(np.float64)
@@ -722,8 +727,9 @@ class _RNNBase(_RecurrentBase):
 
     @classmethod
     def from_keras(cls, layer=None, *, kernel=None, recurrent_kernel=None, bias=None,
-                   activation="tanh", recurrent_activation="sigmoid", reset_after=True,
-                   dtype=None):
+                   activation=_KERAS_DEFAULT_ACTIVATION,
+                   recurrent_activation=_KERAS_DEFAULT_RECURRENT_ACTIVATION,
+                   reset_after=_KERAS_DEFAULT_RESET_AFTER, dtype=None):
         """Build a layer from a Keras 3 LSTM / GRU / SimpleRNN (or an RNN of one
         LSTMCell / GRUCell / SimpleRNNCell), or from its raw arrays.
 
@@ -735,11 +741,11 @@ class _RNNBase(_RecurrentBase):
         and bias (G*units,) or, for a GRU with reset_after=True, (2, 3*units),
         in Keras's layout and gate order; activation/recurrent_activation
         are Keras names (tanh, sigmoid, relu, linear, hard_sigmoid, softsign,
-        softplus, elu; RNN uses activation only). dtype defaults to float64
-        for float64 weights, else float32.
+        softplus, elu; None is linear, as in Keras; RNN uses activation
+        only). With a layer, its configuration gives activation,
+        recurrent_activation and reset_after, so passing them is an error.
+        dtype defaults to float64 for float64 weights, else float32.
         """
-        from . import keras as _keras
-
         return _keras.build(cls, layer, kernel, recurrent_kernel, bias, activation,
                             recurrent_activation, reset_after, dtype)
 

@@ -85,6 +85,26 @@ def test_bad_keras_arguments(rng):
     with pytest.raises(TypeError, match="dtype must be numpy.float32 or numpy.float64"):
         lstm_fast.GRU.from_keras(kernel=kernel, recurrent_kernel=recurrent, bias=bias,
                                  dtype=np.int32)
+    # A truthy non-bool must not pass for reset_after=True (no bias to catch it).
+    for value in ("False", 1, None):
+        with pytest.raises(TypeError, match="reset_after must be a bool"):
+            lstm_fast.GRU.from_keras(kernel=kernel, recurrent_kernel=recurrent,
+                                     reset_after=value)
+
+
+def test_activation_none_is_linear_as_in_keras(rng):
+    kernel, recurrent, bias = keras_arrays(rng, "RNN", 3, 4)
+    x = rng.standard_normal((2, 5, 3))
+    none = lstm_fast.RNN.from_keras(kernel=kernel, recurrent_kernel=recurrent, bias=bias,
+                                    activation=None, dtype=np.float64)
+    linear = lstm_fast.RNN.from_keras(kernel=kernel, recurrent_kernel=recurrent, bias=bias,
+                                      activation="linear", dtype=np.float64)
+    np.testing.assert_array_equal(none(x)[0], linear(x)[0])
+    # and it is the identity: h_t = x_t W + h_{t-1} U + b
+    h = np.zeros(4)
+    for t in range(5):
+        h = x[0, t] @ kernel + h @ recurrent + bias
+    np.testing.assert_allclose(none(x)[0][0, -1], h, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("dtype", [None, np.float32, np.float64])
@@ -254,3 +274,18 @@ def test_layer_configs_that_are_not_keras_3(rng):
         lstm_fast.LSTM.from_keras(_FakeLayer({**config, "use_bias": False}, [k, rk, b]))
     with pytest.raises(ValueError, match="config has no recurrent_activation"):
         lstm_fast.LSTM.from_keras(_FakeLayer({"activation": "relu"}, [k, rk, b]))
+
+
+@pytest.mark.parametrize("argument,value", [
+    ("activation", "relu"), ("activation", "tanh"), ("recurrent_activation", "sigmoid"),
+    ("reset_after", True), ("reset_after", False),
+])
+def test_layer_with_settings_of_its_own_config_refused(argument, value, rng):
+    # The layer's config decides these; a value passed beside it (even the
+    # default's) would be silently ignored, so it is refused.
+    k, rk, b = (rng.standard_normal(s).astype(np.float32) for s in ((5, 12), (4, 12), (2, 12)))
+    config = {"activation": "tanh", "recurrent_activation": "sigmoid", "reset_after": True}
+    layer = _FakeLayer(config, [k, rk, b])
+    assert lstm_fast.GRU.from_keras(layer).hidden_size == 4
+    with pytest.raises(TypeError, match=f"{argument}: a Keras layer's configuration gives"):
+        lstm_fast.GRU.from_keras(layer, **{argument: value})
