@@ -13,14 +13,18 @@ i, o, f, c and peepholes P = [Pi, Po, Pf]; GRU gates z, r, h; B = [Wb, Rb].
 Points the specification leaves open follow ONNX Runtime: `clip` bounds the
 inputs of the gate activations, not the cell state fed to h; `input_forget=1`
 sets f = 1 - i; `activation_alpha`/`activation_beta` are consumed in order by
-the activations that take them, each otherwise getting the default of the
-ONNX operator of the same name (LeakyRelu 0.01, ThresholdedRelu 1.0,
-HardSigmoid 0.2/0.5, Elu 1.0, Affine 1.0/0.0; ScaledTanh has none, so it
-needs both given). One point departs from ONNX Runtime on purpose: a
-sequence of length 0 (sequence_lens, or seq_length 0) ends in its initial
-state (Y_h = initial_h, Y_c = initial_c, zeros when absent), the state after
-no steps, as TensorFlow and lstm_fast's layers have it (torch refuses length
-0); ONNX Runtime returns zeros.
+the activations that take them. Two points depart from ONNX Runtime on
+purpose:
+- An activation without a value in activation_alpha/beta gets the default
+  of the ONNX operator of the same name, as the specification says
+  (LeakyRelu 0.01, ThresholdedRelu 1.0, HardSigmoid 0.2/0.5, Elu 1.0,
+  Affine 1.0/0.0; ScaledTanh has none, so it needs both given). ONNX Runtime
+  1.31 does so for LeakyRelu, HardSigmoid and Elu but uses 0 for Affine,
+  ThresholdedRelu and ScaledTanh (Affine then outputs zeros).
+- A sequence of length 0 (sequence_lens, or seq_length 0) ends in its
+  initial state (Y_h = initial_h, Y_c = initial_c, zeros when absent), the
+  state after no steps, as TensorFlow and lstm_fast's layers have it (torch
+  refuses length 0); ONNX Runtime returns zeros.
 """
 import math
 import numbers
@@ -157,10 +161,15 @@ class Operator:
 
         W = _array("W", W)
         if dtype is None:
-            dtype = W.dtype if W.dtype in (np.float32, np.float64) else None
-        if dtype is None or np.dtype(dtype) not in (np.float32, np.float64):
-            raise TypeError(f"W must be float32 or float64, got dtype {W.dtype}")
-        self.dtype = np.dtype(dtype)
+            if W.dtype not in (np.float32, np.float64):
+                raise TypeError(f"W must be float32 or float64, got dtype {W.dtype}")
+            dtype = W.dtype
+        try:
+            self.dtype = np.dtype(dtype)
+        except TypeError:
+            self.dtype = None
+        if self.dtype not in (np.float32, np.float64):
+            raise TypeError(f"dtype must be float32 or float64, got {dtype!r}")
         G, D = _GATES[op], _DIRECTIONS[direction]
         W = _array("W", W, self.dtype)
         if W.ndim != 3 or W.shape[0] != D or W.shape[1] % G or W.shape[1] == 0:
@@ -171,6 +180,9 @@ class Operator:
         H, I = W.shape[1] // G, W.shape[2]
         if I == 0:
             raise ValueError(f"W must have input_size >= 1 (its last axis), got shape {W.shape}")
+        if hidden_size is not None and (isinstance(hidden_size, bool)
+                                        or not isinstance(hidden_size, numbers.Integral)):
+            raise TypeError(f"hidden_size must be an int, got {hidden_size!r}")
         if hidden_size is not None and hidden_size != H:
             raise ValueError(
                 f"hidden_size={hidden_size} is inconsistent with W of shape {W.shape} "
@@ -225,6 +237,15 @@ class Operator:
             else resolved,
         )
 
+    def _data(self, name, value):
+        # ONNX gives X, the weights and the states one type T: another dtype
+        # is refused (as ONNX Runtime and torch do), not silently converted.
+        array = _to_numpy(name, value)
+        if array.dtype != self.dtype:
+            raise TypeError(f"{name} must be {self.dtype} like the node's weights, got dtype "
+                            f"{array.dtype}")
+        return array
+
     def __call__(self, X, sequence_lens=None, initial_h=None, initial_c=None):
         """Run the node. Returns (Y, Y_h, Y_c) for LSTM, (Y, Y_h) otherwise.
         Arguments left None take the node's constant_inputs, if any."""
@@ -237,7 +258,7 @@ class Operator:
                     given[key] = value
             sequence_lens, initial_h, initial_c = (given["sequence_lens"], given["initial_h"],
                                                    given["initial_c"])
-        X = _array("X", X, self.dtype)
+        X = self._data("X", X)
         if X.ndim != 3 or X.shape[2] != self.input_size:
             order = "[batch_size, seq_length" if self.layout else "[seq_length, batch_size"
             raise ValueError(f"X must have shape {order}, input_size={self.input_size}], "
@@ -249,7 +270,7 @@ class Operator:
         def state(name, value):
             if value is None:
                 return None
-            array = _array(name, value, self.dtype)
+            array = self._data(name, value)
             _expect_shape(name, array, state_shape)
             return np.ascontiguousarray(array.transpose(1, 0, 2) if self.layout else array)
 
@@ -306,7 +327,7 @@ def lstm(X, W, R, B=None, sequence_lens=None, initial_h=None, initial_c=None, P=
     [num_directions, 3*hidden_size]; initial_h, initial_c, Y_h, Y_c
     [num_directions, batch_size, hidden_size]; Y [seq_length, num_directions,
     batch_size, hidden_size]. layout=1 puts batch_size first in X, the states
-    and Y.
+    and Y. The weights are converted to X's dtype; the states must have it.
     """
     op = Operator("LSTM", W, R, B, P, hidden_size=hidden_size, direction=direction, layout=layout,
                   activations=activations, activation_alpha=activation_alpha,

@@ -204,6 +204,33 @@ def test_bad_attributes(rng):
         lo.gru(X, W[:, :3 * H], R[:, :3 * H], linear_before_reset=5)
     with pytest.raises(ValueError, match="input_forget is an LSTM attribute"):
         lo.Operator("GRU", W[:, :3 * H], R[:, :3 * H], input_forget=1)
+    raises(TypeError, "hidden_size must be an int, got 11.0", hidden_size=float(H))
+    raises(TypeError, "hidden_size must be an int, got True", hidden_size=True)
+    # The states must have X's dtype (the weights are converted to it).
+    raises(TypeError, "initial_h must be float64 like the node's weights, got dtype float32",
+           initial_h=h0.astype(np.float32))
+
+
+def test_operator_dtype_checks(rng):
+    X, W, R, B, seq, h0, c0, P = make_inputs(rng, "LSTM", direction="forward")
+    # The dtype argument, not W, is what is wrong.
+    for dtype, shown in ((np.float16, "float16"), ("bogus", "'bogus'")):
+        with pytest.raises(TypeError, match=f"dtype must be float32 or float64, got .*{shown}"):
+            lo.Operator("LSTM", W, R, dtype=dtype)
+    with pytest.raises(TypeError, match="W must be float32 or float64, got dtype float16"):
+        lo.Operator("LSTM", W.astype(np.float16), R)
+    node = lo.Operator("LSTM", W, R, B, P, dtype=np.float32)
+    assert node.dtype == np.float32
+    # X and the states must be the node's type, as ONNX's one type T has it:
+    # no silent float16 upcast nor float64 downcast.
+    for wrong in (np.float16, np.float64):
+        with pytest.raises(TypeError, match=f"X must be float32 like the node's weights, "
+                                            f"got dtype {np.dtype(wrong).name}"):
+            node(X.astype(wrong))
+    with pytest.raises(TypeError, match="initial_c must be float32 like the node's weights"):
+        node(X.astype(np.float32), seq, h0.astype(np.float32), c0)
+    Y, Y_h, Y_c = node(X.astype(np.float32), seq, h0.astype(np.float32), c0.astype(np.float32))
+    assert Y.dtype == Y_h.dtype == Y_c.dtype == np.float32
 
 
 def test_import_needs_no_onnx():
