@@ -5,9 +5,11 @@ batch_first, unbatched input, hx) but runs lstm_fast under torch.no_grad();
 `restore_modules(model)` swaps them back.
 
 Inference only: the replacements have no gradients and ignore dropout (as
-torch's eval mode). They follow the model's `.double()` / `.float()` /
-`.to(dtype)` (float32 and float64; other dtypes and devices raise) and, like
-torch, refuse input and states of another dtype than theirs. Importing this
+torch's eval mode). Only CPU modules swap. They follow the model's
+`.double()` / `.float()` / `.to(dtype)` (float32 and float64; other dtypes
+and devices raise), load checkpoints of any floating dtype in their own (as
+torch's copy_ does) and, like torch, refuse input and states of another
+dtype than theirs. Importing this
 module imports torch, so lstm_fast only imports it on use
 (`import lstm_fast.torch`).
 """
@@ -136,6 +138,10 @@ class _FastBase(nn.Module):
         missing_keys.extend(prefix + name for name in names if name not in mine)
         unexpected_keys.extend(key for key in state_dict
                                if key.startswith(prefix) and key[len(prefix):] not in names)
+        # Floating values take the weights' dtype, as torch's copy_ into a
+        # parameter does (a bfloat16 checkpoint has no NumPy form of its own).
+        mine = {name: value.to(self.dtype) if isinstance(value, torch.Tensor)
+                and value.is_floating_point() else value for name, value in mine.items()}
         try:
             self.fast.load_state_dict(
                 {name: _numpy(value) for name, value in mine.items()}, strict=False
@@ -244,6 +250,10 @@ def _to_fast(module):
     if type(module) not in _LAYERS and type(module) not in _CELLS:
         return None
     for name, parameter in module.named_parameters():
+        if parameter.device.type != "cpu":
+            raise RuntimeError(f"lstm_fast runs on the CPU: {type(module).__name__}'s {name} "
+                               f"is on {parameter.device}; move the model (model.cpu()) before "
+                               f"replace_modules")
         if parameter.dtype not in _TORCH_DTYPES.values():
             raise TypeError(f"lstm_fast runs float32 and float64: {type(module).__name__}'s "
                             f"{name} is {parameter.dtype}; convert the model (model.float()) "

@@ -76,8 +76,11 @@ def test_swapped_model_saves_and_loads_the_original_checkpoints():
         expected = model(x, lengths)
     for g, e in zip(swapped(x, lengths), expected):
         torch.testing.assert_close(g, e, rtol=2e-4, atol=2e-5)
-    # Mismatches are reported as torch reports them, and change nothing.
-    bad = dict(checkpoint)
+    # Mismatches are reported as torch reports them. As in torch, the other
+    # modules load their entries before the error is raised; the module with
+    # the bad entry keeps all its weights (torch would load its other
+    # entries). Every value differs from the loaded ones, so each shows.
+    bad = {name: value + 1 for name, value in checkpoint.items()}
     bad["encoder.weight_hh_l0"] = torch.zeros(3, 3)
     del bad["cell.bias_hh"]
     bad["cell.extra"] = torch.zeros(1)
@@ -85,11 +88,37 @@ def test_swapped_model_saves_and_loads_the_original_checkpoints():
         swapped.load_state_dict(bad)
     assert "cell.bias_hh" in str(error.value) and "cell.extra" in str(error.value)
     for name, value in swapped.state_dict().items():
-        torch.testing.assert_close(value, checkpoint[name], rtol=0, atol=0)
+        kept = name.startswith("encoder.") or name == "cell.bias_hh"
+        torch.testing.assert_close(value, checkpoint[name] if kept else bad[name], rtol=0, atol=0)
     del bad["encoder.weight_hh_l0"]
     result = swapped.load_state_dict(bad, strict=False)
     assert result.missing_keys == ["encoder.weight_hh_l0", "cell.bias_hh"]
     assert result.unexpected_keys == ["cell.extra"]
+
+
+def test_swapped_model_loads_a_checkpoint_of_another_dtype():
+    # As torch's own modules (copy_ into the parameter), a swapped one takes
+    # any floating checkpoint in its own dtype, bfloat16 included.
+    torch.manual_seed(3)
+    model = Tagger().eval()
+    checkpoint = {name: value.to(torch.bfloat16) for name, value in model.state_dict().items()}
+    model.load_state_dict(checkpoint)
+    swapped = lft.replace_modules(Tagger().eval())
+    swapped.load_state_dict(checkpoint)
+    for name, value in swapped.state_dict().items():
+        assert value.dtype == torch.float32
+        torch.testing.assert_close(value, model.state_dict()[name], rtol=0, atol=0)
+    x, lengths = torch.randn(6, 2, 5), torch.tensor([6, 4])
+    with torch.no_grad():
+        expected = model(x, lengths)
+    for g, e in zip(swapped(x, lengths), expected):
+        torch.testing.assert_close(g, e, rtol=2e-4, atol=2e-5)
+
+
+def test_swap_refuses_modules_off_the_cpu():
+    with pytest.raises(RuntimeError, match="lstm_fast runs on the CPU: LSTM's weight_ih_l0 is "
+                                           "on meta"):
+        lft.replace_modules(nn.Sequential(nn.LSTM(3, 4, device="meta")))
 
 
 def test_swap_module_itself_with_state_and_unbatched():
