@@ -159,6 +159,8 @@ def build(cls, layer, kernel, recurrent_kernel, bias, activation, recurrent_acti
     reset_after = bool(reset_after)
     if bias is not None:
         bias = np.asarray(bias)
+        if bias.dtype.kind != "f":
+            raise TypeError(f"bias must hold floating-point values, got dtype {bias.dtype}")
         expected = (2, 3 * units) if kind == "GRU" and reset_after else (gates * units,)
         if bias.shape != expected:
             raise ValueError(f"bias must have shape {expected}, got {bias.shape}")

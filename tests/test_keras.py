@@ -85,6 +85,9 @@ def test_bad_keras_arguments(rng):
     with pytest.raises(TypeError, match="dtype must be numpy.float32 or numpy.float64"):
         lstm_fast.GRU.from_keras(kernel=kernel, recurrent_kernel=recurrent, bias=bias,
                                  dtype=np.int32)
+    with pytest.raises(TypeError, match="bias must hold floating-point values, got dtype int"):
+        lstm_fast.GRU.from_keras(kernel=kernel, recurrent_kernel=recurrent,
+                                 bias=np.arange(24).reshape(2, 12))
     # A truthy non-bool must not pass for reset_after=True (no bias to catch it).
     for value in ("False", 1, None):
         with pytest.raises(TypeError, match="reset_after must be a bool"):
