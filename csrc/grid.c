@@ -65,7 +65,8 @@ static void project_state(const lf_plan *p, const char *packed, const lf_packed_
     const int64_t col0 = p0 * NB, cols = (p1 * NB < P ? p1 * NB : P) - col0;
     lf_gemm_args g = {
         .M = B, .K = H, .A = m, .lda = H,
-        .panels = packed + layout->w_hr + (size_t)(p0 * H * NB) * e, .n_panels = p1 - p0,
+        .panels = packed + layout->w_hr + (size_t)(p0 * LF_PROJECTION_ROWS(H) * NB) * e,
+        .n_panels = p1 - p0,
         .gates = 1, .bias = NULL, .C = h_next + (size_t)col0 * e, .ldc = P, .n_cols = cols,
     };
     ((const lf_kernels *)p->kernels)->gemm[p->desc.dtype](&g);
@@ -106,7 +107,8 @@ static void project_input(const direction_run *run, int64_t t0, int64_t t1, char
     if (p1 == p0) return;
     lf_gemm_args g = {
         .M = (t1 - t0) * B, .K = I, .A = run->in + (size_t)(t0 * B * I) * e, .lda = I,
-        .panels = run->packed + run->layout->w_ih + (size_t)(p0 * I * width) * e,
+        .panels = run->packed + run->layout->w_ih +
+                  (size_t)(p0 * LF_PROJECTION_ROWS(I) * width) * e,
         .n_panels = p1 - p0, .gates = G,
         .bias = run->packed + run->layout->bias + (size_t)(p0 * width) * e,
         .C = gx + (size_t)(p0 * width) * e, .ldc = ldgx, .n_cols = (p1 - p0) * width,

@@ -1,24 +1,28 @@
 /*
- * pack.c -- torch-layout weights -> gate-interleaved panels (layout in
- * internal.h). Done once per parameter change, never per call. Padding
+ * pack.c -- torch-layout weights -> panels (the two layouts in internal.h). Done once per parameter change, never per call. Padding
  * columns are zero so the kernels never need a tail case inside a panel.
  */
 #include <string.h>
 #include "internal.h"
 
 #define DEFINE_PACKERS(REAL, SFX)                                                         \
-    /* W: (gates*n, K) row-major -> panels of K x (gates*NB). */                          \
+    /* W: (gates*n, K) row-major -> panels of all gates of NB units, in the       \
+     * recurrent (K gate-interleaved rows) or projection (a padded block per gate) \
+     * layout. */                                                                         \
     static void pack_panels_##SFX(const void *W_, int64_t gates, int64_t n, int64_t K,    \
-                                  int64_t NB, void *out_) {                               \
+                                  int64_t NB, int projection, void *out_) {               \
         const REAL *W = W_;                                                               \
         REAL *out = out_;                                                                 \
         const int64_t n_panels = (n + NB - 1) / NB, width = gates * NB;                   \
-        memset(out, 0, (size_t)(n_panels * K * width) * sizeof(REAL));                    \
+        const int64_t rows = projection ? LF_PROJECTION_ROWS(K) : K;                      \
+        const int64_t k_stride = projection ? NB : width;                                 \
+        const int64_t gate_stride = projection ? rows * NB : NB;                          \
+        memset(out, 0, (size_t)(n_panels * rows * width) * sizeof(REAL));                 \
         for (int64_t g = 0; g < gates; ++g)                                               \
             for (int64_t j = 0; j < n; ++j) {                                             \
                 const REAL *src = W + (g * n + j) * K;                                    \
-                REAL *dst = out + (j / NB) * K * width + g * NB + j % NB;                 \
-                for (int64_t k = 0; k < K; ++k) dst[k * width] = src[k];                  \
+                REAL *dst = out + (j / NB) * rows * width + g * gate_stride + j % NB;     \
+                for (int64_t k = 0; k < K; ++k) dst[k * k_stride] = src[k];               \
             }                                                                             \
     }                                                                                     \
     /* The biases that can be added before the recurrent product, in panel order.        \
@@ -45,7 +49,8 @@ DEFINE_PACKERS(float, f32)
 DEFINE_PACKERS(double, f64)
 
 typedef struct packers {
-    void (*panels)(const void *W, int64_t gates, int64_t n, int64_t K, int64_t NB, void *out);
+    void (*panels)(const void *W, int64_t gates, int64_t n, int64_t K, int64_t NB,
+                   int projection, void *out);
     void (*bias)(const lf_plan *p, const void *b_ih, const void *b_hh, void *bias, void *b_hn);
 } packers;
 
@@ -86,13 +91,14 @@ lf_status lf_pack_weights_ex(const lf_plan *plan, int64_t layer, int64_t directi
     const int keep_b_hn = d->cell == LF_CELL_GRU && !reset_before;
     const int64_t hh_gates = reset_before ? 2 : G;
     const packers *pack = &packers_of_dtype[d->dtype];
-    pack->panels(w_ih, G, H, L.in_size, NB, base + L.w_ih);
-    pack->panels(w_hh, hh_gates, H, R, NB, base + L.w_hh);
+    pack->panels(w_ih, G, H, L.in_size, NB, 1, base + L.w_ih);
+    pack->panels(w_hh, hh_gates, H, R, NB, 0, base + L.w_hh);
     if (reset_before) /* W_hn: the third gate block of W_hh */
         pack->panels((const char *)w_hh + (size_t)(2 * H * R) * plan->elem_size, 1, H, R, NB,
-                     base + L.w_hn);
+                     0, base + L.w_hn);
     pack->bias(plan, b_ih, b_hh, base + L.bias, keep_b_hn ? base + L.b_hn : NULL);
-    if (w_hr) pack->panels(w_hr, 1, d->proj_size, H, NB, base + L.w_hr);
-    if (peephole) pack->panels(peephole, 3, H, 1, NB, base + L.peephole);
+    /* (One gate or K = 1: the two layouts coincide.) */
+    if (w_hr) pack->panels(w_hr, 1, d->proj_size, H, NB, 1, base + L.w_hr);
+    if (peephole) pack->panels(peephole, 3, H, 1, NB, 0, base + L.peephole);
     return LF_OK;
 }

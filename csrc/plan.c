@@ -123,13 +123,14 @@ LF_HIDDEN lf_status lf_packed_layout_of(const lf_plan *plan, int64_t layer, lf_p
      * outside r and joins the other biases. */
     const int reset_before = (d->flags & LF_GRU_RESET_BEFORE_PRODUCT) != 0;
     size_t w_ih, w_hh, bias, b_hn = 0, w_hr = 0, peephole = 0, w_hn = 0, total;
-    if (!panels_bytes(plan, G, H, in_size, &w_ih) ||
+    if (!panels_bytes(plan, G, H, LF_PROJECTION_ROWS(in_size), &w_ih) ||
         !panels_bytes(plan, reset_before ? 2 : G, H, R, &w_hh) ||
         !panels_bytes(plan, G, H, 1, &bias))
         return LF_ERR_OVERFLOW;
     if (d->cell == LF_CELL_GRU && !reset_before && !panels_bytes(plan, 1, H, 1, &b_hn))
         return LF_ERR_OVERFLOW;
-    if (d->proj_size > 0 && !panels_bytes(plan, 1, d->proj_size, H, &w_hr)) return LF_ERR_OVERFLOW;
+    if (d->proj_size > 0 && !panels_bytes(plan, 1, d->proj_size, LF_PROJECTION_ROWS(H), &w_hr))
+        return LF_ERR_OVERFLOW;
     if ((d->flags & LF_LSTM_PEEPHOLE) && !panels_bytes(plan, 3, H, 1, &peephole))
         return LF_ERR_OVERFLOW;
     if (reset_before && !panels_bytes(plan, 1, H, R, &w_hn)) return LF_ERR_OVERFLOW;

@@ -71,23 +71,30 @@ static LF_INLINE VEC F(splat)(REAL a) {
 #define LF_ROW_PANELS 2
 _Static_assert(LF_ROW_PANELS <= LF_MR, "a lone row's tile holds LF_ROW_PANELS accumulator rows");
 
-/* acc[r*NP + j][g] += sum_k A[r][k] * panel[j][k][g*NB : g*NB+NB]. Each
- * accumulator is one chain over k in order, whatever the tile's shape: a
- * value's bits do not depend on the rows or panels it was tiled with. */
+/* The two panel layouts (internal.h): gate g's vector for row k of a panel
+ * lies at k * k_stride + g * gate_stride. */
+#define LF_RECURRENT_PANEL(G) (G) * NB, NB          /* K rows of G*NB */
+#define LF_PROJECTION_PANEL(K) NB, LF_PROJECTION_ROWS(K) * NB /* a block per gate */
+
+/* acc[r*NP + j][g] += sum_k A[r][k] * (gate g's vector of row k of panel j).
+ * Each accumulator is one chain over k in order, whatever the tile's shape
+ * or the panel layout: a value's bits do not depend on the rows or panels
+ * it was tiled with. */
 static LF_INLINE void F(accumulate)(const int rows, const int NP, const int G, int64_t K,
                                     const REAL *A, int64_t lda, const REAL *const *panel,
+                                    const int64_t k_stride, const int64_t gate_stride,
                                     VEC acc[][4]) {
     for (int64_t k = 0; k < K; ++k) {
         VEC wv[LF_ROW_PANELS][4];
 #pragma GCC unroll 2
         for (int j = 0; j < NP; ++j) {
-            const REAL *w = panel[j] + k * G * NB;
+            const REAL *w = panel[j] + k * k_stride;
 #pragma GCC unroll 4
-            for (int g = 0; g < G; ++g) wv[j][g] = F(load)(w + g * NB);
+            for (int g = 0; g < G; ++g) wv[j][g] = F(load)(w + g * gate_stride);
             if (rows >= LF_PREFETCH_MIN_TILE_ROWS) {
 #pragma GCC unroll 4
                 for (int g = 0; g < G; ++g)
-                    __builtin_prefetch(w + LF_PREFETCH_ROWS * G * NB + g * NB, 0, 3);
+                    __builtin_prefetch(w + LF_PREFETCH_ROWS * k_stride + g * gate_stride, 0, 3);
             }
         }
 #pragma GCC unroll 8
@@ -120,7 +127,7 @@ static LF_INLINE void F(accumulate_short)(const int rows, const int G, int64_t K
                                           int64_t lda, const REAL *panel, VEC acc[][4]) {
     const int S = LF_MIN_CHAINS / (rows * G);
     if (S < 2) { /* nothing to split (and S = 0 would never advance k) */
-        F(accumulate)(rows, 1, G, K, A, lda, &panel, acc);
+        F(accumulate)(rows, 1, G, K, A, lda, &panel, LF_RECURRENT_PANEL(G), acc);
         return;
     }
     VEC part[LF_MIN_CHAINS][LF_MIN_CHAINS / 2][4];
@@ -174,7 +181,7 @@ static LF_INLINE void F(accumulate_recurrent)(const int rows, const int NP, cons
     if (NP == 1 && G <= 2 && (rows * G == 1 || rows * G == 2 || rows * G == 4))
         F(accumulate_short)(rows, G, K, A, lda, panel[0], acc);
     else
-        F(accumulate)(rows, NP, G, K, A, lda, panel, acc);
+        F(accumulate)(rows, NP, G, K, A, lda, panel, LF_RECURRENT_PANEL(G), acc);
 }
 
 /* Expands CALL(n) for the remaining-rows count n in 1..LF_MR, the tallest
@@ -189,11 +196,12 @@ static LF_INLINE void F(gemm_tile)(const int rows, const int G, const lf_gemm_ar
                                    int64_t r0, int64_t p) {
     const int64_t PW = G * NB;
     const REAL *bias = g->bias ? (const REAL *)g->bias + p * PW : NULL;
-    const REAL *panel = (const REAL *)g->panels + p * g->K * PW;
+    const REAL *panel = (const REAL *)g->panels + p * LF_PROJECTION_ROWS(g->K) * PW;
     VEC acc[LF_GEMM_MR_MAX][4];
     for (int r = 0; r < rows; ++r)
         for (int gg = 0; gg < G; ++gg) acc[r][gg] = bias ? F(load)(bias + gg * NB) : F(splat)(0);
-    F(accumulate)(rows, 1, G, g->K, (const REAL *)g->A + r0 * g->lda, g->lda, &panel, acc);
+    F(accumulate)(rows, 1, G, g->K, (const REAL *)g->A + r0 * g->lda, g->lda, &panel,
+                  LF_PROJECTION_PANEL(g->K), acc);
     for (int r = 0; r < rows; ++r) {
         REAL *c = (REAL *)g->C + (r0 + r) * g->ldc;
         for (int gg = 0; gg < G; ++gg) {
@@ -411,7 +419,7 @@ static LF_INLINE void F(step_tile)(const int rows, const int NP, const int G,
     const REAL *w_ih[LF_ROW_PANELS], *w_hh[LF_ROW_PANELS];
 #pragma GCC unroll 2
     for (int j = 0; j < NP; ++j) {
-        w_ih[j] = (const REAL *)s->w_ih + p[j] * s->I * PW;
+        w_ih[j] = (const REAL *)s->w_ih + p[j] * LF_PROJECTION_ROWS(s->I) * PW;
         w_hh[j] = (const REAL *)s->w_hh + p[j] * s->R * PW;
     }
     if (s->x) {
@@ -422,7 +430,8 @@ static LF_INLINE void F(step_tile)(const int rows, const int NP, const int G,
 #pragma GCC unroll 4
                 for (int g = 0; g < G; ++g)
                     acc[r * NP + j][g] = F(load)((const REAL *)s->bias + p[j] * PW + g * NB);
-        F(accumulate)(rows, NP, G, s->I, (const REAL *)s->x + r0 * s->I, s->I, w_ih, acc);
+        F(accumulate)(rows, NP, G, s->I, (const REAL *)s->x + r0 * s->I, s->I, w_ih,
+                      LF_PROJECTION_PANEL(s->I), acc);
     } else {
 #pragma GCC unroll 8
         for (int r = 0; r < rows; ++r)
@@ -448,7 +457,8 @@ static LF_INLINE void F(step_tile)(const int rows, const int NP, const int G,
  * projection GEMM is FMA-bound: interleaved in one k loop (LF_AHEAD_Q rows
  * of W_hh to one of W_ih), each runs in the other's gaps, and the step then
  * costs about its bytes at the cache's rate. One W_ih vector serves S rows,
- * so a step adds 1/S of W_ih to those bytes. Both sums keep one chain per
+ * so a step adds 1/S of W_ih to those bytes (contiguous: the projection
+ * panel layout keeps each gate's rows together). Both sums keep one chain per
  * accumulator in k order (as accumulate and gemm_tile; a partial sum
  * stored and reloaded is exact): the same bits as without projecting ahead.
  * One panel per tile: with the S projection chains it has chains enough. */
@@ -470,7 +480,8 @@ static LF_INLINE void F(step_tile_ahead)(const int G, const lf_cell_kind cell, c
     }
     const REAL *h = (const REAL *)s->h_prev;
     const REAL *w_hh = (const REAL *)s->w_hh + p * R * PW;
-    const REAL *w_ih = (const REAL *)s->w_ih + p * I * PW + s->ahead_gate * NB;
+    const int64_t rows_ih = LF_PROJECTION_ROWS(I);
+    const REAL *w_ih = (const REAL *)s->w_ih + (p * PW + s->ahead_gate * NB) * rows_ih;
     int64_t kh = 0, ki = s->ahead_k0;
     for (; ki < s->ahead_k1 && kh + Q <= R; ++ki, kh += Q) {
 #pragma GCC unroll 4
@@ -479,14 +490,14 @@ static LF_INLINE void F(step_tile_ahead)(const int G, const lf_cell_kind cell, c
 #pragma GCC unroll 4
             for (int g = 0; g < G; ++g) acc[0][g] += a * F(load)(w_hh + (kh + q) * PW + g * NB);
         }
-        const VEC w = F(load)(w_ih + ki * PW);
+        const VEC w = F(load)(w_ih + ki * NB);
 #pragma GCC unroll 16
         for (int r = 0; r < S; ++r) proj[r] += F(splat)(x[x_row[r] + ki]) * w;
     }
     const REAL *w_hh_rest = w_hh + kh * PW; /* W_ih's slice ran out first */
-    F(accumulate)(1, 1, G, R - kh, h + kh, R, &w_hh_rest, acc);
+    F(accumulate)(1, 1, G, R - kh, h + kh, R, &w_hh_rest, LF_RECURRENT_PANEL(G), acc);
     for (; ki < s->ahead_k1; ++ki) {
-        const VEC w = F(load)(w_ih + ki * PW);
+        const VEC w = F(load)(w_ih + ki * NB);
 #pragma GCC unroll 16
         for (int r = 0; r < S; ++r) proj[r] += F(splat)(x[x_row[r] + ki]) * w;
     }
