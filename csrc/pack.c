@@ -1,13 +1,14 @@
 /*
- * pack.c -- torch-layout weights -> panels (the two layouts in internal.h). Done once per parameter change, never per call. Padding
- * columns are zero so the kernels never need a tail case inside a panel.
+ * pack.c -- torch-layout weights -> panels (the two layouts in internal.h).
+ * Done once per parameter change, never per call. Padding columns are zero
+ * so the kernels never need a tail case inside a panel.
  */
 #include <string.h>
 #include "internal.h"
 
 #define DEFINE_PACKERS(REAL, SFX)                                                         \
-    /* W: (gates*n, K) row-major -> panels of all gates of NB units, in the       \
-     * recurrent (K gate-interleaved rows) or projection (a padded block per gate) \
+    /* W: (gates*n, K) row-major -> panels of all gates of NB units, in the              \
+     * recurrent (K gate-interleaved rows) or projection (a padded block per gate)        \
      * layout. */                                                                         \
     static void pack_panels_##SFX(const void *W_, int64_t gates, int64_t n, int64_t K,    \
                                   int64_t NB, int projection, void *out_) {               \
