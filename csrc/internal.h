@@ -71,8 +71,8 @@ static inline void *lf_align_ptr(void *p) {
  *     instead of every G-th vector:
  *       panel[p][g][k][u]      = W[g*N + p*NB + u][k]
  *     Measured against gate-interleaved W_ih (Zen 4, in-process A/B, LSTM
- *     B=1, 1 thread): H=512 0.83-0.86x the time, H=64-256 and batch 16/64
- *     within +-1%. Without the padding row, blocks K*NB values apart start
+ *     B=1, 1 thread): H=512 0.82-0.86x the time, H=64-256 and batch 16/64
+ *     0.99-1.04x. Without the padding row, blocks K*NB values apart start
  *     a multiple of 4 KiB apart whenever K is a multiple of 64 (64-byte
  *     rows), so the GEMM's G streams share L1 sets: batch 64 was 1.02-1.03x.
  */
