@@ -1120,9 +1120,11 @@ cdef class ThreadPool:
         _check(status, f"ThreadPool({n_threads})")
 
     def __dealloc__(self):
+        # Under the GIL: joining idle workers takes microseconds, and a thread
+        # that let go of the GIL here while the interpreter shuts down might
+        # never get it back, in the middle of a deallocation.
         if self._pool != NULL:
-            with nogil:
-                lf_pool_destroy(self._pool)
+            lf_pool_destroy(self._pool)
 
     def forget_after_fork(self):
         """In a forked child the workers do not exist: drop the pool without
