@@ -59,7 +59,7 @@ static inline void *lf_align_ptr(void *p) {
 /* ---- kernel arguments ---------------------------------------------------
  * Weights are packed into panels (pack.c): for a matrix W of shape (G*N, K)
  * in torch's layout, panel p holds hidden units [p*NB, p*NB+NB) of all G
- * gates, K*G*NB values (zero past N). One panel therefore yields every gate
+ * gates (zero past N). One panel therefore yields every gate
  * of NB hidden units, so the cell update runs while the gate values are
  * still in registers. Two layouts inside a panel:
  *   recurrent (W_hh, W_hn): K rows of G*NB, gate-interleaved, so a step
@@ -74,14 +74,14 @@ static inline void *lf_align_ptr(void *p) {
  *     B=1, 1 thread): H=512 0.82-0.86x the time, H=64-256 and batch 16/64
  *     0.99-1.04x. Without the padding row, blocks K*NB values apart start
  *     a multiple of 4 KiB apart whenever K is a multiple of 64 (64-byte
- *     rows), so the GEMM's G streams share L1 sets: batch 64 was 1.02-1.03x.
+ *     rows), so the GEMM's G streams share L1 sets: batch 64 was 1.01-1.04x.
  */
 #define LF_PROJECTION_ROWS(K) ((K) + 1)
 typedef struct lf_gemm_args {
     int64_t M, K;          /* rows of A, shared dimension */
     const void *A;         /* (M, K), row stride lda */
     int64_t lda;
-    const void *panels;    /* n_panels projection panels of K x (gates*NB) */
+    const void *panels;    /* n_panels projection panels (gate blocks of K rows) */
     int64_t n_panels;
     int64_t gates;         /* 1, 3 or 4 */
     const void *bias;      /* n_panels*gates*NB values in panel order, or NULL */

@@ -98,7 +98,6 @@ lf_status lf_pack_weights_ex(const lf_plan *plan, int64_t layer, int64_t directi
         pack->panels((const char *)w_hh + (size_t)(2 * H * R) * plan->elem_size, 1, H, R, NB,
                      0, base + L.w_hn);
     pack->bias(plan, b_ih, b_hh, base + L.bias, keep_b_hn ? base + L.b_hn : NULL);
-    /* (One gate or K = 1: the two layouts coincide.) */
     if (w_hr) pack->panels(w_hr, 1, d->proj_size, H, NB, 1, base + L.w_hr);
     if (peephole) pack->panels(peephole, 3, H, 1, NB, 0, base + L.peephole);
     return LF_OK;

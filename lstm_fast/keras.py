@@ -154,7 +154,7 @@ def build(cls, layer, kernel, recurrent_kernel, bias, activation, recurrent_acti
     if dtype is None:
         dtype = np.float64 if kernel.dtype == np.float64 else np.float32
     # Strict: a truthy string such as "False" must not mean True.
-    if not isinstance(reset_after, (bool, np.bool_)):
+    if kind == "GRU" and not isinstance(reset_after, (bool, np.bool_)):
         raise TypeError(f"reset_after must be a bool, got {reset_after!r}")
     reset_after = bool(reset_after)
     if bias is not None:

@@ -340,7 +340,8 @@ def gru(X, W, R, B=None, sequence_lens=None, initial_h=None, *, activation_alpha
         activation_beta=None, activations=None, clip=None, direction="forward", hidden_size=None,
         layout=0, linear_before_reset=0):
     """ONNX GRU: returns (Y, Y_h). Shapes as lstm with 3*hidden_size gate rows
-    and B [num_directions, 6*hidden_size]; linear_before_reset=1 is torch's GRU."""
+    and B [num_directions, 6*hidden_size]; linear_before_reset=1 is torch's GRU.
+    The weights are converted to X's dtype; initial_h must have it."""
     op = Operator("GRU", W, R, B, hidden_size=hidden_size, direction=direction, layout=layout,
                   activations=activations, activation_alpha=activation_alpha,
                   activation_beta=activation_beta, clip=clip,
@@ -352,7 +353,8 @@ def rnn(X, W, R, B=None, sequence_lens=None, initial_h=None, *, activation_alpha
         activation_beta=None, activations=None, clip=None, direction="forward", hidden_size=None,
         layout=0):
     """ONNX RNN: returns (Y, Y_h). Shapes as lstm with hidden_size gate rows and
-    B [num_directions, 2*hidden_size]."""
+    B [num_directions, 2*hidden_size]. The weights are converted to X's dtype;
+    initial_h must have it."""
     op = Operator("RNN", W, R, B, hidden_size=hidden_size, direction=direction, layout=layout,
                   activations=activations, activation_alpha=activation_alpha,
                   activation_beta=activation_beta, clip=clip, dtype=_dtype_of(X))
