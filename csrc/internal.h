@@ -59,9 +59,9 @@ static inline void *lf_align_ptr(void *p) {
 /* ---- kernel arguments ---------------------------------------------------
  * Weights are packed into panels (pack.c): for a matrix W of shape (G*N, K)
  * in torch's layout, panel p holds hidden units [p*NB, p*NB+NB) of all G
- * gates (zero past N). One panel therefore yields every gate
- * of NB hidden units, so the cell update runs while the gate values are
- * still in registers. Two layouts inside a panel:
+ * gates (zero past N). One panel therefore yields every gate of NB hidden
+ * units, so the cell update runs while the gate values are still in
+ * registers. Two layouts inside a panel:
  *   recurrent (W_hh, W_hn): K rows of G*NB, gate-interleaved, so a step
  *     streams all gates of a row of k together:
  *       panel[p][k][g*NB + u]  = W[g*N + p*NB + u][k]
