@@ -148,6 +148,13 @@ static void run_step(direction_run *run, lf_step_args *st) {
     run->h_next = swap;
 }
 
+/* Time steps [lo, hi) of block j of S steps, in the direction's order. */
+static void block_steps(int64_t j, int64_t S, int64_t T, int64_t dir, int64_t *lo, int64_t *hi) {
+    const int64_t first = j * S, end = first + S < T ? first + S : T;
+    *lo = dir == 0 ? first : T - end;
+    *hi = dir == 0 ? end : T - first;
+}
+
 /* A batch of one projects its input ahead (plan.c decides when: kernels
  * with ahead_rows, so far AVX-512, and T of two blocks or more): steps go
  * in blocks of S = ahead_rows[G], and while block j runs, its S steps
@@ -156,14 +163,8 @@ static void run_step(direction_run *run, lf_step_args *st) {
  * ring in gx; only block 0 takes the GEMM. Measured against the GEMM
  * chunks (Zen 4, 1 thread, LSTM, I=H, same bits): H=64 T=50 0.88x the
  * time, H=128 T=1000 0.85x, H=256 0.90x, H=512 0.94x; with I = 8-16x H
- * 0.96-1.06x. */
-/* Time steps [lo, hi) of block j of S steps, in the direction's order. */
-static void block_steps(int64_t j, int64_t S, int64_t T, int64_t dir, int64_t *lo, int64_t *hi) {
-    const int64_t first = j * S, end = first + S < T ? first + S : T;
-    *lo = dir == 0 ? first : T - end;
-    *hi = dir == 0 ? end : T - first;
-}
-
+ * 0.96-1.06x (before the projection panel layout, internal.h, took H=512
+ * to 0.82-0.86x of that). */
 static void run_steps_projecting_ahead(direction_run *run, const lf_step_args *common,
                                        int64_t S) {
     const lf_plan *p = run->job->plan;
@@ -171,6 +172,7 @@ static void run_steps_projecting_ahead(direction_run *run, const lf_step_args *c
     const size_t e = p->elem_size, block_bytes = (size_t)(S * common->ldgx) * e;
     char *ring = run->job->wbase + run->job->ws->gx;
     const int64_t n_blocks = (T + S - 1) / S;
+    lf_step_args st = *common; /* once: each step sets only its own fields */
     int64_t lo, hi;
     block_steps(0, S, T, run->dir, &lo, &hi);
     project_input(run, lo, hi, ring);
@@ -182,9 +184,9 @@ static void run_steps_projecting_ahead(direction_run *run, const lf_step_args *c
         if (has_next) block_steps(j + 1, S, T, run->dir, &next_lo, &next_hi);
         for (int64_t i = 0; i < hi - lo; ++i) {
             const int64_t t = run->dir == 0 ? lo + i : hi - 1 - i;
-            lf_step_args st = *common;
             st.t = t;
             st.gx = this_block + (size_t)((t - lo) * common->ldgx) * e;
+            st.ahead_x = NULL;
             if (has_next) { /* then this block has all S steps */
                 st.ahead_x = run->in + (size_t)(next_lo * I) * e;
                 st.ahead_valid = next_hi - next_lo;
@@ -211,6 +213,7 @@ static void run_steps_in_chunks(direction_run *run, const lf_step_args *common) 
     const size_t e = p->elem_size;
     char *gx = run->job->wbase + run->job->ws->gx;
     const int64_t chunk = run->job->ws->chunk_steps, n_chunks = (T + chunk - 1) / chunk;
+    lf_step_args st = *common; /* once: each step sets only its own fields */
     for (int64_t ci = 0; ci < n_chunks; ++ci) {
         const int64_t chunk_index = run->dir == 0 ? ci : n_chunks - 1 - ci;
         const int64_t t0 = chunk_index * chunk, t1 = t0 + chunk < T ? t0 + chunk : T;
@@ -218,7 +221,6 @@ static void run_steps_in_chunks(direction_run *run, const lf_step_args *common) 
         if (!fused_input) project_input(run, t0, t1, gx);
         for (int64_t s = 0; s < t1 - t0; ++s) {
             const int64_t t = run->dir == 0 ? t0 + s : t1 - 1 - s;
-            lf_step_args st = *common;
             st.t = t;
             st.gx = gx + (size_t)((t - t0) * B * common->ldgx) * e;
             st.x = fused_input ? run->in + (size_t)(t * B * I) * e : NULL;
