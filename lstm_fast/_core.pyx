@@ -286,7 +286,10 @@ cdef object _state_array(int ndim, int64_t stacked, int64_t batch, int64_t width
 
 cdef inline bint _state_fits(object array, int typenum, int ndim, int64_t stacked, int64_t batch,
                              int64_t width):
-    """_fits_nd for a state shaped as _state_array makes it."""
+    """_fits_nd for a state shaped as _state_array makes it, and a plain
+    ndarray (call_fast leaves subclasses to the converting path)."""
+    if not cnp.PyArray_CheckExact(array):
+        return False
     if ndim == 3:
         return _fits_nd(array, typenum, 3, stacked, batch, width)
     if ndim == 2:
@@ -692,7 +695,10 @@ cdef class Engine:
         cdef cnp.npy_intp *dims
         cdef int ndim
         cdef bint is_lstm = desc.cell == LF_CELL_LSTM
-        if not cnp.PyArray_Check(input):
+        # Subclasses take the converting path, which makes them plain arrays
+        # (np.matrix reshapes by its own rules; a masked array's mask must
+        # not be ignored), so a call behaves the same whichever path it takes.
+        if not cnp.PyArray_CheckExact(input):
             return None
         ndim = cnp.PyArray_NDIM(<cnp.ndarray>input)
         dims = cnp.PyArray_DIMS(<cnp.ndarray>input)
@@ -1018,9 +1024,11 @@ cdef class StreamCore:
                 engine = module._current_engine()
             if engine is not self._sized_for:
                 self._fit_engine(engine)
-        if not _fits_nd(input, self._typenum, ndim, batch if ndim == 2 else self._input_size,
-                        self._input_size, -1):
-            if (cnp.PyArray_Check(input) and cnp.PyArray_NDIM(<cnp.ndarray>input) == ndim
+        if not cnp.PyArray_CheckExact(input) or not _fits_nd(
+                input, self._typenum, ndim, batch if ndim == 2 else self._input_size,
+                self._input_size, -1):
+            # Subclasses convert as in call_fast.
+            if (cnp.PyArray_CheckExact(input) and cnp.PyArray_NDIM(<cnp.ndarray>input) == ndim
                     and cnp.PyArray_TYPE(<cnp.ndarray>input) in (
                         cnp.NPY_FLOAT16, cnp.NPY_FLOAT32, cnp.NPY_FLOAT64)
                     and cnp.PyArray_DIMS(<cnp.ndarray>input)[ndim - 1] == self._input_size

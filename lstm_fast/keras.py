@@ -148,7 +148,11 @@ def build(cls, layer, kernel, recurrent_kernel, bias, activation, recurrent_acti
 
     gates = {"LSTM": 4, "GRU": 3, "RNN": 1}[kind]
     recurrent_kernel = np.asarray(recurrent_kernel)
-    units = recurrent_kernel.shape[0] if recurrent_kernel.ndim == 2 else -1
+    if recurrent_kernel.ndim != 2:
+        multiple = f"{gates} * units" if gates > 1 else "units"
+        raise ValueError(f"recurrent_kernel must have shape (units, {multiple}), "
+                         f"got {recurrent_kernel.shape}")
+    units = recurrent_kernel.shape[0]
     recurrent_kernel = _matrix("recurrent_kernel", recurrent_kernel, units, gates * units)
     kernel = _matrix("kernel", kernel, None, gates * units)
     if dtype is None:

@@ -156,13 +156,26 @@ def _generator(seed):
 # ---------------------------------------------------------------- array conversion
 
 def _to_numpy(name, value):
-    if isinstance(value, np.ndarray):
+    if type(value) is np.ndarray:
         return value
+    if isinstance(value, np.ma.MaskedArray) and np.ma.is_masked(value):
+        raise TypeError(
+            f"{name} is a masked array with masked values, which lstm_fast would not skip: "
+            "fill them (for sequences of different lengths, pass lengths=)"
+        )
     try:
         # torch tensors, duck-typed so torch is never imported here: one that
         # requires grad or lives off the CPU refuses numpy.asarray.
         if callable(getattr(value, "detach", None)) and callable(getattr(value, "numpy", None)):
-            return value.detach().cpu().numpy()
+            tensor = value.detach().cpu()
+            # A lazily negated or conjugated view (x.conj().imag) refuses
+            # .numpy() until resolved; torch's own layers take it.
+            for resolve in ("resolve_conj", "resolve_neg"):
+                if callable(getattr(tensor, resolve, None)):
+                    tensor = getattr(tensor, resolve)()
+            return tensor.numpy()
+        # A plain ndarray also for subclasses: np.matrix, for one, would keep
+        # two dimensions through the reshapes of unbatched input.
         return np.asarray(value)
     except ValueError as error:
         raise ValueError(f"{name} could not be converted to a NumPy array: {error}") from error

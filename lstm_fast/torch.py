@@ -26,7 +26,9 @@ _CELLS = {nn.LSTMCell: _layers.LSTMCell, nn.GRUCell: _layers.GRUCell, nn.RNNCell
 
 
 def _numpy(tensor):
-    return None if tensor is None else tensor.detach().cpu().numpy()
+    # resolve_*: a lazily negated or conjugated view (x.conj().imag) refuses
+    # .numpy() until resolved, while torch's own modules take it.
+    return None if tensor is None else tensor.detach().cpu().resolve_conj().resolve_neg().numpy()
 
 
 def _state_numpy(hx):

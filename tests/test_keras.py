@@ -78,6 +78,10 @@ def test_bad_keras_arguments(rng):
                                  reset_after=False)
     with pytest.raises(ValueError, match="recurrent_kernel must have shape"):
         lstm_fast.GRU.from_keras(kernel=kernel, recurrent_kernel=recurrent[:, :-1])
+    # Not 2-D: the message names units, not an extent computed from nothing.
+    with pytest.raises(ValueError, match=r"recurrent_kernel must have shape \(units, 4 \* units\), "
+                                         r"got \(16,\)"):
+        lstm_fast.LSTM.from_keras(kernel=np.zeros((3, 16)), recurrent_kernel=np.zeros(16))
     with pytest.raises(ValueError, match="activation='gelu' is not supported"):
         lstm_fast.GRU.from_keras(kernel=kernel, recurrent_kernel=recurrent, activation="gelu")
     with pytest.raises(TypeError, match="needs a Keras layer"):

@@ -6,8 +6,8 @@ import pytest
 
 import lstm_fast  # (a collection error here means the package is not built)
 import reference
-from helpers import (MODES, assert_close, assert_result, is_lstm, make_hx, make_input, make_layer,
-                     make_rng, params64, proj_for, ref_mode, split, spy_fast_path, tol)
+from helpers import (MODES, assert_close, assert_result, is_lstm, make_cell, make_hx, make_input,
+                     make_layer, make_rng, params64, proj_for, ref_mode, split, spy_fast_path, tol)
 
 DTYPES = [np.float32, np.float64]
 
@@ -368,6 +368,58 @@ def test_unusual_arrays_match_native_ones(isa, mode):
     for variant_x, variant_hx in ((swapped, hx), (misaligned, hx), (x, as_list_hx)):
         for got, want in zip(split(mode, layer(variant_x, variant_hx)), expected):
             np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # np.matrix's
+@pytest.mark.parametrize("mode", ["lstm", "gru"])
+def test_ndarray_subclasses_behave_as_plain_arrays_on_every_call(mode):
+    # np.matrix keeps two dimensions through reshapes: unbatched input and
+    # states given as matrices must still work, on the first call (the
+    # converting path) as on later ones (the fast path), in layers, cells and
+    # streams alike.
+    rng = make_rng("subclasses", mode)
+    x = make_input(rng, 5, 1, 3, np.float32)[:, 0]              # unbatched (T, I)
+    h = rng.standard_normal((1, 4)).astype(np.float32)
+    hx = (h, h * 0.5) if is_lstm(mode) else h
+    as_matrix = (lambda a: tuple(np.matrix(v) for v in a)) if is_lstm(mode) else np.matrix
+    want = split(mode, make_layer(mode, 3, 4, seed=1)(x, hx))
+    for calls in range(2):
+        layer = make_layer(mode, 3, 4, seed=1)
+        if calls:
+            layer(x, hx)                                         # the engine exists now
+        got = split(mode, layer(np.matrix(x), as_matrix(hx)))
+        for a, b in zip(got, want):
+            if b is not None:
+                assert type(a) is np.ndarray
+                np.testing.assert_array_equal(a, b)
+        cell = make_cell(mode, 3, 4, seed=1)
+        if calls:
+            cell(x[:1], hx)
+        cell_got, cell_want = cell(np.matrix(x[:1]), as_matrix(hx)), cell(x[:1], hx)
+        for a, b in zip(cell_got if is_lstm(mode) else (cell_got,),
+                        cell_want if is_lstm(mode) else (cell_want,)):
+            assert type(a) is np.ndarray
+            np.testing.assert_array_equal(a, b)
+        stream, with_state = layer.stream(batch_size=1), layer.stream(hx=as_matrix(hx))
+        from_zeros = layer(x)[0]
+        for t in range(len(x)):
+            np.testing.assert_array_equal(stream.step(np.matrix(x[t])), from_zeros[t:t + 1])
+            np.testing.assert_array_equal(with_state.step(x[t]), want[0][t])
+
+    # A masked array's mask would be ignored: refused when anything is
+    # masked, on every path; one with nothing masked is plain data.
+    layer = make_layer(mode, 3, 4, seed=1)
+    masked = np.ma.masked_array(x, mask=np.zeros_like(x, dtype=bool))
+    masked.mask[2, 1] = True
+    stream = layer.stream()
+    for calls in range(2):
+        with pytest.raises(TypeError, match="input is a masked array with masked values"):
+            layer(masked)
+        with pytest.raises(TypeError, match="masked array with masked values"):
+            stream.step(masked[2])
+        layer(x)
+        stream.step(x[0])
+    np.testing.assert_array_equal(layer(np.ma.masked_array(x))[0], layer(x)[0])
 
 
 def _stepwise_equals_whole(layer, x, mode):

@@ -339,3 +339,26 @@ def test_half_modules_are_refused_at_the_swap():
     swapped = lft.replace_modules(nn.GRU(3, 4))
     with pytest.raises(ValueError, match=r"\(lstm_fast runs float32 and float64\)"):
         swapped(torch.zeros(2, 1, 3, dtype=torch.float16))
+
+
+def test_lazily_negated_tensors_run_as_in_torch():
+    # x.conj().imag is a float32 view with torch's negation bit set: torch's
+    # modules take it, and so must lstm_fast, its layers and swapped modules.
+    torch.manual_seed(0)
+    x = torch.randn(5, 2, 3, dtype=torch.cfloat).conj().imag
+    assert x.dtype == torch.float32 and x.is_neg()
+    gru = nn.GRU(3, 4)
+    want = gru(x.resolve_neg())[0].detach().numpy()
+    np.testing.assert_allclose(lft.replace_modules(gru)(x)[0].detach().numpy(), want,
+                               rtol=1e-5, atol=1e-6)
+    layer = lstm_fast.GRU.from_torch(nn.GRU(3, 4))
+    np.testing.assert_array_equal(layer(x)[0], layer(x.resolve_neg().numpy())[0])
+    plain = nn.GRU(3, 4).state_dict()
+    lazy = {name: torch.complex(torch.zeros_like(v), -v).conj().imag for name, v in plain.items()}
+    assert all(v.is_neg() for v in lazy.values())
+    layer.load_state_dict(lazy)
+    for name, value in layer.state_dict().items():
+        np.testing.assert_array_equal(value, plain[name].numpy())
+    # A complex tensor itself is refused as any complex input is.
+    with pytest.raises(TypeError, match="input must hold floating-point values"):
+        layer(torch.randn(5, 2, 3, dtype=torch.cfloat).conj())
