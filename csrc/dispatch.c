@@ -72,6 +72,7 @@ static lf_status map_checked(lf_isa isa, lf_dtype dtype, const void *x, void *y,
     if (dtype != LF_FLOAT32 && dtype != LF_FLOAT64) return LF_ERR_BAD_DTYPE;
     if (n < 0) return LF_ERR_BAD_DIMENSION;
     if (n > 0 && (!x || !y)) return LF_ERR_NULL_POINTER;
+    if (isa < 0 || isa >= LF_ISA_COUNT) return LF_ERR_BAD_ISA; /* as lf_plan_init */
     if (!lf_isa_available(isa)) return LF_ERR_ISA_UNAVAILABLE;
     const lf_kernels *k = lf_kernels_for(isa);
     (want_tanh ? k->tanh[dtype] : k->sigmoid[dtype])(x, y, n);

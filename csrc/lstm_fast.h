@@ -182,7 +182,8 @@ typedef struct lf_plan {
 lf_status lf_plan_init(lf_plan *plan, const lf_desc *desc);
 
 /* The ISA of the kernel table a planned network runs, as that table names
- * itself: lets tests and diagnostics check what executes, not what was asked. */
+ * itself: lets tests and diagnostics check what executes, not what was asked.
+ * LF_ISA_COUNT (lf_isa_name: "unknown") for NULL or a zero-filled plan. */
 lf_isa lf_plan_kernel_isa(const lf_plan *plan);
 
 /* Bytes of packed weights for one layer and direction. */

@@ -146,6 +146,7 @@ LF_HIDDEN lf_status lf_packed_layout_of(const lf_plan *plan, int64_t layer, lf_p
 }
 
 lf_isa lf_plan_kernel_isa(const lf_plan *plan) {
+    if (!plan || !plan->kernels) return LF_ISA_COUNT;
     return ((const lf_kernels *)plan->kernels)->isa;
 }
 

@@ -11,6 +11,7 @@
 
 typedef float lf_vf __attribute__((vector_size(LF_VECTOR_BYTES)));
 typedef int32_t lf_vi32 __attribute__((vector_size(LF_VECTOR_BYTES)));
+typedef uint32_t lf_vu32 __attribute__((vector_size(LF_VECTOR_BYTES)));
 typedef double lf_vd __attribute__((vector_size(LF_VECTOR_BYTES)));
 
 #include "vector_math.h"

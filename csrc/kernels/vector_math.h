@@ -1,7 +1,7 @@
 /*
  * vector_math.h -- sigmoid and tanh on whole SIMD vectors, written once with
  * GCC/Clang vector extensions and compiled per ISA by kernel_isa.h (which
- * defines lf_vf / lf_vi32 / lf_vd for the ISA's vector width).
+ * defines lf_vf / lf_vi32 / lf_vu32 / lf_vd for the ISA's vector width).
  *
  * float32, measured against float64 libm over [-20, 20] plus specials by
  * tests/test_vector_math.py:
@@ -48,7 +48,8 @@ typedef struct vf_exp_parts {
 static LF_INLINE vf_exp_parts vf_exp_reduce(lf_vf x) {
     vf_exp_parts e;
     /* n = round(x / ln2) by the 1.5*2^23 trick: exact for |n| < 2^22. */
-    const lf_vf n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    const lf_vf shifted = x * 1.44269504088896341f + 12582912.0f;
+    const lf_vf n = shifted - 12582912.0f;
     /* ln2 split in two so n*ln2_hi is exact and r keeps full precision. */
     e.r = x - n * 0.693359375f;
     e.r = e.r - n * -2.12194440e-4f;
@@ -59,8 +60,11 @@ static LF_INLINE vf_exp_parts vf_exp_reduce(lf_vf x) {
     q = q * e.r + 1.0f / 6.0f;
     q = q * e.r + 0.5f;
     e.q = q * e.r + 1.0f;
-    const lf_vi32 ni = __builtin_convertvector(n, lf_vi32);
-    e.scale = (lf_vf)((ni + 127) << 23);
+    /* n as an integer from the bits of the shifted sum (exponent fixed, n
+     * in the low mantissa bits), not by converting n: converting a NaN lane
+     * to int is undefined, and so is shifting a negative int left. */
+    const lf_vi32 ni = (lf_vi32)shifted - 0x4B400000; /* the bits of 1.5*2^23 */
+    e.scale = (lf_vf)((lf_vu32)(ni + 127) << 23);
     return e;
 }
 

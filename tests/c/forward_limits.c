@@ -1,9 +1,10 @@
 /* lf_forward's size checks, through the public C API only: a sequence whose
  * x, y or states could not exist (the byte count overflows size_t) is refused with
  * LF_ERR_OVERFLOW before anything is read or written. The pointers are
- * dummies that must never be touched: a missing check crashes here. Built
- * and run by tests/test_c_core.py; prints one line per case, exits 0 if all
- * give the expected status. */
+ * dummies that must never be touched: a missing check crashes here. Also
+ * other entry points given NULL or an out-of-range enum. Built and run by
+ * tests/test_c_core.py; prints one line per case, exits 0 if all give the
+ * expected result. */
 #include <stdint.h>
 #include <stdio.h>
 #include "lstm_fast.h"
@@ -53,5 +54,12 @@ int main(void) {
     args.h0 = args.c0 = dummy;
     args.c_n = dummy;
     failures += expect("T = 0, L*D = 2^32, B = 2^28", lf_forward(&deep, &args), LF_ERR_OVERFLOW);
+
+    float value[1] = {0};
+    failures += expect("lf_vector_sigmoid, ISA 7",
+                       lf_vector_sigmoid((lf_isa)7, LF_FLOAT32, value, value, 1), LF_ERR_BAD_ISA);
+    const lf_isa none = lf_plan_kernel_isa(NULL);
+    printf("lf_plan_kernel_isa(NULL): %s\n", lf_isa_name(none));
+    failures += none != LF_ISA_COUNT;
     return failures != 0;
 }
