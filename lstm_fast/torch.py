@@ -247,10 +247,39 @@ def _swap(model, convert):
     return model if root is None else root
 
 
+# Hooks that run around forward move with a swap as the very dicts torch
+# keeps them in, so they fire on the replacement and the handles torch gave
+# out still remove them. Hooks on gradients or on state_dict could not run as
+# registered: a module carrying them is refused rather than silently losing
+# them.
+_FORWARD_HOOKS = ("_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_forward_hooks",
+                  "_forward_hooks_with_kwargs", "_forward_hooks_always_called")
+_REFUSED_HOOKS = {"_backward_hooks": "backward", "_backward_pre_hooks": "backward",
+                  "_state_dict_hooks": "state_dict", "_state_dict_pre_hooks": "state_dict",
+                  "_load_state_dict_pre_hooks": "load_state_dict",
+                  "_load_state_dict_post_hooks": "load_state_dict"}
+
+
+def _with_hooks_of(source, replacement):
+    for name in _FORWARD_HOOKS:
+        if name in vars(source):
+            object.__setattr__(replacement, name, vars(source)[name])
+    return replacement
+
+
+def _refuse_unmovable_hooks(module):
+    for name, kind in _REFUSED_HOOKS.items():
+        if vars(module).get(name):
+            raise TypeError(f"{type(module).__name__} has {kind} hooks, which a swapped module "
+                            f"could not run; remove them before replace_modules (forward hooks "
+                            f"are carried over)")
+
+
 def _to_fast(module):
     # Exact types: a subclass may change forward, which a swap would lose.
     if type(module) not in _LAYERS and type(module) not in _CELLS:
         return None
+    _refuse_unmovable_hooks(module)
     for name, parameter in module.named_parameters():
         if parameter.device.type != "cpu":
             raise RuntimeError(f"lstm_fast runs on the CPU: {type(module).__name__}'s {name} "
@@ -260,18 +289,27 @@ def _to_fast(module):
             raise TypeError(f"lstm_fast runs float32 and float64: {type(module).__name__}'s "
                             f"{name} is {parameter.dtype}; convert the model (model.float()) "
                             f"before replace_modules")
-    return FastRecurrent(module) if type(module) in _LAYERS else FastCell(module)
+    return _with_hooks_of(module, FastRecurrent(module) if type(module) in _LAYERS
+                          else FastCell(module))
 
 
 def replace_modules(model):
     """Replace every torch recurrent layer and cell in `model` (in place) by its
     lstm_fast counterpart; returns the model (or the replacement, when `model`
     itself is one). Parameters are copied: later edits of the originals do
-    not reach the copies."""
+    not reach the copies. Forward hooks move to the replacements; a module
+    with backward or state_dict hooks is refused (TypeError), and then no
+    module is replaced."""
     return _swap(model, _to_fast)
 
 
 def restore_modules(model):
     """The reverse of replace_modules: torch modules back in place, built from
     the lstm_fast copies' parameters (returned in eval mode)."""
-    return _swap(model, lambda m: m.to_torch() if isinstance(m, _FastBase) else None)
+    def to_torch(module):
+        if not isinstance(module, _FastBase):
+            return None
+        _refuse_unmovable_hooks(module)
+        return _with_hooks_of(module, module.to_torch())
+
+    return _swap(model, to_torch)

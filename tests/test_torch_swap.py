@@ -362,3 +362,38 @@ def test_lazily_negated_tensors_run_as_in_torch():
     # A complex tensor itself is refused as any complex input is.
     with pytest.raises(TypeError, match="input must hold floating-point values"):
         layer(torch.randn(5, 2, 3, dtype=torch.cfloat).conj())
+
+
+def test_forward_hooks_move_with_the_swap_and_back():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 3), nn.GRU(3, 4))
+    seen = []
+    pre = model[1].register_forward_pre_hook(lambda module, args: seen.append(("pre", module)))
+    model[1].register_forward_hook(lambda module, args, out: seen.append(("post", out[0].shape)))
+    x = torch.randn(5, 2, 3)
+    want = model(x)[0]
+    assert [kind for kind, _ in seen] == ["pre", "post"]
+    lft.replace_modules(model)
+    seen.clear()
+    torch.testing.assert_close(model(x)[0], want)
+    assert seen == [("pre", model[1]), ("post", (5, 2, 4))]
+    pre.remove()                        # the handle torch gave out still works
+    seen.clear()
+    model(x)
+    assert seen == [("post", (5, 2, 4))]
+    lft.restore_modules(model)
+    assert type(model[1]) is nn.GRU
+    seen.clear()
+    model(x)
+    assert seen == [("post", (5, 2, 4))]
+
+
+def test_modules_with_backward_or_state_dict_hooks_are_refused():
+    for register in (lambda m: m.register_full_backward_hook(lambda *a: None),
+                     lambda m: m.register_state_dict_pre_hook(lambda *a: None),
+                     lambda m: m._register_state_dict_hook(lambda *a: None)):
+        model = nn.Sequential(nn.LSTM(3, 4), nn.GRU(4, 2))
+        register(model[1])
+        with pytest.raises(TypeError, match="hooks, which a swapped module could not run"):
+            lft.replace_modules(model)
+        assert type(model[0]) is nn.LSTM and type(model[1]) is nn.GRU   # nothing replaced
