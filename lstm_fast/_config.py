@@ -29,7 +29,7 @@ def resolve_isa():
         is not available here.
     """
     requested = os.environ.get(ISA_ENV, _AUTO)
-    if requested == _AUTO:
+    if requested.strip() == "" or requested == _AUTO:  # empty means unset, as for the threads
         return _core.isa_best()
     known = _core.isa_names()
     # Strict on purpose: a typo silently falling back to "auto" would make a

@@ -329,6 +329,15 @@ def test_unknown_isa_env(monkeypatch, value):
     assert "portable" in str(info.value)      # the message lists the allowed values
 
 
+@pytest.mark.parametrize("value", ["", "  "])
+def test_empty_isa_env_means_auto(monkeypatch, value):
+    # As an empty LSTM_FAST_NUM_THREADS means the default: `export VAR=` in a
+    # script is how many people unset a variable.
+    from lstm_fast import _core
+    monkeypatch.setenv("LSTM_FAST_ISA", value)
+    assert lstm_fast.LSTM(3, 4).isa == _core.isa_best()
+
+
 def test_unavailable_isa_env(monkeypatch):
     from lstm_fast import _core
     unavailable = [n for n in _core.isa_names() if not _core.isa_available(n)]
