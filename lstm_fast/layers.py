@@ -242,8 +242,10 @@ def _split_lstm_hx(hx):
 def _frozen(array):
     # Read-only because an in-place edit would never reach the packed weights
     # of the engine; failing loudly beats silently computing with old values.
+    # A view of the read-only array, as an array owning its data could be
+    # made writable again (setflags(write=True)) and a view cannot.
     array.setflags(write=False)
-    return array
+    return array.view()
 
 
 def _parameter_layout(gates, input_size, hidden_size, proj_size, bias, num_layers,
@@ -410,8 +412,7 @@ class _RecurrentBase:
     def __setstate__(self, state):
         self.__dict__.update(state)
         # Unpickled arrays come back writable.
-        for array in self._parameters.values():
-            array.setflags(write=False)
+        self._parameters = {name: _frozen(array) for name, array in self._parameters.items()}
         self._lock = threading.Lock()
         self._engine = None
         # A copy is a module built now, possibly on another machine.

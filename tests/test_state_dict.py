@@ -49,6 +49,8 @@ def test_parameters_read_only():
             arr[...] = 0
         with pytest.raises(ValueError):
             arr += 1
+        with pytest.raises(ValueError):      # nor can it be made writable again
+            arr.setflags(write=True)
 
 
 def test_state_dict_returns_copies():
@@ -83,6 +85,8 @@ def test_assignment_takes_effect(isa, mode):
         new[...] = 7.0                       # the layer holds a copy
         assert not np.any(getattr(layer, name) == 7.0), name
         assert not getattr(layer, name).flags.writeable
+        with pytest.raises(ValueError):
+            getattr(layer, name).setflags(write=True)
     got = layer(x, hx)
     expected = reference.module_forward(ref_mode(mode), params64(layer), x, hx)
     for a, b in zip(split(mode, got), split(mode, expected)):
@@ -239,6 +243,8 @@ def test_pickle_and_copies_compute_the_same(isa, case, built):
         for name, value in module.state_dict().items():
             np.testing.assert_array_equal(getattr(clone, name), value, err_msg=f"{how} {name}")
             assert not getattr(clone, name).flags.writeable, f"{how} {name}"
+            with pytest.raises(ValueError):
+                getattr(clone, name).setflags(write=True)
         got = _results(clone, x)
         assert len(got) == len(expected)
         for g, e in zip(got, expected):
