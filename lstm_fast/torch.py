@@ -9,10 +9,12 @@ torch's eval mode). Only CPU modules swap. They follow the model's
 `.double()` / `.float()` / `.to(dtype)` (float32 and float64; other dtypes
 and devices raise), load checkpoints of any floating dtype in their own (as
 torch's copy_ does) and, like torch, refuse input and states of another
-dtype than theirs. Importing this
-module imports torch, so lstm_fast only imports it on use
+dtype than theirs, with torch's exception classes (shape errors too).
+Importing this module imports torch, so lstm_fast only imports it on use
 (`import lstm_fast.torch`).
 """
+import contextlib
+
 import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
@@ -35,6 +37,19 @@ def _state_numpy(hx):
     if isinstance(hx, (tuple, list)):
         return tuple(_numpy(t) for t in hx)
     return _numpy(hx)
+
+
+@contextlib.contextmanager
+def _shape_errors_as_torch(input, input_dims_accepted):
+    """torch raises ValueError for input of a wrong number of dimensions and
+    RuntimeError for the other shape mismatches (input size, states); lstm_fast
+    raises ValueError for all, so inside this the latter become RuntimeError."""
+    try:
+        yield
+    except ValueError as error:
+        if not input_dims_accepted:
+            raise
+        raise RuntimeError(str(error)) from error
 
 
 def _tensor(array, like):
@@ -177,7 +192,8 @@ class FastRecurrent(_FastBase):
                 reference = input.data
             else:
                 x, reference = _numpy(input), input
-            output, states = fast(x, _state_numpy(hx), lengths=lengths)
+            with _shape_errors_as_torch(input, packed or input.dim() in (2, 3)):
+                output, states = fast(x, _state_numpy(hx), lengths=lengths)
             output = _tensor(output, reference)
             if fast.mode == "LSTM":
                 states = (_tensor(states[0], reference), _tensor(states[1], reference))
@@ -211,7 +227,8 @@ class FastCell(_FastBase):
     def forward(self, input, hx=None):
         with torch.no_grad():
             self._check_dtypes(input, hx)
-            result = self.fast(_numpy(input), _state_numpy(hx))
+            with _shape_errors_as_torch(input, input.dim() in (1, 2)):
+                result = self.fast(_numpy(input), _state_numpy(hx))
             if isinstance(result, tuple):
                 return tuple(_tensor(r, input) for r in result)
             return _tensor(result, input)

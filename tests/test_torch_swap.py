@@ -397,3 +397,20 @@ def test_modules_with_backward_or_state_dict_hooks_are_refused():
         with pytest.raises(TypeError, match="hooks, which a swapped module could not run"):
             lft.replace_modules(model)
         assert type(model[0]) is nn.LSTM and type(model[1]) is nn.GRU   # nothing replaced
+
+
+def test_shape_errors_raise_torch_exception_classes():
+    cases = [
+        (nn.LSTM(3, 4), (torch.randn(5, 2, 7),)),                                   # input size
+        (nn.LSTM(3, 4), (torch.randn(5, 2, 3), (torch.zeros(1, 3, 4), torch.zeros(1, 2, 4)))),
+        (nn.LSTM(3, 4), (torch.randn(5, 2, 3, 1),)),                                # 4-D input
+        (nn.GRU(3, 4), (torch.randn(5, 3), torch.zeros(1, 2, 4))),                  # hx 3-D
+        (nn.GRUCell(3, 4), (torch.randn(2, 7),)),
+        (nn.GRUCell(3, 4), (torch.randn(2, 3, 3),)),                                # 3-D input
+        (nn.GRUCell(3, 4), (torch.randn(2, 3), torch.zeros(3, 4))),                 # batch
+    ]
+    for module, args in cases:
+        with pytest.raises(Exception) as expected:
+            module(*args)
+        with pytest.raises(expected.type):
+            lft.replace_modules(module)(*args)
