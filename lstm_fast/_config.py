@@ -18,9 +18,9 @@ def resolve_isa():
     """Return the ISA a layer built now would use.
 
     Reads the LSTM_FAST_ISA environment variable on every call (so it can be
-    changed between layer builds): "auto" (the default) picks the best ISA this
-    CPU runs; a named ISA is used as is, and must be one this build compiled and
-    this CPU runs.
+    changed between layer builds): "auto" (the default, also when empty) picks
+    the best ISA this CPU runs; a named ISA is used as is, and must be one this
+    build compiled and this CPU runs.
 
     Raises
     ------
@@ -159,7 +159,7 @@ def cpu_info():
         "version", "isa_compiled" (list), "isa_available" (list), "isa_best",
         "isa_active" (after LSTM_FAST_ISA; None if that variable is invalid,
         with the reason under "isa_error"), "isa_forced" (the LSTM_FAST_ISA
-        value, or None when unset or "auto"), "vector_width"
+        value, or None when unset, empty or "auto"), "vector_width"
         ({isa: {"float32": n, "float64": n}} for the compiled ISAs), "cpu",
         "machine", "platform", "python", "numpy", "num_threads" (None if
         LSTM_FAST_NUM_THREADS is invalid, with the reason under "threads_error").
@@ -173,7 +173,8 @@ def cpu_info():
         "isa_available": [isa for isa in known if _core.isa_available(isa)],
         "isa_best": _core.isa_best(),
         "isa_active": None,
-        "isa_forced": None if forced in (None, _AUTO) else forced,
+        "isa_forced": (None if forced is None or forced.strip() == "" or forced == _AUTO
+                       else forced),
         "vector_width": {
             isa: {
                 "float32": _core.isa_vector_width(isa, np.float32),

@@ -284,11 +284,23 @@ cdef object _state_array(int ndim, int64_t stacked, int64_t batch, int64_t width
     return _empty(1, width, 0, 0, typenum)
 
 
+cdef inline bint _unmasked_array(object array):
+    """An ndarray the fast paths may read through its C fields: any but a
+    masked array, whose mask they would ignore (the converting path refuses
+    masked values). No MaskedArray exists unless numpy.ma was imported, so
+    this imports nothing."""
+    if cnp.PyArray_CheckExact(array):
+        return True
+    if not cnp.PyArray_Check(array):
+        return False
+    masked = sys.modules.get("numpy.ma")
+    return masked is None or not isinstance(array, masked.MaskedArray)
+
+
 cdef inline bint _state_fits(object array, int typenum, int ndim, int64_t stacked, int64_t batch,
                              int64_t width):
-    """_fits_nd for a state shaped as _state_array makes it, and a plain
-    ndarray (call_fast leaves subclasses to the converting path)."""
-    if not cnp.PyArray_CheckExact(array):
+    """_fits_nd for a state shaped as _state_array makes it, and not masked."""
+    if not _unmasked_array(array):
         return False
     if ndim == 3:
         return _fits_nd(array, typenum, 3, stacked, batch, width)
@@ -695,10 +707,7 @@ cdef class Engine:
         cdef cnp.npy_intp *dims
         cdef int ndim
         cdef bint is_lstm = desc.cell == LF_CELL_LSTM
-        # Subclasses take the converting path, which makes them plain arrays
-        # (np.matrix reshapes by its own rules; a masked array's mask must
-        # not be ignored), so a call behaves the same whichever path it takes.
-        if not cnp.PyArray_CheckExact(input):
+        if not _unmasked_array(input):
             return None
         ndim = cnp.PyArray_NDIM(<cnp.ndarray>input)
         dims = cnp.PyArray_DIMS(<cnp.ndarray>input)
@@ -841,8 +850,8 @@ cdef class StreamCore:
     superseded: `module` (with `_engine`, an Engine or None, and
     `_current_engine()`) and `threads` (with `_pool`, a ThreadPool or None,
     and `thread_pool()`); the subclass supplies `_converted_input(input)` for
-    input that is not a float ndarray of the step's shape (it converts it or
-    raises).
+    input that is not a float ndarray of the step's shape, or is masked (it
+    converts it or raises).
     """
     cdef object _module
     cdef object _threads
@@ -1024,11 +1033,10 @@ cdef class StreamCore:
                 engine = module._current_engine()
             if engine is not self._sized_for:
                 self._fit_engine(engine)
-        if not cnp.PyArray_CheckExact(input) or not _fits_nd(
+        if not _unmasked_array(input) or not _fits_nd(
                 input, self._typenum, ndim, batch if ndim == 2 else self._input_size,
                 self._input_size, -1):
-            # Subclasses convert as in call_fast.
-            if (cnp.PyArray_CheckExact(input) and cnp.PyArray_NDIM(<cnp.ndarray>input) == ndim
+            if (_unmasked_array(input) and cnp.PyArray_NDIM(<cnp.ndarray>input) == ndim
                     and cnp.PyArray_TYPE(<cnp.ndarray>input) in (
                         cnp.NPY_FLOAT16, cnp.NPY_FLOAT32, cnp.NPY_FLOAT64)
                     and cnp.PyArray_DIMS(<cnp.ndarray>input)[ndim - 1] == self._input_size

@@ -59,8 +59,16 @@ def _activation(argument, value):
     return _ACTIVATIONS[name]
 
 
+def _array(name, value):
+    # layers' conversion (it refuses masked values, takes torch tensors);
+    # imported here because layers imports this module.
+    from .layers import _to_numpy
+
+    return _to_numpy(name, value)
+
+
 def _matrix(name, value, rows, columns):
-    array = np.asarray(value)
+    array = _array(name, value)
     if array.dtype.kind != "f":
         raise TypeError(f"{name} must hold floating-point values, got dtype {array.dtype}")
     if array.ndim != 2 or (rows is not None and array.shape[0] != rows) or array.shape[1] != columns:
@@ -147,7 +155,7 @@ def build(cls, layer, kernel, recurrent_kernel, bias, activation, recurrent_acti
         raise TypeError("from_keras needs a Keras layer, or kernel and recurrent_kernel")
 
     gates = {"LSTM": 4, "GRU": 3, "RNN": 1}[kind]
-    recurrent_kernel = np.asarray(recurrent_kernel)
+    recurrent_kernel = _array("recurrent_kernel", recurrent_kernel)
     if recurrent_kernel.ndim != 2:
         multiple = f"{gates} * units" if gates > 1 else "units"
         raise ValueError(f"recurrent_kernel must have shape (units, {multiple}), "
@@ -162,7 +170,7 @@ def build(cls, layer, kernel, recurrent_kernel, bias, activation, recurrent_acti
         raise TypeError(f"reset_after must be a bool, got {reset_after!r}")
     reset_after = bool(reset_after)
     if bias is not None:
-        bias = np.asarray(bias)
+        bias = _array("bias", bias)
         if bias.dtype.kind != "f":
             raise TypeError(f"bias must hold floating-point values, got dtype {bias.dtype}")
         expected = (2, 3 * units) if kind == "GRU" and reset_after else (gates * units,)

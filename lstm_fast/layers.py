@@ -160,8 +160,8 @@ def _to_numpy(name, value):
         return value
     if isinstance(value, np.ma.MaskedArray) and np.ma.is_masked(value):
         raise TypeError(
-            f"{name} is a masked array with masked values, which lstm_fast would not skip: "
-            "fill them (for sequences of different lengths, pass lengths=)"
+            f"{name} is a masked array with masked values, which lstm_fast would compute "
+            "with as if unmasked: fill them first (numpy.ma.filled)"
         )
     try:
         # torch tensors, duck-typed so torch is never imported here: one that
@@ -242,8 +242,9 @@ def _split_lstm_hx(hx):
 def _frozen(array):
     # Read-only because an in-place edit would never reach the packed weights
     # of the engine; failing loudly beats silently computing with old values.
-    # A view of the read-only array, as an array owning its data could be
-    # made writable again (setflags(write=True)) and a view cannot.
+    # A view of the read-only array: setflags(write=True) on an array owning
+    # its data succeeds, on such a view it raises (deliberately unlocking
+    # the base first is not guarded against).
     array.setflags(write=False)
     return array.view()
 
@@ -706,8 +707,8 @@ class Stream(_core.StreamCore):
         return h if c is None else (h, c.reshape(self._c_shape))
 
     def _converted_input(self, input):
-        # StreamCore.step calls this for anything but a float ndarray of the
-        # step's shape.
+        # StreamCore.step calls this for anything but an unmasked float
+        # ndarray of the step's shape.
         module = self.module
         x = _float_array("input", input)
         batch = self.batch_size

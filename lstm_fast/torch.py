@@ -40,14 +40,15 @@ def _state_numpy(hx):
 
 
 @contextlib.contextmanager
-def _shape_errors_as_torch(input, input_dims_accepted):
-    """torch raises ValueError for input of a wrong number of dimensions and
-    RuntimeError for the other shape mismatches (input size, states); lstm_fast
-    raises ValueError for all, so inside this the latter become RuntimeError."""
+def _shape_errors_as_torch(dims_accepted):
+    """torch raises ValueError for arguments of a wrong number of dimensions
+    (dims_accepted False) and RuntimeError for the other shape mismatches
+    (input size, states); lstm_fast raises ValueError for all, so inside this
+    the latter become RuntimeError."""
     try:
         yield
     except ValueError as error:
-        if not input_dims_accepted:
+        if not dims_accepted:
             raise
         raise RuntimeError(str(error)) from error
 
@@ -192,7 +193,7 @@ class FastRecurrent(_FastBase):
                 reference = input.data
             else:
                 x, reference = _numpy(input), input
-            with _shape_errors_as_torch(input, packed or input.dim() in (2, 3)):
+            with _shape_errors_as_torch(packed or input.dim() in (2, 3)):
                 output, states = fast(x, _state_numpy(hx), lengths=lengths)
             output = _tensor(output, reference)
             if fast.mode == "LSTM":
@@ -227,7 +228,12 @@ class FastCell(_FastBase):
     def forward(self, input, hx=None):
         with torch.no_grad():
             self._check_dtypes(input, hx)
-            with _shape_errors_as_torch(input, input.dim() in (1, 2)):
+            # torch's cells raise ValueError for input or states of a wrong
+            # number of dimensions (its layers only for the input).
+            states = hx if isinstance(hx, (tuple, list)) else () if hx is None else (hx,)
+            dims_accepted = input.dim() in (1, 2) and all(
+                not isinstance(state, torch.Tensor) or state.dim() in (1, 2) for state in states)
+            with _shape_errors_as_torch(dims_accepted):
                 result = self.fast(_numpy(input), _state_numpy(hx))
             if isinstance(result, tuple):
                 return tuple(_tensor(r, input) for r in result)
@@ -284,19 +290,19 @@ def _with_hooks_of(source, replacement):
     return replacement
 
 
-def _refuse_unmovable_hooks(module):
+def _refuse_unmovable_hooks(module, swap):
     for name, kind in _REFUSED_HOOKS.items():
         if vars(module).get(name):
             raise TypeError(f"{type(module).__name__} has {kind} hooks, which a swapped module "
-                            f"could not run; remove them before replace_modules (forward hooks "
-                            f"are carried over)")
+                            f"could not run; remove them before {swap} (forward hooks are "
+                            f"carried over)")
 
 
 def _to_fast(module):
     # Exact types: a subclass may change forward, which a swap would lose.
     if type(module) not in _LAYERS and type(module) not in _CELLS:
         return None
-    _refuse_unmovable_hooks(module)
+    _refuse_unmovable_hooks(module, "replace_modules")
     for name, parameter in module.named_parameters():
         if parameter.device.type != "cpu":
             raise RuntimeError(f"lstm_fast runs on the CPU: {type(module).__name__}'s {name} "
@@ -326,7 +332,7 @@ def restore_modules(model):
     def to_torch(module):
         if not isinstance(module, _FastBase):
             return None
-        _refuse_unmovable_hooks(module)
+        _refuse_unmovable_hooks(module, "restore_modules")
         return _with_hooks_of(module, module.to_torch())
 
     return _swap(model, to_torch)

@@ -336,6 +336,7 @@ def test_empty_isa_env_means_auto(monkeypatch, value):
     from lstm_fast import _core
     monkeypatch.setenv("LSTM_FAST_ISA", value)
     assert lstm_fast.LSTM(3, 4).isa == _core.isa_best()
+    assert lstm_fast.cpu_info()["isa_forced"] is None
 
 
 def test_unavailable_isa_env(monkeypatch):

@@ -82,6 +82,10 @@ def test_bad_keras_arguments(rng):
     with pytest.raises(ValueError, match=r"recurrent_kernel must have shape \(units, 4 \* units\), "
                                          r"got \(16,\)"):
         lstm_fast.LSTM.from_keras(kernel=np.zeros((3, 16)), recurrent_kernel=np.zeros(16))
+    masked = np.ma.masked_array(kernel, mask=np.zeros_like(kernel, dtype=bool))
+    masked.mask[0, 0] = True
+    with pytest.raises(TypeError, match="kernel is a masked array with masked values"):
+        lstm_fast.GRU.from_keras(kernel=masked, recurrent_kernel=recurrent)
     with pytest.raises(ValueError, match="activation='gelu' is not supported"):
         lstm_fast.GRU.from_keras(kernel=kernel, recurrent_kernel=recurrent, activation="gelu")
     with pytest.raises(TypeError, match="needs a Keras layer"):

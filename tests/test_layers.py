@@ -420,6 +420,31 @@ def test_ndarray_subclasses_behave_as_plain_arrays_on_every_call(mode):
         layer(x)
         stream.step(x[0])
     np.testing.assert_array_equal(layer(np.ma.masked_array(x))[0], layer(x)[0])
+    masked_h = np.ma.masked_array(h, mask=np.zeros_like(h, dtype=bool))
+    masked_h.mask[0, 1] = True
+    layer(x, hx)                                           # states take the fast path now
+    with pytest.raises(TypeError, match="masked values"):
+        layer(x, (masked_h, h) if is_lstm(mode) else masked_h)
+    with pytest.raises(TypeError, match="masked values"):
+        layer.stream(hx=(masked_h, h) if is_lstm(mode) else masked_h)
+
+
+def test_memory_mapped_input_takes_the_fast_path(tmp_path):
+    # np.memmap is a subclass whose C fields are an ordinary array's: read
+    # as it is, without a conversion per call or per step.
+    rng = make_rng("memmap")
+    x = make_input(rng, 6, 2, 3, np.float32)
+    mapped = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.float32,
+                                       shape=x.shape)
+    mapped[...] = x
+    layer = make_layer("lstm", 3, 4, seed=3)
+    want = layer(x)[0]
+    spy = spy_fast_path(layer)
+    np.testing.assert_array_equal(layer(mapped)[0], want)
+    assert spy.accepted == 1
+    stream = make_layer("lstm", 3, 4, seed=3).stream(batch_size=2)
+    for t in range(len(x)):
+        np.testing.assert_array_equal(stream.step(mapped[t]), want[t])
 
 
 def _stepwise_equals_whole(layer, x, mode):

@@ -394,9 +394,14 @@ def test_modules_with_backward_or_state_dict_hooks_are_refused():
                      lambda m: m._register_state_dict_hook(lambda *a: None)):
         model = nn.Sequential(nn.LSTM(3, 4), nn.GRU(4, 2))
         register(model[1])
-        with pytest.raises(TypeError, match="hooks, which a swapped module could not run"):
+        with pytest.raises(TypeError, match="hooks, which a swapped module could not run; "
+                                            "remove them before replace_modules"):
             lft.replace_modules(model)
         assert type(model[0]) is nn.LSTM and type(model[1]) is nn.GRU   # nothing replaced
+    model = lft.replace_modules(nn.Sequential(nn.GRU(3, 4)))
+    model[0].register_full_backward_hook(lambda *a: None)
+    with pytest.raises(TypeError, match="remove them before restore_modules"):
+        lft.restore_modules(model)
 
 
 def test_shape_errors_raise_torch_exception_classes():
@@ -408,6 +413,11 @@ def test_shape_errors_raise_torch_exception_classes():
         (nn.GRUCell(3, 4), (torch.randn(2, 7),)),
         (nn.GRUCell(3, 4), (torch.randn(2, 3, 3),)),                                # 3-D input
         (nn.GRUCell(3, 4), (torch.randn(2, 3), torch.zeros(3, 4))),                 # batch
+        (nn.GRUCell(3, 4), (torch.randn(2, 3), torch.zeros(1, 2, 4))),              # hx 3-D
+        (nn.RNNCell(3, 4), (torch.randn(2, 3), torch.tensor(0.0))),                 # hx 0-D
+        (nn.LSTMCell(3, 4), (torch.randn(2, 3), (torch.zeros(1, 2, 4), torch.zeros(2, 4)))),
+        (nn.LSTMCell(3, 4), (torch.randn(2, 3), (torch.zeros(2, 4), torch.zeros(1, 2, 4)))),
+        (nn.LSTM(3, 4), (torch.randn(5, 2, 3), (torch.zeros(2, 4), torch.zeros(1, 2, 4)))),
     ]
     for module, args in cases:
         with pytest.raises(Exception) as expected:
