@@ -27,16 +27,16 @@ _LAYERS = {nn.LSTM: _layers.LSTM, nn.GRU: _layers.GRU, nn.RNN: _layers.RNN}
 _CELLS = {nn.LSTMCell: _layers.LSTMCell, nn.GRUCell: _layers.GRUCell, nn.RNNCell: _layers.RNNCell}
 
 
-def _numpy(tensor):
-    # resolve_*: a lazily negated or conjugated view (x.conj().imag) refuses
-    # .numpy() until resolved, while torch's own modules take it.
-    return None if tensor is None else tensor.detach().cpu().resolve_conj().resolve_neg().numpy()
+def _numpy(tensor, name="input"):
+    # The layers' conversion (lazily negated views resolved, and so on), done
+    # here so that the layer takes its per-call fast path for arrays.
+    return None if tensor is None else _layers._to_numpy(name, tensor)
 
 
 def _state_numpy(hx):
     if isinstance(hx, (tuple, list)):
-        return tuple(_numpy(t) for t in hx)
-    return _numpy(hx)
+        return tuple(_numpy(t, f"hx[{i}]") for i, t in enumerate(hx))
+    return _numpy(hx, "hx")
 
 
 @contextlib.contextmanager
@@ -162,7 +162,7 @@ class _FastBase(nn.Module):
                 and value.is_floating_point() else value for name, value in mine.items()}
         try:
             self.fast.load_state_dict(
-                {name: _numpy(value) for name, value in mine.items()}, strict=False
+                {name: _numpy(value, name) for name, value in mine.items()}, strict=False
             )
         except (TypeError, ValueError) as error:  # shapes or dtypes: torch's way to report
             error_msgs.append(f"in {prefix[:-1] or 'the module'}: {error}")
