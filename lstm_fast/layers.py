@@ -628,7 +628,10 @@ class _RecurrentBase:
         It is returned in eval mode, the mode whose outputs match this module
         (dropout inactive); call .train() on it to train.
         """
-        if self._variant:
+        # Activations that name the cell's own ones leave the engine on
+        # torch's cell (not generic): such a variant has torch's equivalent.
+        if self._variant and (set(self._variant) != {"activations"}
+                              or self._current_engine().generic):
             raise ValueError(
                 f"this {type(self).__name__} has cell variant options {self._variant!r} that "
                 "torch.nn has no equivalent for"

@@ -108,6 +108,22 @@ def test_layer_variant_checks():
     assert lstm_fast.LSTM(2, 3, variant={"clip": 0.0, "peephole": False}).variant is None
 
 
+def test_variant_naming_the_cells_own_activations_converts_to_torch():
+    torch = pytest.importorskip("torch")
+    own = [("sigmoid", 0, 0), ("tanh", 0, 0), ("tanh", 0, 0)]
+    layer = lstm_fast.LSTM(2, 3, bidirectional=True, variant={"activations": [own] * 2}, seed=1)
+    x = np.random.default_rng(0).standard_normal((4, 2, 2)).astype(np.float32)
+    with torch.no_grad():
+        got = layer.to_torch()(torch.from_numpy(x))[0].numpy()
+    np.testing.assert_allclose(got, layer(x)[0], rtol=1e-5, atol=1e-6)
+    relu = lstm_fast.RNN(2, 3, nonlinearity="relu", variant={"activations": [[("relu", 0, 0)]]})
+    assert relu.to_torch().nonlinearity == "relu"
+    # Another activation has none.
+    tanh_as_relu = lstm_fast.RNN(2, 3, variant={"activations": [[("relu", 0, 0)]]})
+    with pytest.raises(ValueError, match="no equivalent"):
+        tanh_as_relu.to_torch()
+
+
 @pytest.mark.parametrize("variant, error, match", [
     ({"peephole": "no"}, TypeError, "peephole"),
     ({"coupled_input_forget": 1}, TypeError, "coupled_input_forget"),
