@@ -418,9 +418,24 @@ def test_shape_errors_raise_torch_exception_classes():
         (nn.LSTMCell(3, 4), (torch.randn(2, 3), (torch.zeros(1, 2, 4), torch.zeros(2, 4)))),
         (nn.LSTMCell(3, 4), (torch.randn(2, 3), (torch.zeros(2, 4), torch.zeros(1, 2, 4)))),
         (nn.LSTM(3, 4), (torch.randn(5, 2, 3), (torch.zeros(2, 4), torch.zeros(1, 2, 4)))),
+        (nn.LSTM(3, 4), (torch.randn(0, 2, 3),)),                                   # no steps
+        (nn.GRU(3, 4, batch_first=True), (torch.randn(2, 0, 3),)),
+        (nn.RNN(3, 4), (torch.randn(0, 3),)),                                       # unbatched
     ]
     for module, args in cases:
         with pytest.raises(Exception) as expected:
             module(*args)
         with pytest.raises(expected.type):
             lft.replace_modules(module)(*args)
+
+
+def test_empty_batch_runs_as_in_torch():
+    # No time steps is an error in torch; an empty batch is not.
+    for module in (nn.LSTM(3, 4), nn.GRU(3, 4, batch_first=True), nn.RNN(3, 4)):
+        x = torch.randn(0, 5, 3) if module.batch_first else torch.randn(5, 0, 3)
+        expected = module(x)
+        got = lft.replace_modules(module)(x)
+        assert got[0].shape == expected[0].shape
+        states = got[1] if isinstance(got[1], tuple) else (got[1],)
+        expected_states = expected[1] if isinstance(expected[1], tuple) else (expected[1],)
+        assert [s.shape for s in states] == [s.shape for s in expected_states]
