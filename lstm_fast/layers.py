@@ -155,12 +155,36 @@ def _generator(seed):
 
 # ---------------------------------------------------------------- array conversion
 
+def _holds_masked_values(sequence):
+    """Whether a list or tuple, nested or not, holds masked arrays with masked
+    values: numpy.asarray would drop their masks. A row that starts with a
+    number is taken as a row of numbers and not scanned further, so the scan
+    costs a step per row, not per element (numpy.ma.masked among numbers
+    becomes NaN, with numpy's warning)."""
+    rows = [sequence]
+    while rows:
+        for element in rows.pop():
+            if isinstance(element, (list, tuple)):
+                rows.append(element)
+            elif isinstance(element, np.ma.MaskedArray):
+                if np.ma.is_masked(element):
+                    return True
+            elif isinstance(element, numbers.Number):
+                break
+    return False
+
+
 def _to_numpy(name, value):
     if type(value) is np.ndarray:
         return value
     if isinstance(value, np.ma.MaskedArray) and np.ma.is_masked(value):
         raise TypeError(
             f"{name} is a masked array with masked values, which lstm_fast would compute "
+            "with as if unmasked: fill them first (numpy.ma.filled)"
+        )
+    if isinstance(value, (list, tuple)) and _holds_masked_values(value):
+        raise TypeError(
+            f"{name} holds masked arrays with masked values, which lstm_fast would compute "
             "with as if unmasked: fill them first (numpy.ma.filled)"
         )
     try:

@@ -420,6 +420,12 @@ def test_ndarray_subclasses_behave_as_plain_arrays_on_every_call(mode):
         layer(x)
         stream.step(x[0])
     np.testing.assert_array_equal(layer(np.ma.masked_array(x))[0], layer(x)[0])
+    # numpy.asarray drops the masks of masked arrays inside lists.
+    for sequence in (list(masked), tuple(masked), [[step] for step in masked]):
+        with pytest.raises(TypeError, match="input holds masked arrays with masked values"):
+            layer(sequence)
+    np.testing.assert_array_equal(layer([np.ma.masked_array(step) for step in x])[0],
+                                  layer(x)[0])
     masked_h = np.ma.masked_array(h, mask=np.zeros_like(h, dtype=bool))
     masked_h.mask[0, 1] = True
     layer(x, hx)                                           # states take the fast path now
