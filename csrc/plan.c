@@ -3,6 +3,7 @@
  * gates, padded hidden width, packed-weight layout per layer, workspace
  * layout per call shape. pack.c and grid.c only follow these numbers.
  */
+#include <float.h>
 #include <math.h>
 #include "internal.h"
 
@@ -43,7 +44,10 @@ static lf_status check_variants(const lf_desc *d, int *generic) {
             /* A role the cell lacks must stay unset: a value there is a
              * caller's mistake (activations given in the wrong slots). */
             if (role >= roles_of(d->cell) && a->kind != LF_ACT_DEFAULT) return LF_ERR_BAD_OPTION;
-            if (!isfinite(a->alpha) || !isfinite(a->beta)) return LF_ERR_BAD_OPTION;
+            /* float32 kernels use alpha and beta as floats: one past FLT_MAX
+             * would become inf there. (Written so that NaN fails too.) */
+            const double limit = d->dtype == LF_FLOAT32 ? FLT_MAX : DBL_MAX;
+            if (!(fabs(a->alpha) <= limit && fabs(a->beta) <= limit)) return LF_ERR_BAD_OPTION;
             custom |= a->kind != LF_ACT_DEFAULT && a->kind != own_activation(d->cell, role);
         }
     *generic = custom || d->flags != 0 || d->clip > 0;

@@ -35,6 +35,7 @@ cnp.import_array()
 
 _FLOAT32 = np.dtype(np.float32)
 _FLOAT64 = np.dtype(np.float64)
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 _INT64 = np.dtype(np.int64)
 MAX_THREADS = LF_MAX_THREADS
 
@@ -176,6 +177,10 @@ cdef int _parse_activations(object activations, str cell, int64_t num_directions
             if not (math.isfinite(alpha) and math.isfinite(beta)):
                 raise ValueError(f"activations[{direction}][{role}]: alpha and beta must be "
                                  f"finite, got {alpha!r}, {beta!r}")
+            if desc.dtype == LF_FLOAT32 and max(abs(alpha), abs(beta)) > _FLOAT32_MAX:
+                raise ValueError(f"activations[{direction}][{role}]: alpha and beta of a "
+                                 f"float32 layer must be finite in float32 (at most "
+                                 f"{_FLOAT32_MAX:.8g} in magnitude), got {alpha!r}, {beta!r}")
             desc.activations[direction][role].kind = kind
             desc.activations[direction][role].alpha = alpha
             desc.activations[direction][role].beta = beta

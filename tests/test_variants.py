@@ -40,6 +40,24 @@ def test_engine_rejects_bad_options(cell, options, match):
         engine(cell, **options)
 
 
+def test_float32_activation_parameters_must_be_float32_numbers():
+    # The float32 kernels use alpha and beta as floats, where 1e39 is inf.
+    group = (np.zeros((3, 2)), np.zeros((3, 3)), None, None, None)
+    for alpha, beta in ((1e39, 0.0), (1.0, -1e39)):
+        activations = [[("affine", alpha, beta)]]
+        with pytest.raises(ValueError, match="alpha and beta of a float32 layer must be finite "
+                                             "in float32"):
+            _core.Engine("rnn_tanh", 2, 3, 0, 1, 1, False, np.float32, "auto", [
+                tuple(None if a is None else a.astype(np.float32) for a in group)],
+                activations=activations)
+        _core.Engine("rnn_tanh", 2, 3, 0, 1, 1, False, np.float64, "auto", [group],
+                     activations=activations)
+    largest = float(np.finfo(np.float32).max)
+    _core.Engine("rnn_tanh", 2, 3, 0, 1, 1, False, np.float32, "auto", [
+        tuple(None if a is None else a.astype(np.float32) for a in group)],
+        activations=[[("affine", largest, -largest)]])
+
+
 def test_peephole_array_required():
     group = (np.zeros((12, 2)), np.zeros((12, 3)), None, None, None)
     with pytest.raises(TypeError, match="peephole must be a numpy.ndarray"):

@@ -58,6 +58,18 @@ int main(void) {
     float value[1] = {0};
     failures += expect("lf_vector_sigmoid, ISA 7",
                        lf_vector_sigmoid((lf_isa)7, LF_FLOAT32, value, value, 1), LF_ERR_BAD_ISA);
+    /* float32 kernels take alpha as a float: 1e39 would become inf. */
+    lf_desc affine = desc;
+    affine.num_layers = 1;
+    affine.num_directions = 1;
+    affine.cell = LF_CELL_RNN_TANH;
+    affine.activations[0][LF_ROLE_F].kind = LF_ACT_AFFINE;
+    affine.activations[0][LF_ROLE_F].alpha = 1e39;
+    lf_plan affine_plan;
+    failures += expect("float32 affine alpha 1e39", lf_plan_init(&affine_plan, &affine),
+                       LF_ERR_BAD_OPTION);
+    affine.dtype = LF_FLOAT64;
+    failures += expect("float64 affine alpha 1e39", lf_plan_init(&affine_plan, &affine), LF_OK);
     const lf_isa none = lf_plan_kernel_isa(NULL);
     printf("lf_plan_kernel_isa(NULL): %s\n", lf_isa_name(none));
     failures += none != LF_ISA_COUNT;
