@@ -843,6 +843,17 @@ cdef object _initial_state(str name, object value, int64_t layers, int64_t batch
     return np.array(value, copy=True)
 
 
+# How many forks lie between the first process and this one (note_fork_in_child,
+# called by lstm_fast._config's fork hook): a stream claimed in an earlier
+# generation was claimed by a thread that does not exist here.
+cdef unsigned long _fork_generation = 0
+
+
+def note_fork_in_child():
+    global _fork_generation
+    _fork_generation += 1
+
+
 @cython.auto_pickle(False)  # it would pickle the workspace pointer as bytes
 cdef class StreamCore:
     """The carried state and the per-step path of lstm_fast.layers.Stream.
@@ -872,6 +883,10 @@ cdef class StreamCore:
     cdef int _typenum
     cdef lf_cell_kind _cell
     cdef bint _batched, _busy
+    # _busy was set in this fork generation; _torn: the process forked while
+    # another thread was in a step, so h and c may be half-written here.
+    cdef unsigned long _claimed_in
+    cdef bint _torn
     cdef unsigned int _steps
 
     def _start(self, module, threads, batch_size, bint batched, h0, c0):
@@ -884,6 +899,7 @@ cdef class StreamCore:
         self._claim()
         try:
             self._restart(module, threads, batch_size, batched, h0, c0)
+            self._torn = False
         finally:
             self._busy = False
 
@@ -892,10 +908,22 @@ cdef class StreamCore:
         # anything that may release it (NumPy allocating or copying, an
         # engine being built), so no other thread can get in between.
         if self._busy:
-            raise RuntimeError("this stream is in a step already (from another thread, or a "
-                               "re-entrant call): a stream is one sequence of steps, so give "
-                               "each thread its own")
+            if self._claimed_in == _fork_generation:
+                raise RuntimeError("this stream is in a step already (from another thread, or "
+                                   "a re-entrant call): a stream is one sequence of steps, so "
+                                   "give each thread its own")
+            # Claimed by a thread of the process that forked this one: its
+            # step never finishes here, and only a restart makes h and c whole.
+            self._torn = True
         self._busy = True
+        self._claimed_in = _fork_generation
+        return 0
+
+    cdef int _check_whole(self) except -1:
+        if self._torn:
+            raise RuntimeError("this process forked while another thread was in a step of this "
+                               "stream, so its state here may be half-written: start a new "
+                               "sequence with reset() first")
         return 0
 
     cdef int _restart(self, object module, object threads, object batch_size, bint batched,
@@ -994,6 +1022,7 @@ cdef class StreamCore:
         # h or c halfway through it.
         self._claim()
         try:
+            self._check_whole()
             return self._h.copy(), None if self._c is None else self._c.copy()
         finally:
             self._busy = False
@@ -1013,6 +1042,7 @@ cdef class StreamCore:
             raise RuntimeError("this stream was never started")
         self._claim()
         try:
+            self._check_whole()
             return self._step(input, out)
         finally:
             self._busy = False
