@@ -35,7 +35,8 @@ cnp.import_array()
 
 _FLOAT32 = np.dtype(np.float32)
 _FLOAT64 = np.dtype(np.float64)
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
+# The least magnitude that rounds to float32 infinity: FLT_MAX plus half its ulp.
+_FLOAT32_OVERFLOW = float(np.finfo(np.float32).max) + 2.0 ** 103
 _INT64 = np.dtype(np.int64)
 MAX_THREADS = LF_MAX_THREADS
 
@@ -170,17 +171,21 @@ cdef int _parse_activations(object activations, str cell, int64_t num_directions
                 raise ValueError(f"{where}: unknown activation {name!r}; "
                                  f"expected one of {', '.join(_ACTIVATIONS)}")
             try:
-                alpha, beta = float(alpha), float(beta)
+                alpha_value, beta_value = float(alpha), float(beta)
+            except OverflowError:  # an int past the float range
+                raise ValueError(f"{where}: alpha and beta must be finite, "
+                                 f"got {alpha!r}, {beta!r}") from None
             except (TypeError, ValueError):
                 raise TypeError(f"{where}: alpha and beta must be numbers, "
                                 f"got {alpha!r}, {beta!r}") from None
+            alpha, beta = alpha_value, beta_value
             if not (math.isfinite(alpha) and math.isfinite(beta)):
-                raise ValueError(f"activations[{direction}][{role}]: alpha and beta must be "
-                                 f"finite, got {alpha!r}, {beta!r}")
-            if desc.dtype == LF_FLOAT32 and max(abs(alpha), abs(beta)) > _FLOAT32_MAX:
-                raise ValueError(f"activations[{direction}][{role}]: alpha and beta of a "
-                                 f"float32 layer must be finite in float32 (at most "
-                                 f"{_FLOAT32_MAX:.8g} in magnitude), got {alpha!r}, {beta!r}")
+                raise ValueError(f"{where}: alpha and beta must be finite, "
+                                 f"got {alpha!r}, {beta!r}")
+            if desc.dtype == LF_FLOAT32 and max(abs(alpha), abs(beta)) >= _FLOAT32_OVERFLOW:
+                raise ValueError(f"{where}: alpha and beta of a float32 layer must be finite "
+                                 f"as float32 values (below {_FLOAT32_OVERFLOW!r} in "
+                                 f"magnitude), got {alpha!r}, {beta!r}")
             desc.activations[direction][role].kind = kind
             desc.activations[direction][role].alpha = alpha
             desc.activations[direction][role].beta = beta
@@ -912,8 +917,9 @@ cdef class StreamCore:
                 raise RuntimeError("this stream is in a step already (from another thread, or "
                                    "a re-entrant call): a stream is one sequence of steps, so "
                                    "give each thread its own")
-            # Claimed by a thread of the process that forked this one: its
-            # step never finishes here, and only a restart makes h and c whole.
+            # Claimed by a thread of the process that forked this one: that
+            # thread does not exist here, and h and c may be half-written
+            # (refused even if it was only reading them: a fork cannot tell).
             self._torn = True
         self._busy = True
         self._claimed_in = _fork_generation
@@ -921,9 +927,9 @@ cdef class StreamCore:
 
     cdef int _check_whole(self) except -1:
         if self._torn:
-            raise RuntimeError("this process forked while another thread was in a step of this "
-                               "stream, so its state here may be half-written: start a new "
-                               "sequence with reset() first")
+            raise RuntimeError("this process forked while another thread was using this "
+                               "stream (a step, state or reset), so its state here may be "
+                               "half-written: start a new sequence with reset() first")
         return 0
 
     cdef int _restart(self, object module, object threads, object batch_size, bint batched,

@@ -7,11 +7,13 @@ safe.
 """
 import math
 import numbers
+import os
 import sys
 import threading
 import warnings
+import weakref
 from collections import deque, namedtuple
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -33,6 +35,22 @@ _FLOAT64 = np.dtype(np.float64)
 
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 IncompatibleKeys.__doc__ = "Keys load_state_dict did not find, and keys it did not use (as torch)."
+
+
+# Every module, for the fork hook below: a module's lock that a thread of the
+# parent held at the fork (building an engine) would stay held in the child
+# for ever, since that thread does not exist there, so the child renews them
+# all. The hook runs before the child has other threads.
+_MODULES_WITH_LOCKS = weakref.WeakSet()
+
+
+def _renew_locks_after_fork():
+    for module in list(_MODULES_WITH_LOCKS):
+        module._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_renew_locks_after_fork)
 
 
 # ---------------------------------------------------------------- argument checks
@@ -155,23 +173,36 @@ def _generator(seed):
 
 # ---------------------------------------------------------------- array conversion
 
+def _is_row(value):
+    """A sequence numpy.asarray reads element by element (str and bytes it
+    does not)."""
+    return isinstance(value, Sequence) and not isinstance(value, (str, bytes, bytearray))
+
+
 def _holds_masked_values(sequence):
-    """Whether a list or tuple, nested or not, holds masked arrays with masked
-    values: numpy.asarray would drop their masks. A row that starts with a
-    number is taken as a row of numbers and not scanned further, so the scan
-    costs a step per row, not per element (numpy.ma.masked among numbers
-    becomes NaN, with numpy's warning)."""
-    rows = [sequence]
+    """Whether a sequence, nested or not, holds masked arrays with masked
+    values: numpy.asarray would drop their masks. The scan of a row stops at
+    its first number, since a row of numbers is by far the common case, so it
+    costs a step per row rather than per element (numpy.ma.masked after a
+    number becomes NaN, with numpy's warning). Rows nested deeper than NumPy's
+    dimension limit are left to numpy.asarray, which refuses them (a list
+    holding itself would otherwise never end)."""
+    rows = [(sequence, 1)]
     while rows:
-        for element in rows.pop():
-            if isinstance(element, (list, tuple)):
-                rows.append(element)
+        row, depth = rows.pop()
+        for element in row:
+            if _is_row(element):
+                if depth < _MAX_DIMENSIONS:
+                    rows.append((element, depth + 1))
             elif isinstance(element, np.ma.MaskedArray):
                 if np.ma.is_masked(element):
                     return True
             elif isinstance(element, numbers.Number):
                 break
     return False
+
+
+_MAX_DIMENSIONS = 64  # numpy's
 
 
 def _to_numpy(name, value):
@@ -182,7 +213,7 @@ def _to_numpy(name, value):
             f"{name} is a masked array with masked values, which lstm_fast would compute "
             "with as if unmasked: fill them first (numpy.ma.filled)"
         )
-    if isinstance(value, (list, tuple)) and _holds_masked_values(value):
+    if _is_row(value) and _holds_masked_values(value):
         raise TypeError(
             f"{name} holds masked arrays with masked values, which lstm_fast would compute "
             "with as if unmasked: fill them first (numpy.ma.filled)"
@@ -391,7 +422,7 @@ class _RecurrentBase:
             name: _frozen(generator.uniform(-bound, bound, shape).astype(self._dtype))
             for name, shape in self._shapes.items()
         }
-        self._lock = threading.Lock()
+        self._new_lock()
         self._engine = None
         # Fixed at construction: a bad LSTM_FAST_ISA fails here rather than at the
         # first call, and a parameter change never moves the module to other kernels.
@@ -438,10 +469,14 @@ class _RecurrentBase:
         self.__dict__.update(state)
         # Unpickled arrays come back writable.
         self._parameters = {name: _frozen(array) for name, array in self._parameters.items()}
-        self._lock = threading.Lock()
+        self._new_lock()
         self._engine = None
         # A copy is a module built now, possibly on another machine.
         self._isa = resolve_isa()
+
+    def _new_lock(self):
+        self._lock = threading.Lock()
+        _MODULES_WITH_LOCKS.add(self)
 
     def _checked_parameter(self, name, value):
         array = _float_array(name, value)

@@ -1,6 +1,8 @@
 """lstm_fast.LSTM / GRU / RNN against the float64 NumPy reference, on every available ISA."""
 import warnings
 
+from collections import deque
+
 import numpy as np
 import pytest
 
@@ -426,6 +428,10 @@ def test_ndarray_subclasses_behave_as_plain_arrays_on_every_call(mode):
             layer(sequence)
     np.testing.assert_array_equal(layer([np.ma.masked_array(step) for step in x])[0],
                                   layer(x)[0])
+    with pytest.raises(TypeError, match="input holds masked arrays with masked values"):
+        layer(deque(masked))
+    with pytest.raises(TypeError, match="input holds masked arrays with masked values"):
+        layer.stream(batch_size=1).step([masked[2]])
     masked_h = np.ma.masked_array(h, mask=np.zeros_like(h, dtype=bool))
     masked_h.mask[0, 1] = True
     layer(x, hx)                                           # states take the fast path now
@@ -433,6 +439,14 @@ def test_ndarray_subclasses_behave_as_plain_arrays_on_every_call(mode):
         layer(x, (masked_h, h) if is_lstm(mode) else masked_h)
     with pytest.raises(TypeError, match="masked values"):
         layer.stream(hx=(masked_h, h) if is_lstm(mode) else masked_h)
+    if is_lstm(mode):  # (a GRU's hx is one array: a list there is refused as a pair)
+        with pytest.raises(TypeError, match="holds masked arrays with masked values"):
+            layer(x, (list(masked_h), h))
+    # A list holding itself: numpy's refusal, not an endless scan.
+    endless = []
+    endless.append(endless)
+    with pytest.raises(ValueError, match="input could not be converted"):
+        layer(endless)
 
 
 def test_memory_mapped_input_takes_the_fast_path(tmp_path):
