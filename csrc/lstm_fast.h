@@ -54,8 +54,8 @@ typedef enum lf_status {
     LF_ERR_OUT_OF_MEMORY,     /* the C library could not allocate (thread pool only) */
     LF_ERR_THREADS,           /* the OS refused to create a thread */
     LF_ERR_BAD_OPTION,        /* unknown activation, non-finite alpha/beta/clip (alpha/beta
-                                 beyond FLT_MAX in a float32 plan), negative clip,
-                                 unknown flag bit */
+                                 that round to inf as floats, in a float32 plan),
+                                 negative clip, unknown flag bit */
     LF_STATUS_COUNT
 } lf_status;
 

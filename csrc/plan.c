@@ -44,10 +44,12 @@ static lf_status check_variants(const lf_desc *d, int *generic) {
             /* A role the cell lacks must stay unset: a value there is a
              * caller's mistake (activations given in the wrong slots). */
             if (role >= roles_of(d->cell) && a->kind != LF_ACT_DEFAULT) return LF_ERR_BAD_OPTION;
-            /* float32 kernels use alpha and beta as floats: one past FLT_MAX
-             * would become inf there. (Written so that NaN fails too.) */
-            const double limit = d->dtype == LF_FLOAT32 ? FLT_MAX : DBL_MAX;
-            if (!(fabs(a->alpha) <= limit && fabs(a->beta) <= limit)) return LF_ERR_BAD_OPTION;
+            /* ONNX's attributes are floats, and the float32 kernels take
+             * affine's and scaled_tanh's as floats: a value that rounds to
+             * inf there (from FLT_MAX + half its ulp) is refused in float32
+             * plans. The comparisons are false for NaN, refused too. */
+            const double past = d->dtype == LF_FLOAT32 ? (double)FLT_MAX + 0x1p103 : INFINITY;
+            if (!(fabs(a->alpha) < past && fabs(a->beta) < past)) return LF_ERR_BAD_OPTION;
             custom |= a->kind != LF_ACT_DEFAULT && a->kind != own_activation(d->cell, role);
         }
     *generic = custom || d->flags != 0 || d->clip > 0;

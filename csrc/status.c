@@ -16,8 +16,8 @@ const char *lf_status_string(lf_status status) {
     case LF_ERR_OUT_OF_MEMORY: return "out of memory";
     case LF_ERR_THREADS: return "the operating system refused to create a thread";
     case LF_ERR_BAD_OPTION:
-        return "invalid cell option: unknown activation or flag, non-finite alpha/beta, "
-               "or clip negative or not finite";
+        return "invalid cell option: unknown activation or flag, alpha/beta not finite "
+               "(as float32 values in a float32 plan), or clip negative or not finite";
     default: return "unknown status code";
     }
 }

@@ -192,14 +192,14 @@ class FastRecurrent(_FastBase):
                 x, lengths = _numpy(padded), lengths.numpy()
                 reference = input.data
             else:
-                # lstm_fast's layers return empty outputs for no time steps;
-                # torch's refuse them, and a swapped module keeps to torch.
-                time_axis = 1 if input.dim() == 3 and fast.batch_first else 0
-                if input.dim() in (2, 3) and input.shape[time_axis] == 0:
-                    raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
                 x, reference = _numpy(input), input
             with _shape_errors_as_torch(packed or input.dim() in (2, 3)):
                 output, states = fast(x, _state_numpy(hx), lengths=lengths)
+            # lstm_fast's layers return empty outputs for no time steps;
+            # torch's refuse them (after checking the sizes, as above), and a
+            # swapped module keeps to torch.
+            if not packed and input.shape[1 if input.dim() == 3 and fast.batch_first else 0] == 0:
+                raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
             output = _tensor(output, reference)
             if fast.mode == "LSTM":
                 states = (_tensor(states[0], reference), _tensor(states[1], reference))

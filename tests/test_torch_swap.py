@@ -421,12 +421,18 @@ def test_shape_errors_raise_torch_exception_classes():
         (nn.LSTM(3, 4), (torch.randn(0, 2, 3),)),                                   # no steps
         (nn.GRU(3, 4, batch_first=True), (torch.randn(2, 0, 3),)),
         (nn.RNN(3, 4), (torch.randn(0, 3),)),                                       # unbatched
+        (nn.LSTM(3, 4), (torch.randn(0, 2, 5),)),                   # no steps, bad input size
+        (nn.GRU(3, 4), (torch.randn(0, 2, 3), torch.zeros(1, 5, 4))),  # no steps, bad hx
     ]
     for module, args in cases:
         with pytest.raises(Exception) as expected:
             module(*args)
-        with pytest.raises(expected.type):
+        # The message too where it is torch's own (the checks' order).
+        match = "sequence length" if "sequence length" in str(expected.value) else None
+        with pytest.raises(expected.type, match=match) as got:
             lft.replace_modules(module)(*args)
+        if match is None:
+            assert "sequence length" not in str(got.value)
 
 
 def test_empty_batch_runs_as_in_torch():

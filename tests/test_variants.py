@@ -45,17 +45,25 @@ def test_float32_activation_parameters_must_be_float32_numbers():
     group = (np.zeros((3, 2)), np.zeros((3, 3)), None, None, None)
     for alpha, beta in ((1e39, 0.0), (1.0, -1e39)):
         activations = [[("affine", alpha, beta)]]
-        with pytest.raises(ValueError, match="alpha and beta of a float32 layer must be finite "
-                                             "in float32"):
+        with pytest.raises(ValueError, match="alpha and beta of a float32 layer must be finite as "
+                                             "float32 values"):
             _core.Engine("rnn_tanh", 2, 3, 0, 1, 1, False, np.float32, "auto", [
                 tuple(None if a is None else a.astype(np.float32) for a in group)],
                 activations=activations)
         _core.Engine("rnn_tanh", 2, 3, 0, 1, 1, False, np.float64, "auto", [group],
                      activations=activations)
+    # What rounds to FLT_MAX is accepted; from there on half an ulp up, inf.
     largest = float(np.finfo(np.float32).max)
-    _core.Engine("rnn_tanh", 2, 3, 0, 1, 1, False, np.float32, "auto", [
-        tuple(None if a is None else a.astype(np.float32) for a in group)],
-        activations=[[("affine", largest, -largest)]])
+    for value in (largest, 3.4028235e38, largest + 2.0 ** 102):
+        _core.Engine("rnn_tanh", 2, 3, 0, 1, 1, False, np.float32, "auto", [
+            tuple(None if a is None else a.astype(np.float32) for a in group)],
+            activations=[[("affine", value, -value)]])
+    with pytest.raises(ValueError, match="float32 layer must be finite"):
+        _core.Engine("rnn_tanh", 2, 3, 0, 1, 1, False, np.float32, "auto", [
+            tuple(None if a is None else a.astype(np.float32) for a in group)],
+            activations=[[("affine", largest + 2.0 ** 103, 0.0)]])
+    with pytest.raises(ValueError, match="alpha and beta must be finite"):
+        engine("gru", activations=[[("leakyrelu", 10 ** 400, 0), ("tanh", 0, 0)]])
 
 
 def test_peephole_array_required():

@@ -68,6 +68,10 @@ int main(void) {
     lf_plan affine_plan;
     failures += expect("float32 affine alpha 1e39", lf_plan_init(&affine_plan, &affine),
                        LF_ERR_BAD_OPTION);
+    affine.activations[0][LF_ROLE_F].alpha = 3.4028235e38; /* rounds to FLT_MAX */
+    failures += expect("float32 affine alpha 3.4028235e38", lf_plan_init(&affine_plan, &affine),
+                       LF_OK);
+    affine.activations[0][LF_ROLE_F].alpha = 1e39;
     affine.dtype = LF_FLOAT64;
     failures += expect("float64 affine alpha 1e39", lf_plan_init(&affine_plan, &affine), LF_OK);
     const lf_isa none = lf_plan_kernel_isa(NULL);
