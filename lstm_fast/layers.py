@@ -228,6 +228,9 @@ def _to_numpy(name, value):
             for resolve in ("resolve_conj", "resolve_neg"):
                 if callable(getattr(tensor, resolve, None)):
                     tensor = getattr(tensor, resolve)()
+            # NumPy has no bfloat16; float32 holds every bfloat16 value exactly.
+            if str(getattr(tensor, "dtype", "")) == "torch.bfloat16":
+                tensor = tensor.float()
             return tensor.numpy()
         # A plain ndarray also for subclasses: np.matrix, for one, would keep
         # two dimensions through the reshapes of unbatched input.

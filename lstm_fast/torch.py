@@ -6,10 +6,12 @@ batch_first, unbatched input, hx) but runs lstm_fast under torch.no_grad();
 
 Inference only: the replacements have no gradients and ignore dropout (as
 torch's eval mode). Only CPU modules swap. They follow the model's
-`.double()` / `.float()` / `.to(dtype)` (float32 and float64; other dtypes
-and devices raise), load checkpoints of any floating dtype in their own (as
-torch's copy_ does) and, like torch, refuse input and states of another
-dtype than theirs, with torch's exception classes (shape errors too).
+`.double()` / `.float()` / `.half()` / `.to(dtype)` (other devices raise),
+load checkpoints of any floating dtype in their own (as torch's copy_ does)
+and, like torch, refuse input and states of another dtype than theirs, with
+torch's exception classes (shape errors too). A float16 or bfloat16 module
+computes in float32 on weights rounded to its dtype, as torch's are, and
+rounds its outputs to that dtype.
 Importing this module imports torch, so lstm_fast only imports it on use
 (`import lstm_fast.torch`).
 """
@@ -53,11 +55,16 @@ def _shape_errors_as_torch(dims_accepted):
         raise RuntimeError(str(error)) from error
 
 
-def _tensor(array, like):
-    return torch.from_numpy(array).to(device=like.device)
+def _tensor(array, like, dtype):
+    return torch.from_numpy(array).to(device=like.device, dtype=dtype)
 
 
 _TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+# Dtypes a swapped module holds its weights and results in while lstm_fast
+# computes in float32: its kernels have no such arithmetic, and float32 is
+# the more precise; the results differ from torch's by about the dtype's
+# rounding, since torch's CPU kernels also round h and c at every step.
+_STORED_ONLY = (torch.float16, torch.bfloat16)
 
 # torch.nn's configuration attributes, which model code reads in forward
 # (h0 = zeros(rnn.num_layers * 2, batch, rnn.hidden_size)): the swapped
@@ -73,9 +80,10 @@ class _FastBase(nn.Module):
     module's state_dict holds them under torch's names, so a swapped model
     saves and loads the checkpoints of the original one."""
 
-    def __init__(self, fast):
+    def __init__(self, fast, stored_as=None):
         super().__init__()
         self.fast = fast
+        self._stored_as = stored_as  # one of _STORED_ONLY, or None
 
     def __getattr__(self, name):
         try:
@@ -103,8 +111,8 @@ class _FastBase(nn.Module):
 
     @property
     def dtype(self):
-        """The torch dtype of the weights (float32 or float64)."""
-        return _TORCH_DTYPES[self.fast.dtype.name]
+        """The torch dtype of the weights, inputs and results."""
+        return self._stored_as or _TORCH_DTYPES[self.fast.dtype.name]
 
     def _apply(self, fn, recurse=True):
         # Module.double(), .float(), .to(...), .cuda() all come here with the
@@ -116,10 +124,14 @@ class _FastBase(nn.Module):
             raise RuntimeError(f"lstm_fast runs on the CPU: a swapped {name} cannot move to "
                                f"{probe.device}")
         if probe.dtype != self.dtype:
-            if probe.dtype not in _TORCH_DTYPES.values():
-                raise TypeError(f"lstm_fast runs float32 and float64: a swapped {name} cannot "
-                                f"become {probe.dtype}")
-            self.fast = type(self.fast).from_torch(self.fast.to_torch().to(probe.dtype))
+            stored_as = probe.dtype if probe.dtype in _STORED_ONLY else None
+            if stored_as is None and probe.dtype not in _TORCH_DTYPES.values():
+                raise TypeError(f"lstm_fast runs float32 and float64 (float16 and bfloat16 "
+                                f"through float32): a swapped {name} cannot become "
+                                f"{probe.dtype}")
+            # Through torch's own conversion, so the weights round as its do.
+            self.fast = type(self.fast).from_torch(self.to_torch().to(probe.dtype))
+            self._stored_as = stored_as
         return super()._apply(fn, recurse)
 
     def _check_dtypes(self, input, hx, packed=False):
@@ -135,8 +147,8 @@ class _FastBase(nn.Module):
         for what, tensor in tensors:
             if isinstance(tensor, torch.Tensor) and tensor.dtype != self.dtype:
                 model_advice = (f", or convert the model: model.to({tensor.dtype})"
-                                if tensor.dtype in _TORCH_DTYPES.values() else
-                                " (lstm_fast runs float32 and float64)")
+                                if tensor.dtype in (*_TORCH_DTYPES.values(), *_STORED_ONLY)
+                                else " (lstm_fast runs float32 and float64)")
                 checked_by_torch = isinstance(self, FastRecurrent) and not (
                     packed and self.fast.mode == "LSTM")
                 error = ValueError if what == "input" and checked_by_torch else RuntimeError
@@ -147,7 +159,7 @@ class _FastBase(nn.Module):
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         for name, array in self.fast.state_dict().items():
-            destination[prefix + name] = torch.from_numpy(array)
+            destination[prefix + name] = torch.from_numpy(array).to(self.dtype)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
@@ -169,17 +181,19 @@ class _FastBase(nn.Module):
 
     def to_torch(self):
         """The equivalent torch module, with the current parameters."""
-        return self.fast.to_torch()
+        module = self.fast.to_torch()
+        return module if self._stored_as is None else module.to(self._stored_as)
 
     def extra_repr(self):
-        return f"lstm_fast.{self.fast!r}, isa={self.fast.isa!r}"
+        stored = "" if self._stored_as is None else f", stored_as={self._stored_as}"
+        return f"lstm_fast.{self.fast!r}, isa={self.fast.isa!r}{stored}"
 
 
 class FastRecurrent(_FastBase):
     """An nn.LSTM / nn.GRU / nn.RNN replacement running lstm_fast."""
 
     def __init__(self, module):
-        super().__init__(_LAYERS[type(module)].from_torch(module))
+        super().__init__(_LAYERS[type(module)].from_torch(module), _stored_as_of(module))
 
     def forward(self, input, hx=None):
         fast = self.fast
@@ -200,11 +214,13 @@ class FastRecurrent(_FastBase):
             # swapped module keeps to torch.
             if not packed and input.shape[1 if input.dim() == 3 and fast.batch_first else 0] == 0:
                 raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
-            output = _tensor(output, reference)
+            dtype = self.dtype
+            output = _tensor(output, reference, dtype)
             if fast.mode == "LSTM":
-                states = (_tensor(states[0], reference), _tensor(states[1], reference))
+                states = (_tensor(states[0], reference, dtype),
+                          _tensor(states[1], reference, dtype))
             else:
-                states = _tensor(states, reference)
+                states = _tensor(states, reference, dtype)
             if packed:
                 output = self._repack(output, input)
         return output, states
@@ -228,7 +244,7 @@ class FastCell(_FastBase):
     """An nn.LSTMCell / nn.GRUCell / nn.RNNCell replacement running lstm_fast."""
 
     def __init__(self, module):
-        super().__init__(_CELLS[type(module)].from_torch(module))
+        super().__init__(_CELLS[type(module)].from_torch(module), _stored_as_of(module))
 
     def forward(self, input, hx=None):
         with torch.no_grad():
@@ -241,8 +257,13 @@ class FastCell(_FastBase):
             with _shape_errors_as_torch(dims_accepted):
                 result = self.fast(_numpy(input), _state_numpy(hx))
             if isinstance(result, tuple):
-                return tuple(_tensor(r, input) for r in result)
-            return _tensor(result, input)
+                return tuple(_tensor(r, input, self.dtype) for r in result)
+            return _tensor(result, input, self.dtype)
+
+
+def _stored_as_of(module):
+    dtype = next(module.parameters()).dtype  # torch's modules have weights
+    return dtype if dtype in _STORED_ONLY else None
 
 
 def _swap(model, convert):
@@ -313,10 +334,11 @@ def _to_fast(module):
             raise RuntimeError(f"lstm_fast runs on the CPU: {type(module).__name__}'s {name} "
                                f"is on {parameter.device}; move the model (model.cpu()) before "
                                f"replace_modules")
-        if parameter.dtype not in _TORCH_DTYPES.values():
-            raise TypeError(f"lstm_fast runs float32 and float64: {type(module).__name__}'s "
-                            f"{name} is {parameter.dtype}; convert the model (model.float()) "
-                            f"before replace_modules")
+        if parameter.dtype not in (*_TORCH_DTYPES.values(), *_STORED_ONLY):
+            raise TypeError(f"lstm_fast runs float32 and float64 (float16 and bfloat16 "
+                            f"through float32): {type(module).__name__}'s {name} is "
+                            f"{parameter.dtype}; convert the model (model.float()) before "
+                            f"replace_modules")
     return _with_hooks_of(module, FastRecurrent(module) if type(module) in _LAYERS
                           else FastCell(module))
 

@@ -1,6 +1,7 @@
 """lstm_fast.torch: swapping the recurrent modules of a torch model (an LSTM, a
 bidirectional GRU fed packed sequences, and cells) changes no output beyond
 float tolerance, and swapping back restores torch modules."""
+import copy
 import subprocess
 import sys
 
@@ -156,8 +157,8 @@ def test_swapped_model_follows_dtype_changes():
         for g, e in zip(swapped(x.to(dtype), lengths), expected):
             assert g.dtype == dtype
             torch.testing.assert_close(g, e, rtol=atol * 10, atol=atol)
-    with pytest.raises(TypeError, match="float32 and float64.*torch.float16"):
-        swapped.half()
+    with pytest.raises(TypeError, match="float32 and float64.*torch.complex64"):
+        swapped.to(torch.complex64)
     with pytest.raises(RuntimeError, match="CPU.*meta"):
         lft.replace_modules(nn.GRU(3, 4)).to("meta")
 
@@ -328,17 +329,35 @@ def test_packed_lstm_input_of_another_dtype_raises_as_torch():
         lft.replace_modules(nn.GRU(3, 4))(packed)
 
 
-def test_half_modules_are_refused_at_the_swap():
-    # Refused before anything is swapped: the LSTM ahead of the half GRU
-    # stays a torch module.
-    model = nn.Sequential(nn.LSTM(3, 4), nn.GRU(4, 4).half())
-    with pytest.raises(TypeError, match=r"runs float32 and float64: GRU's weight_ih_l0 is "
-                                        r"torch.float16; convert the model \(model.float\(\)\)"):
-        lft.replace_modules(model)
-    assert [type(child) for child in model] == [nn.LSTM, nn.GRU]
-    swapped = lft.replace_modules(nn.GRU(3, 4))
-    with pytest.raises(ValueError, match=r"\(lstm_fast runs float32 and float64\)"):
-        swapped(torch.zeros(2, 1, 3, dtype=torch.float16))
+@pytest.mark.parametrize("dtype, atol", [(torch.float16, 4e-3), (torch.bfloat16, 3e-2)])
+def test_float16_and_bfloat16_models_compute_through_float32(dtype, atol):
+    # Such modules run float32 on weights rounded as torch's are and round
+    # their results to the dtype: within that rounding (plus the torch
+    # layers' own, here in half) of a float32 model with the same weights.
+    torch.manual_seed(5)
+    model = Tagger().eval().to(dtype)
+    as_float32 = copy.deepcopy(model).float()
+    swapped = lft.replace_modules(copy.deepcopy(model))
+    assert swapped.encoder.dtype == dtype and swapped.cell.dtype == dtype
+    x, lengths = torch.randn(6, 3, 5), torch.tensor([6, 2, 4])
+    with torch.no_grad():
+        expected = as_float32(x, lengths)
+    for got, want in zip(swapped(x.to(dtype), lengths), expected):
+        assert got.dtype == dtype
+        torch.testing.assert_close(got.float(), want, rtol=0, atol=atol)
+    checkpoint = model.state_dict()
+    for name, value in swapped.state_dict().items():
+        assert value.dtype == dtype and torch.equal(value, checkpoint[name]), name
+    with pytest.raises(ValueError, match=rf"input dtype \(torch.float32\) does not match weight "
+                                         rf"dtype \({dtype}\)"):
+        swapped.encoder(x)
+    assert not swapped.load_state_dict(checkpoint).missing_keys  # through float32, exactly
+    restored = lft.restore_modules(copy.deepcopy(swapped))
+    assert type(restored.encoder) is nn.LSTM and restored.encoder.weight_hh_l0.dtype == dtype
+    swapped.float()  # the same weights, now float32 throughout
+    assert swapped.encoder.dtype == torch.float32
+    for got, want in zip(swapped(x, lengths), expected):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=2e-5)
 
 
 def test_lazily_negated_tensors_run_as_in_torch():
@@ -445,3 +464,10 @@ def test_empty_batch_runs_as_in_torch():
         states = got[1] if isinstance(got[1], tuple) else (got[1],)
         expected_states = expected[1] if isinstance(expected[1], tuple) else (expected[1],)
         assert [s.shape for s in states] == [s.shape for s in expected_states]
+
+
+def test_layers_take_bfloat16_tensors():
+    # NumPy has no bfloat16: such a tensor goes through float32, exactly.
+    layer = lstm_fast.GRU(3, 4, seed=6)
+    x = torch.randn(5, 2, 3).to(torch.bfloat16)
+    np.testing.assert_array_equal(layer(x)[0], layer(x.float().numpy())[0])
