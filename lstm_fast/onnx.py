@@ -3,7 +3,8 @@
 `lstm`, `gru` and `rnn` take the operators' inputs in the operators' order
 (optional ones as None) and their attributes as keyword arguments with the
 operators' names and defaults (opset 22), and return the operators' outputs.
-Unlike ONNX Runtime they also run `layout=1` and float64.
+Unlike ONNX Runtime they also run `layout=1` and float64. float16 runs in
+float32 on the float16 weights and inputs, its outputs rounded to float16.
 
 `load(model)` builds an `Operator` for every LSTM/GRU/RNN node of an ONNX
 model (needs the onnx package; this module itself does not).
@@ -58,6 +59,7 @@ _DEFAULT_ACTIVATIONS = {"LSTM": ("Sigmoid", "Tanh", "Tanh"), "GRU": ("Sigmoid", 
 # ONNX gate block k of the engine's (torch's) gate order.
 _TORCH_ORDER = {"LSTM": (0, 2, 3, 1), "GRU": (1, 0, 2), "RNN": (0,)}
 _DIRECTIONS = {"forward": 1, "reverse": 1, "bidirectional": 2}
+_TYPES = (np.float16, np.float32, np.float64)  # the operators' T
 
 
 def _flag(name, value):
@@ -161,17 +163,20 @@ class Operator:
 
         W = _array("W", W)
         if dtype is None:
-            if W.dtype not in (np.float32, np.float64):
-                raise TypeError(f"W must be float32 or float64, got dtype {W.dtype}")
+            if W.dtype not in _TYPES:
+                raise TypeError(f"W must be float16, float32 or float64, got dtype {W.dtype}")
             dtype = W.dtype
         try:
             self.dtype = np.dtype(dtype)
         except TypeError:
             self.dtype = None
-        if self.dtype not in (np.float32, np.float64):
-            raise TypeError(f"dtype must be float32 or float64, got {dtype!r}")
+        if self.dtype not in _TYPES:
+            raise TypeError(f"dtype must be float16, float32 or float64, got {dtype!r}")
+        # What the engine runs: float16 goes through float32 (no float16
+        # arithmetic in the kernels; float32 holds every float16 exactly).
+        self._compute_dtype = np.dtype(np.float32) if self.dtype == np.float16 else self.dtype
         G, D = _GATES[op], _DIRECTIONS[direction]
-        W = _array("W", W, self.dtype)
+        W = self._weight("W", W)
         if W.ndim != 3 or W.shape[0] != D or W.shape[1] % G or W.shape[1] == 0:
             raise ValueError(
                 f"W must have shape [num_directions={D}, {G}*hidden_size, input_size], "
@@ -188,15 +193,15 @@ class Operator:
                 f"hidden_size={hidden_size} is inconsistent with W of shape {W.shape} "
                 f"(hidden_size {H})"
             )
-        R = _array("R", R, self.dtype)
+        R = self._weight("R", R)
         _expect_shape("R", R, (D, G * H, H))
         if B is not None:
-            B = _array("B", B, self.dtype)
+            B = self._weight("B", B)
             _expect_shape("B", B, (D, 2 * G * H))
         if P is not None:
             if op != "LSTM":
                 raise ValueError(f"P (peepholes) is an LSTM input, not {op}'s")
-            P = _array("P", P, self.dtype)
+            P = self._weight("P", P)
             _expect_shape("P", P, (D, 3 * H))
         self.hidden_size, self.input_size, self.num_directions = H, I, D
         # Data inputs a model file fixes as constants (see load): used by a
@@ -229,13 +234,17 @@ class Operator:
                 group.append(np.ascontiguousarray(np.concatenate([p_i, p_f, p_o])))
             weights.append(tuple(group))
         self._engine = _core.Engine(
-            cell, I, H, 0, 1, D, B is not None, self.dtype, resolve_isa(), weights,
+            cell, I, H, 0, 1, D, B is not None, self._compute_dtype, resolve_isa(), weights,
             peephole=P is not None, coupled_input_forget=bool(input_forget),
             reset_before_product=op == "GRU" and not linear_before_reset,
             clip=0.0 if clip is None else float(clip),
             activations=None if resolved == _resolve_activations(op, None, None, None, D)
             else resolved,
         )
+
+    def _weight(self, name, value):
+        # Rounded to T first: what an ONNX model of type T holds.
+        return _array(name, value, self.dtype).astype(self._compute_dtype, copy=False)
 
     def _data(self, name, value):
         # ONNX gives X, the weights and the states one type T: another dtype
@@ -244,7 +253,7 @@ class Operator:
         if array.dtype != self.dtype:
             raise TypeError(f"{name} must be {self.dtype} like the node's weights, got dtype "
                             f"{array.dtype}")
-        return array
+        return array.astype(self._compute_dtype, copy=False)
 
     def __call__(self, X, sequence_lens=None, initial_h=None, initial_c=None):
         """Run the node. Returns (Y, Y_h, Y_c) for LSTM, (Y, Y_h) otherwise.
@@ -306,20 +315,20 @@ class Operator:
                 outputs.append(c_n.transpose(1, 0, 2))
         else:
             outputs = [Y, h_n] + ([c_n] if c_n is not None else [])
-        return tuple(np.ascontiguousarray(a) for a in outputs)
+        return tuple(np.ascontiguousarray(a, dtype=self.dtype) for a in outputs)
 
 
 def _dtype_of(X):
     array = _to_numpy("X", X)
-    if array.dtype not in (np.float32, np.float64):
-        raise TypeError(f"X must be float32 or float64, got dtype {array.dtype}")
+    if array.dtype not in _TYPES:
+        raise TypeError(f"X must be float16, float32 or float64, got dtype {array.dtype}")
     return array.dtype
 
 
 def lstm(X, W, R, B=None, sequence_lens=None, initial_h=None, initial_c=None, P=None, *,
          activation_alpha=None, activation_beta=None, activations=None, clip=None,
          direction="forward", hidden_size=None, input_forget=0, layout=0):
-    """ONNX LSTM: returns (Y, Y_h, Y_c) in X's dtype (float32 or float64).
+    """ONNX LSTM: returns (Y, Y_h, Y_c) in X's dtype (float16, float32 or float64).
 
     Shapes (layout=0): X [seq_length, batch_size, input_size]; W
     [num_directions, 4*hidden_size, input_size]; R [num_directions,

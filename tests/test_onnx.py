@@ -194,7 +194,7 @@ def test_bad_attributes(rng):
     raises(ValueError, "input_forget must be 0 or 1", input_forget=2)
     raises(ValueError, "initial_h must have shape", initial_h=h0[:, :2])
     raises(ValueError, "X must have shape", X=X[..., :-1])
-    raises(TypeError, "X must be float32 or float64", X=X.astype(np.int32))
+    raises(TypeError, "X must be float16, float32 or float64", X=X.astype(np.int32))
     # Ragged nested lists: NumPy's own message would not say which input.
     raises(ValueError, "X could not be converted", X=[[[1.0, 2.0]], [[1.0]]])
     raises(ValueError, "W could not be converted", W=[[[1.0, 2.0], [3.0]]])
@@ -214,11 +214,14 @@ def test_bad_attributes(rng):
 def test_operator_dtype_checks(rng):
     X, W, R, B, seq, h0, c0, P = make_inputs(rng, "LSTM", direction="forward")
     # The dtype argument, not W, is what is wrong.
-    for dtype, shown in ((np.float16, "float16"), ("bogus", "'bogus'")):
-        with pytest.raises(TypeError, match=f"dtype must be float32 or float64, got .*{shown}"):
+    for dtype, shown in ((np.int32, "int32"), ("bogus", "'bogus'")):
+        with pytest.raises(TypeError, match=f"dtype must be float16, float32 or float64, "
+                                            f"got .*{shown}"):
             lo.Operator("LSTM", W, R, dtype=dtype)
-    with pytest.raises(TypeError, match="W must be float32 or float64, got dtype float16"):
-        lo.Operator("LSTM", W.astype(np.float16), R)
+    with pytest.raises(TypeError, match="W must be float16, float32 or float64, got dtype "
+                                        "int32"):
+        lo.Operator("LSTM", W.astype(np.int32), R)
+    assert lo.Operator("LSTM", W.astype(np.float16), R).dtype == np.float16
     node = lo.Operator("LSTM", W, R, B, P, dtype=np.float32)
     assert node.dtype == np.float32
     # X and the states must be the node's type, as ONNX's one type T has it:
@@ -231,6 +234,24 @@ def test_operator_dtype_checks(rng):
         node(X.astype(np.float32), seq, h0.astype(np.float32), c0)
     Y, Y_h, Y_c = node(X.astype(np.float32), seq, h0.astype(np.float32), c0.astype(np.float32))
     assert Y.dtype == Y_h.dtype == Y_c.dtype == np.float32
+
+
+@pytest.mark.parametrize("op,case", VARIANT_CASES)
+def test_float16_runs_through_float32(op, case, rng):
+    # float16 weights and inputs, computed in float32 (which holds them
+    # exactly), outputs rounded to float16: within half a float16 ulp (plus
+    # float32's error) of the float64 reference on the same float16 values.
+    inputs = make_inputs(rng, op, peephole=VARIANTS[op][case].get("peephole", False))
+    attributes = {k: v for k, v in VARIANTS[op][case].items() if k != "peephole"}
+    attributes["direction"] = "bidirectional"
+    half = [None if a is None else a if a.dtype.kind == "i" else a.astype(np.float16)
+            for a in inputs]
+    got = call(op, half, **attributes)
+    expected = ref.onnx_forward(op, *[a if a is None or a.dtype.kind == "i" else
+                                      a.astype(np.float64) for a in half], **attributes)
+    for name, g, e in zip(("Y", "Y_h", "Y_c"), got, expected):
+        assert g.dtype == np.float16 and g.shape == e.shape, name
+        np.testing.assert_allclose(g, e, rtol=2 ** -11 + 1e-6, atol=1e-6, err_msg=name)
 
 
 def test_import_needs_no_onnx():
@@ -249,7 +270,8 @@ def onnx_model(op, inputs, attributes, dtype=np.float32):
     from onnx import TensorProto, helper, numpy_helper
     names = ["X", "W", "R", "B", "sequence_lens", "initial_h", "initial_c", "P"][:len(inputs)]
     weights = {"W", "R", "B", "P"}
-    element = TensorProto.FLOAT if dtype == np.float32 else TensorProto.DOUBLE
+    element = {np.float16: TensorProto.FLOAT16, np.float32: TensorProto.FLOAT,
+               np.float64: TensorProto.DOUBLE}[dtype]
     graph_inputs, initializers, feeds = [], [], {}
     for name, array in zip(names, inputs):
         if array is None:
@@ -282,19 +304,25 @@ ORT_CASES = [
 ]
 
 
+@pytest.mark.parametrize("dtype, tolerance", [
+    (np.float32, {"rtol": 1e-4, "atol": 2e-5}),
+    # Both compute float16 in float32: one float16 ulp apart at most.
+    (np.float16, {"rtol": 0, "atol": 1e-3}),
+], ids=["float32", "float16"])
 @pytest.mark.parametrize("op,attributes", ORT_CASES)
-def test_matches_onnxruntime(op, attributes, rng):
+def test_matches_onnxruntime(op, attributes, dtype, tolerance, rng):
     ort = pytest.importorskip("onnxruntime")
     inputs = make_inputs(rng, op)
     inputs[4] = np.array([T, 3, 1, T, 2])  # ONNX Runtime: lengths of at least 1
     attributes = dict(attributes, direction="bidirectional", hidden_size=H)
-    model, feeds = onnx_model(op, inputs, attributes)
+    model, feeds = onnx_model(op, inputs, attributes, dtype)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     expected = session.run(None, feeds)
-    got = call(op, [None if a is None else a.astype(np.float32) if a.dtype.kind == "f" else a
+    got = call(op, [None if a is None else a.astype(dtype) if a.dtype.kind == "f" else a
                     for a in inputs], **attributes)
     for g, e in zip(got, expected):
-        np.testing.assert_allclose(g, e, rtol=1e-4, atol=2e-5)
+        assert g.dtype == e.dtype == dtype
+        np.testing.assert_allclose(g, e, **tolerance)
 
 
 def test_load_model_file(tmp_path, rng):
