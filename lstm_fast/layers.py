@@ -46,6 +46,13 @@ _MODULES_WITH_LOCKS = weakref.WeakSet()
 
 def _renew_locks_after_fork():
     for module in list(_MODULES_WITH_LOCKS):
+        if module._lock.locked():
+            # Held: maybe in _update_parameters between the new parameters
+            # and dropping the engine built on the old ones. Drop it here.
+            engine = module._engine
+            if engine is not None:
+                engine.supersede()
+            module._engine = None
         module._lock = threading.Lock()
 
 
@@ -205,7 +212,9 @@ def _holds_masked_values(sequence):
 _MAX_DIMENSIONS = 64  # numpy's
 
 
-def _to_numpy(name, value):
+def _to_numpy(name, value, widen_bfloat16=True):
+    """`value` as an ndarray (torch tensors through NumPy, bfloat16 ones as
+    float32 unless widen_bfloat16 is false: then they are refused)."""
     if type(value) is np.ndarray:
         return value
     if isinstance(value, np.ma.MaskedArray) and np.ma.is_masked(value):
@@ -229,7 +238,7 @@ def _to_numpy(name, value):
                 if callable(getattr(tensor, resolve, None)):
                     tensor = getattr(tensor, resolve)()
             # NumPy has no bfloat16; float32 holds every bfloat16 value exactly.
-            if str(getattr(tensor, "dtype", "")) == "torch.bfloat16":
+            if widen_bfloat16 and str(getattr(tensor, "dtype", "")) == "torch.bfloat16":
                 tensor = tensor.float()
             return tensor.numpy()
         # A plain ndarray also for subclasses: np.matrix, for one, would keep
@@ -248,7 +257,8 @@ def _float_array(name, value):
     # would hide a wrong argument, such as token ids passed instead of features.
     if array.dtype.kind != "f":
         raise TypeError(
-            f"{name} must hold floating-point values (float16, float32 or float64), "
+            f"{name} must hold floating-point values (float16, float32 or float64, or "
+            f"bfloat16 tensors), "
             f"got dtype {array.dtype}"
         )
     return array
@@ -703,7 +713,14 @@ class _RecurrentBase:
         torch_class = getattr(torch.nn, self._TORCH_CLASS)
         dtype = torch.float64 if self._dtype == _FLOAT64 else torch.float32
         arguments = {name: getattr(self, name) for name in self._TORCH_ARGS}
-        module = torch_class(**arguments, dtype=dtype)
+        # Built on the meta device, so that its random initialisation (which
+        # load_state_dict overwrites) leaves torch's generator alone; torch's
+        # warning about dropout with one layer was given when the original
+        # module was made.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="dropout option adds dropout")
+            module = torch_class(**arguments, dtype=dtype, device="meta")
+        module = module.to_empty(device="cpu")
         module.load_state_dict(
             {name: torch.from_numpy(array) for name, array in self.state_dict().items()}
         )

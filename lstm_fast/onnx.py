@@ -69,7 +69,9 @@ def _flag(name, value):
 
 
 def _array(name, value, dtype=None):
-    array = _to_numpy(name, value)
+    # bfloat16 tensors are refused, not widened: T of these operators here
+    # is float16, float32 or float64.
+    array = _to_numpy(name, value, widen_bfloat16=False)
     if dtype is not None:
         if array.dtype.kind != "f":
             raise TypeError(f"{name} must hold floating-point values, got dtype {array.dtype}")
@@ -85,6 +87,8 @@ def _expect_shape(name, array, shape):
 def _floats(name, values):
     try:
         return [float(v) for v in (values if values is not None else ())]
+    except OverflowError:  # an int past the float range
+        raise ValueError(f"{name} must hold finite numbers, got {values!r}") from None
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a list of numbers, got {values!r}") from None
 
@@ -249,7 +253,7 @@ class Operator:
     def _data(self, name, value):
         # ONNX gives X, the weights and the states one type T: another dtype
         # is refused (as ONNX Runtime and torch do), not silently converted.
-        array = _to_numpy(name, value)
+        array = _to_numpy(name, value, widen_bfloat16=False)
         if array.dtype != self.dtype:
             raise TypeError(f"{name} must be {self.dtype} like the node's weights, got dtype "
                             f"{array.dtype}")
@@ -315,11 +319,12 @@ class Operator:
                 outputs.append(c_n.transpose(1, 0, 2))
         else:
             outputs = [Y, h_n] + ([c_n] if c_n is not None else [])
-        return tuple(np.ascontiguousarray(a, dtype=self.dtype) for a in outputs)
+        with np.errstate(over="ignore"):  # to float16: inf, as ONNX Runtime's
+            return tuple(np.ascontiguousarray(a, dtype=self.dtype) for a in outputs)
 
 
 def _dtype_of(X):
-    array = _to_numpy("X", X)
+    array = _to_numpy("X", X, widen_bfloat16=False)
     if array.dtype not in _TYPES:
         raise TypeError(f"X must be float16, float32 or float64, got dtype {array.dtype}")
     return array.dtype

@@ -11,12 +11,13 @@ load checkpoints of any floating dtype in their own (as torch's copy_ does)
 and, like torch, refuse input and states of another dtype than theirs, with
 torch's exception classes (shape errors too). A float16 or bfloat16 module
 computes in float32 on weights rounded to its dtype, as torch's are, and
-rounds its outputs to that dtype.
+rounds its outputs to that dtype; other dtypes raise TypeError.
 Importing this module imports torch, so lstm_fast only imports it on use
 (`import lstm_fast.torch`).
 """
 import contextlib
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
@@ -79,6 +80,8 @@ class _FastBase(nn.Module):
     The weights are not torch parameters (nothing here trains), but the
     module's state_dict holds them under torch's names, so a swapped model
     saves and loads the checkpoints of the original one."""
+
+    _stored_as = None  # (for modules pickled before it existed)
 
     def __init__(self, fast, stored_as=None):
         super().__init__()
@@ -148,7 +151,8 @@ class _FastBase(nn.Module):
             if isinstance(tensor, torch.Tensor) and tensor.dtype != self.dtype:
                 model_advice = (f", or convert the model: model.to({tensor.dtype})"
                                 if tensor.dtype in (*_TORCH_DTYPES.values(), *_STORED_ONLY)
-                                else " (lstm_fast runs float32 and float64)")
+                                else " (lstm_fast runs float16, bfloat16, float32 and float64 "
+                                "modules)")
                 checked_by_torch = isinstance(self, FastRecurrent) and not (
                     packed and self.fast.mode == "LSTM")
                 error = ValueError if what == "input" and checked_by_torch else RuntimeError
@@ -173,9 +177,12 @@ class _FastBase(nn.Module):
         mine = {name: value.to(self.dtype) if isinstance(value, torch.Tensor)
                 and value.is_floating_point() else value for name, value in mine.items()}
         try:
-            self.fast.load_state_dict(
-                {name: _numpy(value, name) for name, value in mine.items()}, strict=False
-            )
+            arrays = {name: _numpy(value, name) for name, value in mine.items()}
+            if self._stored_as is not None:  # arrays too round as the weights do
+                arrays = {name: torch.from_numpy(np.array(array, np.float32)).to(
+                    self._stored_as).float().numpy() if array.dtype.kind == "f" else array
+                    for name, array in arrays.items()}
+            self.fast.load_state_dict(arrays, strict=False)
         except (TypeError, ValueError) as error:  # shapes or dtypes: torch's way to report
             error_msgs.append(f"in {prefix[:-1] or 'the module'}: {error}")
 

@@ -2,6 +2,8 @@
 on every ISA and both dtypes, against ONNX Runtime where it runs the case, and
 its argument checks. The cell variants of the C engine (peepholes, coupling,
 clip, activations, reset-before GRU) are exercised here through the operators."""
+import warnings
+
 import numpy as np
 import pytest
 
@@ -205,6 +207,8 @@ def test_bad_attributes(rng):
     with pytest.raises(ValueError, match="input_forget is an LSTM attribute"):
         lo.Operator("GRU", W[:, :3 * H], R[:, :3 * H], input_forget=1)
     raises(TypeError, "hidden_size must be an int, got 11.0", hidden_size=float(H))
+    with pytest.raises(ValueError, match="activation_alpha must hold finite numbers"):
+        lo.rnn(X, W[:, :H], R[:, :H], activations=["Affine"], activation_alpha=[10 ** 400])
     raises(TypeError, "hidden_size must be an int, got True", hidden_size=True)
     # The states must have X's dtype (the weights are converted to it).
     raises(TypeError, "initial_h must be float64 like the node's weights, got dtype float32",
@@ -252,6 +256,29 @@ def test_float16_runs_through_float32(op, case, rng):
     for name, g, e in zip(("Y", "Y_h", "Y_c"), got, expected):
         assert g.dtype == np.float16 and g.shape == e.shape, name
         np.testing.assert_allclose(g, e, rtol=2 ** -11 + 1e-6, atol=1e-6, err_msg=name)
+
+
+def test_bfloat16_tensors_are_refused():
+    # T is float16, float32 or float64 here: a bfloat16 X is not widened.
+    torch = pytest.importorskip("torch")
+    X, W, R, B, seq, h0, c0, P = make_inputs(np.random.default_rng(3), "LSTM",
+                                             direction="forward")
+    node = lo.Operator("LSTM", W, R, dtype=np.float32)
+    bfloat16 = torch.from_numpy(X.astype(np.float32)).to(torch.bfloat16)
+    with pytest.raises(TypeError, match="X could not be converted"):
+        node(bfloat16)
+    with pytest.raises(TypeError, match="X could not be converted"):
+        lo.lstm(bfloat16, W, R)
+
+
+def test_float16_overflow_gives_inf_without_a_warning(rng):
+    # As ONNX Runtime: results past float16's range are inf.
+    X = np.full((1, 1, 2), 200, np.float16)  # relu(2 * 200 * 300) > 65504
+    W, R = np.full((1, 3, 2), 300, np.float16), np.full((1, 3, 3), 300, np.float16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Y, Y_h = lo.rnn(X, W, R, activations=["Relu"])
+    assert Y.dtype == np.float16 and np.isinf(Y).all()
 
 
 def test_import_needs_no_onnx():

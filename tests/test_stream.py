@@ -459,6 +459,44 @@ def test_fork_while_another_thread_holds_a_modules_lock():
     np.testing.assert_array_equal(layer.stream().step(x), expected)
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_fork_during_a_parameter_update_leaves_no_stale_engine():
+    # A thread of the parent between storing new parameters and dropping the
+    # engine built on the old ones (under the module's lock) never finishes
+    # in the child: there the module must run what its parameters say.
+    layer = lstm_fast.LSTM(4, 8, seed=2)
+    x = np.ones((3, 1, 4), np.float32)
+    layer(x)  # an engine on the seeded weights
+    zeros = {name: np.zeros_like(value) for name, value in layer.state_dict().items()}
+    held, release = threading.Event(), threading.Event()
+
+    def update_paused_halfway():
+        with layer._lock:
+            layer._parameters = {**layer._parameters, **zeros}  # as _update_parameters
+            held.set()
+            release.wait()
+            layer._engine = None
+
+    thread = threading.Thread(target=update_paused_halfway)
+    thread.start()
+    held.wait()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            signal.alarm(30)
+            code = 0 if not layer(x)[0].any() else 2
+        finally:
+            os._exit(code)
+    try:
+        _, status = os.waitpid(pid, 0)
+    finally:
+        release.set()
+        thread.join()
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert not layer(x)[0].any()
+
+
 # ---------------------------------------------------------------- bad input
 
 def test_bidirectional_is_refused():

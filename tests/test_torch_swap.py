@@ -4,6 +4,7 @@ float tolerance, and swapping back restores torch modules."""
 import copy
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -142,6 +143,7 @@ def test_import_lstm_fast_does_not_import_torch():
     assert out.stdout.strip() == "[]", out.stderr
 
 
+@pytest.mark.filterwarnings("ignore:Complex modules")  # torch's, for the complex64 refusal
 def test_swapped_model_follows_dtype_changes():
     torch.manual_seed(3)
     model = Tagger().eval()
@@ -471,3 +473,45 @@ def test_layers_take_bfloat16_tensors():
     layer = lstm_fast.GRU(3, 4, seed=6)
     x = torch.randn(5, 2, 3).to(torch.bfloat16)
     np.testing.assert_array_equal(layer(x)[0], layer(x.float().numpy())[0])
+
+
+def test_dtype_changes_and_restores_leave_torchs_generator_and_warnings_alone():
+    # Rebuilding torch modules from the lstm_fast copy must not draw from
+    # torch's generator (their random initialisation is overwritten anyway)
+    # nor repeat torch's warning about dropout with one layer.
+    with pytest.warns(UserWarning, match="dropout"):
+        module = nn.LSTM(3, 4, dropout=0.5)
+    swapped = lft.replace_modules(nn.Sequential(module))
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        swapped.half()
+        swapped.double()
+        restored = lft.restore_modules(swapped)
+    assert torch.equal(torch.rand(3), expected)
+    assert restored[0].weight_ih_l0.dtype == torch.float64
+
+
+def test_checkpoint_arrays_round_to_a_half_modules_dtype():
+    # Non-tensor values (torch would refuse them) still round as the weights
+    # of a float16 module do, so state_dict() shows what the module runs.
+    swapped = lft.replace_modules(nn.GRU(3, 4).half())
+    values = {name: np.full(tuple(value.shape), 0.1, np.float32)
+              for name, value in swapped.state_dict().items()}
+    swapped.load_state_dict(values)
+    x = torch.randn(5, 2, 3).half()
+    for name, value in swapped.state_dict().items():
+        assert torch.equal(value, torch.full(value.shape, 0.1).half()), name
+    reference = nn.GRU(3, 4).half()
+    reference.load_state_dict(swapped.state_dict())
+    np.testing.assert_array_equal(swapped(x)[0].numpy(),
+                                  lft.replace_modules(reference)(x)[0].numpy())
+
+
+def test_modules_pickled_before_stored_dtypes_load():
+    swapped = lft.replace_modules(nn.GRU(3, 4))
+    del swapped.__dict__["_stored_as"]  # as an older lstm_fast pickled it
+    assert swapped.dtype == torch.float32
+    assert swapped(torch.zeros(2, 1, 3))[0].dtype == torch.float32
