@@ -417,13 +417,29 @@ def test_fork_during_a_step_leaves_the_childs_stream_needing_a_reset():
     stream.step(x)  # the parent's stream is untouched
 
 
-def _child_calls_the_layer(layer, x):
-    """0 if the layer runs in this child, whose parent forked while one of its
-    threads held the layer's lock."""
-    signal.alarm(30)  # a lock held for ever would hang here, not fail
-    layer.stream().step(x)
-    layer(x[None])
-    return 0
+def _fork_while_holding(hold, in_child):
+    """Fork while another thread is inside hold(held, release) (from its
+    held.set() until release is set); return the exit code of the child,
+    which runs in_child() (0: success). The child is killed after 30 s, so
+    a lock held for ever there fails the test instead of hanging it."""
+    held, release = threading.Event(), threading.Event()
+    thread = threading.Thread(target=hold, args=(held, release))
+    thread.start()
+    held.wait()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            signal.alarm(30)
+            code = in_child()
+        finally:
+            os._exit(code)
+    try:
+        _, status = os.waitpid(pid, 0)
+    finally:
+        release.set()
+        thread.join()
+    return os.waitstatus_to_exitcode(status)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
@@ -433,29 +449,18 @@ def test_fork_while_another_thread_holds_a_modules_lock():
     layer = lstm_fast.LSTM(4, 8, seed=2)  # no engine yet: the first call takes the lock
     x = np.ones(4, np.float32)
     expected = lstm_fast.LSTM(4, 8, seed=2).stream().step(x)
-    held, release = threading.Event(), threading.Event()
 
-    def holder():
+    def hold(held, release):
         with layer._lock:
             held.set()
             release.wait()
 
-    thread = threading.Thread(target=holder)
-    thread.start()
-    held.wait()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            code = _child_calls_the_layer(layer, x)
-        finally:
-            os._exit(code)
-    try:
-        _, status = os.waitpid(pid, 0)
-    finally:
-        release.set()
-        thread.join()
-    assert os.waitstatus_to_exitcode(status) == 0
+    def in_child():
+        layer.stream().step(x)
+        layer(x[None])
+        return 0
+
+    assert _fork_while_holding(hold, in_child) == 0
     np.testing.assert_array_equal(layer.stream().step(x), expected)
 
 
@@ -468,32 +473,16 @@ def test_fork_during_a_parameter_update_leaves_no_stale_engine():
     x = np.ones((3, 1, 4), np.float32)
     layer(x)  # an engine on the seeded weights
     zeros = {name: np.zeros_like(value) for name, value in layer.state_dict().items()}
-    held, release = threading.Event(), threading.Event()
 
-    def update_paused_halfway():
+    def update_paused_halfway(held, release):
         with layer._lock:
             layer._parameters = {**layer._parameters, **zeros}  # as _update_parameters
             held.set()
             release.wait()
             layer._engine = None
 
-    thread = threading.Thread(target=update_paused_halfway)
-    thread.start()
-    held.wait()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            signal.alarm(30)
-            code = 0 if not layer(x)[0].any() else 2
-        finally:
-            os._exit(code)
-    try:
-        _, status = os.waitpid(pid, 0)
-    finally:
-        release.set()
-        thread.join()
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert _fork_while_holding(update_paused_halfway,
+                               lambda: 0 if not layer(x)[0].any() else 2) == 0
     assert not layer(x)[0].any()
 
 
