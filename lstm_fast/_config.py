@@ -126,8 +126,8 @@ def get_num_threads():
 
 def _forget_pool_after_fork():
     # A forked child has no worker threads; using (or joining) the parent's
-    # would hang. Drop it; the child makes its own on first use. Streams in
-    # a step in some thread of the parent stay so here: tell them.
+    # would hang. Drop it; the child makes its own on first use. Streams that
+    # a thread of the parent was using stay claimed here: tell them.
     global _pool, _pool_lock
     _core.note_fork_in_child()
     if _pool is not None:

@@ -889,7 +889,7 @@ cdef class StreamCore:
     cdef lf_cell_kind _cell
     cdef bint _batched, _busy
     # _busy was set in this fork generation; _torn: the process forked while
-    # another thread was in a step, so h and c may be half-written here.
+    # another thread was using the stream, so h and c may be half-written here.
     cdef unsigned long _claimed_in
     cdef bint _torn
     cdef unsigned int _steps
