@@ -186,14 +186,14 @@ def _is_row(value):
     return isinstance(value, Sequence) and not isinstance(value, (str, bytes, bytearray))
 
 
-def _holds_masked_values(sequence):
+def _holds_masked_values(sequence, every_element):
     """Whether a sequence, nested or not, holds masked arrays with masked
-    values: numpy.asarray would drop their masks. The scan of a row stops at
-    its first number, since a row of numbers is by far the common case, so it
-    costs a step per row rather than per element (numpy.ma.masked after a
-    number becomes NaN, with numpy's warning). Rows nested deeper than NumPy's
-    dimension limit are left to numpy.asarray, which refuses them (a list
-    holding itself would otherwise never end)."""
+    values: numpy.asarray would drop their masks, or make them NaN. Unless
+    `every_element`, the scan of a row stops at its first number, since a row
+    of numbers is by far the common case: a step per row rather than per
+    element. Rows nested deeper than NumPy's dimension limit are left to
+    numpy.asarray, which refuses them (a list holding itself would otherwise
+    never end)."""
     rows = [(sequence, 1)]
     while rows:
         row, depth = rows.pop()
@@ -204,7 +204,7 @@ def _holds_masked_values(sequence):
             elif isinstance(element, np.ma.MaskedArray):
                 if np.ma.is_masked(element):
                     return True
-            elif isinstance(element, numbers.Number):
+            elif isinstance(element, numbers.Number) and not every_element:
                 break
     return False
 
@@ -222,11 +222,9 @@ def _to_numpy(name, value, widen_bfloat16=True):
             f"{name} is a masked array with masked values, which lstm_fast would compute "
             "with as if unmasked: fill them first (numpy.ma.filled)"
         )
-    if _is_row(value) and _holds_masked_values(value):
-        raise TypeError(
-            f"{name} holds masked arrays with masked values, which lstm_fast would compute "
-            "with as if unmasked: fill them first (numpy.ma.filled)"
-        )
+    is_row = _is_row(value)
+    if is_row and _holds_masked_values(value, every_element=False):
+        raise _masked_values_error(name)
     try:
         # torch tensors, duck-typed so torch is never imported here: one that
         # requires grad or lives off the CPU refuses numpy.asarray.
@@ -243,11 +241,25 @@ def _to_numpy(name, value, widen_bfloat16=True):
             return tensor.numpy()
         # A plain ndarray also for subclasses: np.matrix, for one, would keep
         # two dimensions through the reshapes of unbatched input.
-        return np.asarray(value)
+        array = np.asarray(value)
     except ValueError as error:
         raise ValueError(f"{name} could not be converted to a NumPy array: {error}") from error
     except (TypeError, NotImplementedError) as error:  # NotImplementedError: torch's meta device
         raise TypeError(f"{name} could not be converted to a NumPy array: {error}") from error
+    # numpy.asarray makes masked values NaN when they follow a number in a
+    # row, where the quick scan above stops: a NaN, which is rare, is worth
+    # the full scan.
+    if (is_row and array.dtype.kind in "fc" and np.isnan(array).any()
+            and _holds_masked_values(value, every_element=True)):
+        raise _masked_values_error(name)
+    return array
+
+
+def _masked_values_error(name):
+    return TypeError(
+        f"{name} holds masked arrays with masked values, which lstm_fast would compute "
+        "with as if unmasked: fill them first (numpy.ma.filled)"
+    )
 
 
 def _float_array(name, value):

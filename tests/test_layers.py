@@ -432,6 +432,21 @@ def test_ndarray_subclasses_behave_as_plain_arrays_on_every_call(mode):
         layer(deque(masked))
     with pytest.raises(TypeError, match="input holds masked arrays with masked values"):
         layer.stream(batch_size=1).step([masked[2]])
+    # After a number in a row, numpy.asarray makes a masked value NaN (and
+    # warns): refused too, whether it is numpy.ma.masked or a masked element.
+    masked_late = x.tolist()
+    for late in (np.ma.masked, np.ma.masked_array(1.0, mask=True)):
+        masked_late[2][1] = late
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # numpy's "converting ... to nan"
+            with pytest.raises(TypeError, match="input holds masked arrays with masked values"):
+                layer(masked_late)
+            with pytest.raises(TypeError, match="input holds masked arrays with masked values"):
+                layer.stream(batch_size=1).step([masked_late[2]])
+    # A NaN of the caller's own is data: it propagates, as in torch.
+    with_nan = x.tolist()
+    with_nan[2][1] = float("nan")
+    assert np.isnan(layer(with_nan)[0][2:]).all()
     masked_h = np.ma.masked_array(h, mask=np.zeros_like(h, dtype=bool))
     masked_h.mask[0, 1] = True
     layer(x, hx)                                           # states take the fast path now
