@@ -183,9 +183,9 @@ cdef int _parse_activations(object activations, str cell, int64_t num_directions
                 raise ValueError(f"{where}: alpha and beta must be finite, "
                                  f"got {alpha!r}, {beta!r}")
             if desc.dtype == LF_FLOAT32 and max(abs(alpha), abs(beta)) >= _FLOAT32_OVERFLOW:
-                raise ValueError(f"{where}: alpha and beta of a float32 layer must be finite "
-                                 f"as float32 values (below {_FLOAT32_OVERFLOW!r} in "
-                                 f"magnitude), got {alpha!r}, {beta!r}")
+                raise ValueError(f"{where}: alpha and beta of a layer computing in float32 "
+                                 f"must be finite as float32 values (below "
+                                 f"{_FLOAT32_OVERFLOW!r} in magnitude), got {alpha!r}, {beta!r}")
             desc.activations[direction][role].kind = kind
             desc.activations[direction][role].alpha = alpha
             desc.activations[direction][role].beta = beta

@@ -258,6 +258,19 @@ def test_float16_runs_through_float32(op, case, rng):
         np.testing.assert_allclose(g, e, rtol=2 ** -11 + 1e-6, atol=1e-6, err_msg=name)
 
 
+def test_float16_alpha_must_be_a_float32_number():
+    # float16 nodes compute in float32, where 1e39 is inf; float64 ones take it.
+    X, W, R, B, seq, h0 = make_inputs(np.random.default_rng(4), "RNN", direction="forward")
+    for dtype, huge in ((np.float16, 1e39), (np.float32, 1e39), (np.float64, 1e300)):
+        node = dict(activations=["Affine"], activation_alpha=[huge], activation_beta=[0.0])
+        if dtype == np.float64:
+            lo.Operator("RNN", W, R, dtype=dtype, **node)
+            continue
+        with pytest.raises(ValueError, match="alpha and beta of a layer computing in float32 "
+                                             "must be finite as float32 values"):
+            lo.Operator("RNN", W.astype(dtype), R.astype(dtype), **node)
+
+
 def test_bfloat16_tensors_are_refused():
     # T is float16, float32 or float64 here: a bfloat16 X is not widened.
     torch = pytest.importorskip("torch")

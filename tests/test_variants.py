@@ -45,8 +45,8 @@ def test_float32_activation_parameters_must_be_float32_numbers():
     group = (np.zeros((3, 2)), np.zeros((3, 3)), None, None, None)
     for alpha, beta in ((1e39, 0.0), (1.0, -1e39)):
         activations = [[("affine", alpha, beta)]]
-        with pytest.raises(ValueError, match="alpha and beta of a float32 layer must be finite as "
-                                             "float32 values"):
+        with pytest.raises(ValueError, match="alpha and beta of a layer computing in float32 must be "
+                                             "finite as float32 values"):
             _core.Engine("rnn_tanh", 2, 3, 0, 1, 1, False, np.float32, "auto", [
                 tuple(None if a is None else a.astype(np.float32) for a in group)],
                 activations=activations)
@@ -58,7 +58,7 @@ def test_float32_activation_parameters_must_be_float32_numbers():
         _core.Engine("rnn_tanh", 2, 3, 0, 1, 1, False, np.float32, "auto", [
             tuple(None if a is None else a.astype(np.float32) for a in group)],
             activations=[[("affine", value, -value)]])
-    with pytest.raises(ValueError, match="float32 layer must be finite"):
+    with pytest.raises(ValueError, match="computing in float32 must be finite"):
         _core.Engine("rnn_tanh", 2, 3, 0, 1, 1, False, np.float32, "auto", [
             tuple(None if a is None else a.astype(np.float32) for a in group)],
             activations=[[("affine", largest + 2.0 ** 103, 0.0)]])
