@@ -127,15 +127,18 @@ class _FastBase(nn.Module):
             raise RuntimeError(f"lstm_fast runs on the CPU: a swapped {name} cannot move to "
                                f"{probe.device}")
         if probe.dtype != self.dtype:
-            stored_as = probe.dtype if probe.dtype in _STORED_ONLY else None
-            if stored_as is None and probe.dtype not in _TORCH_DTYPES.values():
-                raise TypeError(f"lstm_fast runs float32 and float64 (float16 and bfloat16 "
-                                f"through float32): a swapped {name} cannot become "
-                                f"{probe.dtype}")
-            # Through torch's own conversion, so the weights round as its do.
-            self.fast = type(self.fast).from_torch(self.to_torch().to(probe.dtype))
-            self._stored_as = stored_as
+            self._convert(probe.dtype)
         return super()._apply(fn, recurse)
+
+    def _convert(self, dtype):
+        stored_as = dtype if dtype in _STORED_ONLY else None
+        if stored_as is None and dtype not in _TORCH_DTYPES.values():
+            raise TypeError(f"lstm_fast runs float32 and float64 (float16 and bfloat16 "
+                            f"through float32): a swapped {type(self.fast).__name__} cannot "
+                            f"become {dtype}")
+        # Through torch's own conversion, so the weights round as its do.
+        self.fast = type(self.fast).from_torch(self.to_torch().to(dtype))
+        self._stored_as = stored_as
 
     def _check_dtypes(self, input, hx, packed=False):
         """torch refuses input or states whose dtype is not the weights':
@@ -172,6 +175,24 @@ class _FastBase(nn.Module):
         missing_keys.extend(prefix + name for name in names if name not in mine)
         unexpected_keys.extend(key for key in state_dict
                                if key.startswith(prefix) and key[len(prefix):] not in names)
+        where = f"in {prefix[:-1] or 'the module'}"
+        before = self.fast, self._stored_as
+        if local_metadata.get("assign_to_params_buffers", False):
+            # load_state_dict(assign=True): torch's module takes the
+            # checkpoint's tensors, and with them their dtype.
+            dtypes = {value.dtype for value in mine.values()
+                      if isinstance(value, torch.Tensor) and value.is_floating_point()}
+            if len(dtypes) > 1:
+                error_msgs.append(f"{where}: assign=True with tensors of several dtypes "
+                                  f"({', '.join(sorted(map(str, dtypes)))}): a swapped module "
+                                  f"holds one")
+                return
+            if dtypes and (dtype := dtypes.pop()) != self.dtype:
+                try:
+                    self._convert(dtype)
+                except TypeError as error:
+                    error_msgs.append(f"{where}: {error}")
+                    return
         # Floating values take the weights' dtype, as torch's copy_ into a
         # parameter does (a bfloat16 checkpoint has no NumPy form of its own).
         mine = {name: value.to(self.dtype) if isinstance(value, torch.Tensor)
@@ -184,7 +205,8 @@ class _FastBase(nn.Module):
                     for name, array in arrays.items()}
             self.fast.load_state_dict(arrays, strict=False)
         except (TypeError, ValueError) as error:  # shapes or dtypes: torch's way to report
-            error_msgs.append(f"in {prefix[:-1] or 'the module'}: {error}")
+            error_msgs.append(f"{where}: {error}")
+            self.fast, self._stored_as = before  # a refused load changes nothing
 
     def to_torch(self):
         """The equivalent torch module, with the current parameters."""

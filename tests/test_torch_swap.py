@@ -117,6 +117,54 @@ def test_swapped_model_loads_a_checkpoint_of_another_dtype():
         torch.testing.assert_close(g, e, rtol=2e-4, atol=2e-5)
 
 
+@pytest.mark.filterwarnings("ignore:LSTM with projections")  # torch's
+@pytest.mark.parametrize("start,checkpoint_dtype", [
+    (torch.float16, torch.float32), (torch.float32, torch.float64),
+    (torch.float64, torch.bfloat16), (torch.float32, torch.float32)])
+def test_assign_takes_the_checkpoints_dtype_as_torch_does(start, checkpoint_dtype):
+    # load_state_dict(assign=True) hands torch's modules the checkpoint's
+    # tensors, dtype and all; a swapped module converts to it, and loads the
+    # values unrounded by its former dtype.
+    torch.manual_seed(4)
+    model, x = nn.LSTM(3, 5, num_layers=2, proj_size=2).to(start).eval(), torch.randn(6, 2, 3)
+    swapped = lft.replace_modules(nn.Sequential(nn.LSTM(3, 5, num_layers=2, proj_size=2)
+                                                .to(start).eval()))
+    checkpoint = {name: torch.randn_like(value, dtype=torch.float64).to(checkpoint_dtype)
+                  for name, value in model.state_dict().items()}
+    model.load_state_dict(checkpoint, assign=True)
+    swapped.load_state_dict({f"0.{name}": value for name, value in checkpoint.items()},
+                            assign=True)
+    assert swapped[0].dtype == checkpoint_dtype
+    for name, value in swapped.state_dict().items():
+        assert value.dtype == checkpoint_dtype
+        torch.testing.assert_close(value, checkpoint[name[2:]], rtol=0, atol=0)
+    with torch.no_grad():
+        expected = model.float()(x.float()) if checkpoint_dtype == torch.bfloat16 else \
+            model(x.to(checkpoint_dtype))
+    got = swapped(x.to(checkpoint_dtype))[0]
+    tolerance = {torch.float32: 1e-5, torch.float64: 1e-12, torch.bfloat16: 2e-2}[checkpoint_dtype]
+    torch.testing.assert_close(got.float(), expected[0].float(), rtol=tolerance, atol=tolerance)
+
+
+def test_assign_with_several_dtypes_or_bad_shapes_changes_nothing():
+    torch.manual_seed(5)
+    swapped = lft.replace_modules(nn.GRU(3, 4).half())
+    before = swapped.state_dict()
+    mixed = {name: value.float() for name, value in before.items()}
+    mixed["bias_hh_l0"] = mixed["bias_hh_l0"].double()
+    with pytest.raises(RuntimeError, match="assign=True with tensors of several dtypes "
+                                           r"\(torch.float32, torch.float64\)"):
+        swapped.load_state_dict(mixed, assign=True)
+    wrong_shape = {name: value.float() for name, value in before.items()}
+    wrong_shape["weight_hh_l0"] = torch.zeros(12, 5)
+    with pytest.raises(RuntimeError, match="weight_hh_l0"):
+        swapped.load_state_dict(wrong_shape, assign=True)
+    assert swapped.dtype == torch.float16
+    for name, value in swapped.state_dict().items():
+        assert value.dtype == torch.float16
+        torch.testing.assert_close(value, before[name], rtol=0, atol=0)
+
+
 def test_swap_refuses_modules_off_the_cpu():
     with pytest.raises(RuntimeError, match="lstm_fast runs on the CPU: LSTM's weight_ih_l0 is "
                                            "on meta"):
