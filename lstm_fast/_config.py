@@ -124,20 +124,15 @@ def get_num_threads():
     return thread_pool().threads
 
 
-def _forget_pool_after_fork():
-    # A forked child has no worker threads; using (or joining) the parent's
-    # would hang. Drop it; the child makes its own on first use. Streams that
-    # a thread of the parent was using stay claimed here: tell them.
+def forget_pool_after_fork():
+    """For the fork hook (layers.py): a forked child has no worker threads,
+    and using (or joining) the parent's would hang. Drop them; the child
+    makes its own on first use."""
     global _pool, _pool_lock
-    _core.note_fork_in_child()
     if _pool is not None:
         _pool.forget_after_fork()
     _pool = None
     _pool_lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
 def _cpu_model():

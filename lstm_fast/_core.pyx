@@ -849,7 +849,7 @@ cdef object _initial_state(str name, object value, int64_t layers, int64_t batch
 
 
 # How many forks lie between the first process and this one (note_fork_in_child,
-# called by lstm_fast._config's fork hook): a stream claimed in an earlier
+# called by the fork hook in layers.py): a stream claimed in an earlier
 # generation was claimed by a thread that does not exist here.
 cdef unsigned long _fork_generation = 0
 

@@ -37,14 +37,18 @@ IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_k
 IncompatibleKeys.__doc__ = "Keys load_state_dict did not find, and keys it did not use (as torch)."
 
 
-# Every module, for the fork hook below: a module's lock that a thread of the
-# parent held at the fork (building an engine) would stay held in the child
-# for ever, since that thread does not exist there, so the child renews them
-# all. The hook runs before the child has other threads.
+# Every module, for the fork hook below.
 _MODULES_WITH_LOCKS = weakref.WeakSet()
 
 
-def _renew_locks_after_fork():
+def _after_fork_in_child():
+    """The one fork hook. It runs before the child has other threads; the
+    parent's other threads do not exist here, so whatever they held or were
+    doing stays so for ever unless undone here: the thread pool's workers,
+    streams they were stepping (marked torn until reset), and module locks
+    held while building an engine."""
+    _config.forget_pool_after_fork()
+    _core.note_fork_in_child()
     for module in list(_MODULES_WITH_LOCKS):
         if module._lock.locked():
             # Held: maybe in _update_parameters between the new parameters
@@ -57,7 +61,7 @@ def _renew_locks_after_fork():
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_renew_locks_after_fork)
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 # ---------------------------------------------------------------- argument checks
