@@ -77,6 +77,12 @@ static inline void *lf_align_ptr(void *p) {
  *     rows), so the GEMM's G streams share L1 sets: batch 64 was 1.01-1.04x.
  */
 #define LF_PROJECTION_ROWS(K) ((K) + 1)
+/* Where gate g's vector for row k of a panel lies in each layout:
+ * k * k_stride + g * gate_stride. */
+#define LF_RECURRENT_K_STRIDE(G, NB) ((G) * (NB))
+#define LF_RECURRENT_GATE_STRIDE(NB) (NB)
+#define LF_PROJECTION_K_STRIDE(NB) (NB)
+#define LF_PROJECTION_GATE_STRIDE(K, NB) (LF_PROJECTION_ROWS(K) * (NB))
 typedef struct lf_gemm_args {
     int64_t M, K;          /* rows of A, shared dimension */
     const void *A;         /* (M, K), row stride lda */

@@ -16,8 +16,10 @@
         REAL *out = out_;                                                                 \
         const int64_t n_panels = (n + NB - 1) / NB, width = gates * NB;                   \
         const int64_t rows = projection ? LF_PROJECTION_ROWS(K) : K;                      \
-        const int64_t k_stride = projection ? NB : width;                                 \
-        const int64_t gate_stride = projection ? rows * NB : NB;                          \
+        const int64_t k_stride = projection ? LF_PROJECTION_K_STRIDE(NB)                  \
+                                            : LF_RECURRENT_K_STRIDE(gates, NB);           \
+        const int64_t gate_stride = projection ? LF_PROJECTION_GATE_STRIDE(K, NB)         \
+                                               : LF_RECURRENT_GATE_STRIDE(NB);            \
         memset(out, 0, (size_t)(n_panels * rows * width) * sizeof(REAL));                 \
         for (int64_t g = 0; g < gates; ++g)                                               \
             for (int64_t j = 0; j < n; ++j) {                                             \

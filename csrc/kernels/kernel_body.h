@@ -71,10 +71,9 @@ static LF_INLINE VEC F(splat)(REAL a) {
 #define LF_ROW_PANELS 2
 _Static_assert(LF_ROW_PANELS <= LF_MR, "a lone row's tile holds LF_ROW_PANELS accumulator rows");
 
-/* The two panel layouts (internal.h): gate g's vector for row k of a panel
- * lies at k * k_stride + g * gate_stride. */
-#define LF_RECURRENT_PANEL(G) (G) * NB, NB          /* K rows of G*NB */
-#define LF_PROJECTION_PANEL(K) NB, LF_PROJECTION_ROWS(K) * NB /* a block per gate */
+/* The (k_stride, gate_stride) argument pair of the two panel layouts (internal.h). */
+#define LF_RECURRENT_PANEL(G) LF_RECURRENT_K_STRIDE(G, NB), LF_RECURRENT_GATE_STRIDE(NB)
+#define LF_PROJECTION_PANEL(K) LF_PROJECTION_K_STRIDE(NB), LF_PROJECTION_GATE_STRIDE(K, NB)
 
 /* accumulate over k in [k_begin, k_end), asking the cache for the row
  * LF_PREFETCH_ROWS ahead when `prefetch`. */
