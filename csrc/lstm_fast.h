@@ -208,7 +208,7 @@ lf_status lf_pack_weights_ex(const lf_plan *plan, int64_t layer, int64_t directi
                              const void *b_ih, const void *b_hh, const void *w_hr,
                              const void *peephole, void *packed, size_t packed_bytes);
 
-/* Bytes of scratch lf_forward needs for T steps of batch B. */
+/* Bytes of scratch lf_forward needs for T steps of batch B (0 if T or B is 0). */
 lf_status lf_plan_workspace_size(const lf_plan *plan, int64_t T, int64_t B, size_t *bytes);
 
 /* How lf_forward runs T steps of batch B (for tests and tuning; the results

@@ -269,7 +269,10 @@ lf_status lf_plan_workspace_size(const lf_plan *plan, int64_t T, int64_t B, size
     if (!plan || !bytes) return LF_ERR_NULL_POINTER;
     lf_workspace_layout layout;
     lf_status st = lf_workspace_layout_of(plan, T, B, &layout);
-    if (st == LF_OK) *bytes = layout.total;
+    /* With no steps lf_forward only copies the initial states: nothing to
+     * allocate, however large the batch (the layout's one-step regions
+     * would dwarf the states at small H). */
+    if (st == LF_OK) *bytes = T > 0 && B > 0 ? layout.total : 0;
     return st;
 }
 

@@ -130,3 +130,23 @@ def test_long_sequence_needs_bounded_scratch_and_splits_exactly(isa):
     assert engine.workspace_bytes(T, 1) == engine.workspace_bytes(10 * T, 1)
     x = make_input(make_rng("long"), T, 1, 8, np.float32)
     assert_split_call_matches(layer, x, 37_001)
+
+
+@pytest.mark.parametrize("mode", ["lstm", "gru", "stacked"])
+def test_no_steps_need_no_scratch_however_large_the_batch(mode):
+    # With no steps a forward only copies the initial states, so a batch
+    # whose states fit in memory must not need a step's worth of scratch
+    # (at H=1 a GRU step's gx alone is ~50x the states).
+    layer = make_layer("lstm" if mode == "stacked" else mode, 1, 1, dtype=np.float32, seed=7,
+                       **({"num_layers": 2} if mode == "stacked" else {}))
+    engine = layer._current_engine()
+    for steps, batch in ((0, 2**40), (2**40, 0), (0, 0)):
+        assert engine.workspace_bytes(steps, batch) == 0
+    assert engine.workspace_bytes(1, 1) > 0
+    batch = 3 * 2**16
+    h0 = make_rng("no steps").standard_normal((layer.num_layers, batch, 1)).astype(np.float32)
+    hx = (h0, -h0) if mode != "gru" else h0
+    output, states = layer(np.empty((0, batch, 1), np.float32), hx)
+    assert output.shape == (0, batch, 1)
+    for got, want in zip(states if mode != "gru" else (states,), hx if mode != "gru" else (hx,)):
+        np.testing.assert_array_equal(got, want)
