@@ -4,18 +4,22 @@ for a module that takes and returns the same things (tensors, PackedSequence,
 batch_first, unbatched input, hx) but runs lstm_fast under torch.no_grad();
 `restore_modules(model)` swaps them back.
 
-Inference only: the replacements have no gradients and ignore dropout (as
-torch's eval mode). Only CPU modules swap. They follow the model's
+Inference only: the replacements have no gradients (they warn when one is
+expected to flow back through them) and ignore dropout (as torch's eval
+mode). torch.jit.trace and torch.onnx.export (its TorchScript path) record
+torch's own modules, built from their parameters; torch.jit.script and
+torch.export refuse them. Only CPU modules swap. They follow the model's
 `.double()` / `.float()` / `.half()` / `.to(dtype)` (other devices raise),
-load checkpoints of any floating dtype in their own (as torch's copy_ does)
-and, like torch, refuse input and states of another dtype than theirs, with
-torch's exception classes (shape errors too). A float16 or bfloat16 module
+load checkpoints of any real dtype in their own (as torch's copy_ does)
+and, like torch, refuse input and states of another dtype than theirs or
+on another device, with torch's exception classes (shape errors too). A float16 or bfloat16 module
 computes in float32 on weights rounded to its dtype, as torch's are, and
 rounds its outputs to that dtype; other dtypes raise TypeError.
 Importing this module imports torch, so lstm_fast only imports it on use
 (`import lstm_fast.torch`).
 """
 import contextlib
+import warnings
 
 import numpy as np
 import torch
@@ -140,16 +144,35 @@ class _FastBase(nn.Module):
         self.fast = type(self.fast).from_torch(self.to_torch().to(dtype))
         self._stored_as = stored_as
 
-    def _check_dtypes(self, input, hx, packed=False):
+    def _check_tensors(self, input, hx, packed=False):
         """torch refuses input or states whose dtype is not the weights':
         ValueError for a layer's input, RuntimeError (from its matmul) for
         states, for a cell's input and for an LSTM's packed input (torch's
-        LSTM skips its argument check for a PackedSequence); so do these."""
+        LSTM skips its argument check for a PackedSequence); so do these.
+        Then, as torch, RuntimeError for tensors off the weights' device (the
+        CPU): they would otherwise be copied over and back without a word.
+        And a warning where a gradient is expected to flow: none does here."""
         tensors = [("input", input)]
         if isinstance(hx, (tuple, list)):
             tensors += [(f"hx[{i}]", t) for i, t in enumerate(hx)]
         elif hx is not None:
             tensors.append(("hx", hx))
+        self._check_dtypes(tensors, packed)
+        for what, tensor in tensors:
+            if isinstance(tensor, torch.Tensor) and tensor.device.type != "cpu":
+                role = "parameter" if what == "input" else "hidden"
+                found = (f"input tensor at {tensor.device} and parameter tensor at cpu"
+                         if what == "input" else
+                         f"input tensor at {input.device} and hidden tensor at {tensor.device}")
+                raise RuntimeError(f"Input and {role} tensors are not at the same device, found "
+                                   f"{found} (lstm_fast runs on the CPU)")
+        if torch.is_grad_enabled() and any(isinstance(tensor, torch.Tensor)
+                                           and tensor.requires_grad for _, tensor in tensors):
+            warnings.warn(f"a swapped {type(self.fast).__name__} is for inference: no gradient "
+                          f"flows back through it to its input or states (train the torch "
+                          f"model: lstm_fast.torch.restore_modules)", stacklevel=5)
+
+    def _check_dtypes(self, tensors, packed):
         for what, tensor in tensors:
             if isinstance(tensor, torch.Tensor) and tensor.dtype != self.dtype:
                 model_advice = (f", or convert the model: model.to({tensor.dtype})"
@@ -193,10 +216,10 @@ class _FastBase(nn.Module):
                 except TypeError as error:
                     error_msgs.append(f"{where}: {error}")
                     return
-        # Floating values take the weights' dtype, as torch's copy_ into a
+        # Real values take the weights' dtype, as torch's copy_ into a
         # parameter does (a bfloat16 checkpoint has no NumPy form of its own).
         mine = {name: value.to(self.dtype) if isinstance(value, torch.Tensor)
-                and value.is_floating_point() else value for name, value in mine.items()}
+                and not value.is_complex() else value for name, value in mine.items()}
         try:
             arrays = {name: _numpy(value, name) for name, value in mine.items()}
             if self._stored_as is not None:  # arrays too round as the weights do
@@ -213,6 +236,34 @@ class _FastBase(nn.Module):
         module = self.fast.to_torch()
         return module if self._stored_as is None else module.to(self._stored_as)
 
+    def _torch_module_to_record(self):
+        """to_torch(), built outside the trace being recorded (if any): its
+        construction (random initialisation, the copies of the parameters)
+        is no part of the model, and torch.onnx.export has no operator for
+        some of it. torch offers no public way to pause a trace. Its
+        parameters enter the graph as constants, which must not require
+        gradients (nor would they have any here)."""
+        get_state = getattr(torch._C, "_get_tracing_state", None)
+        set_state = getattr(torch._C, "_set_tracing_state", None)
+        state = get_state() if get_state is not None and set_state is not None else None
+        if state is None:
+            return self.to_torch().requires_grad_(False)
+        set_state(None)
+        try:
+            return self.to_torch().requires_grad_(False)
+        finally:
+            set_state(state)
+
+    def __prepare_scriptable__(self):
+        # torch.jit.script asks this of every submodule, and puts what it
+        # returns into the model itself: handing it a torch module would
+        # quietly restore the user's model, so refuse instead.
+        raise RuntimeError(
+            f"a swapped {type(self.fast).__name__} runs NumPy and C code, which TorchScript "
+            f"cannot compile: script a restored copy, "
+            f"lstm_fast.torch.restore_modules(copy.deepcopy(model)), or trace the model "
+            f"(torch.jit.trace and torch.onnx.export record torch's own module for it)")
+
     def extra_repr(self):
         stored = "" if self._stored_as is None else f", stored_as={self._stored_as}"
         return f"lstm_fast.{self.fast!r}, isa={self.fast.isa!r}{stored}"
@@ -225,10 +276,12 @@ class FastRecurrent(_FastBase):
         super().__init__(_LAYERS[type(module)].from_torch(module), _stored_as_of(module))
 
     def forward(self, input, hx=None):
+        if _recording_a_graph():
+            return self._torch_module_to_record()(input, hx)
         fast = self.fast
+        packed = isinstance(input, PackedSequence)
+        self._check_tensors(input.data if packed else input, hx, packed)
         with torch.no_grad():
-            packed = isinstance(input, PackedSequence)
-            self._check_dtypes(input.data if packed else input, hx, packed)
             lengths = None
             if packed:
                 padded, lengths = pad_packed_sequence(input, batch_first=fast.batch_first)
@@ -276,8 +329,10 @@ class FastCell(_FastBase):
         super().__init__(_CELLS[type(module)].from_torch(module), _stored_as_of(module))
 
     def forward(self, input, hx=None):
+        if _recording_a_graph():
+            return self._torch_module_to_record()(input, hx)
+        self._check_tensors(input, hx)
         with torch.no_grad():
-            self._check_dtypes(input, hx)
             # torch's cells raise ValueError for input or states of a wrong
             # number of dimensions (its layers only for the input).
             states = hx if isinstance(hx, (tuple, list)) else () if hx is None else (hx,)
@@ -288,6 +343,21 @@ class FastCell(_FastBase):
             if isinstance(result, tuple):
                 return tuple(_tensor(r, input, self.dtype) for r in result)
             return _tensor(result, input, self.dtype)
+
+
+def _recording_a_graph():
+    """Whether torch is recording this call into a graph. lstm_fast's results
+    would enter it as constants, the same whatever the input: under
+    torch.jit.trace (and torch.onnx.export's TorchScript path) the swapped
+    modules have torch's own modules, built from their parameters, recorded
+    instead; torch.export, which runs on fake tensors, they refuse."""
+    is_exporting = getattr(torch.compiler, "is_exporting", None)
+    if is_exporting is not None and is_exporting():
+        raise RuntimeError("torch.export cannot record lstm_fast's modules, which run NumPy "
+                           "and C code: export a restored copy, "
+                           "lstm_fast.torch.restore_modules(copy.deepcopy(model)), or trace "
+                           "the model (torch.jit.trace, torch.onnx.export(..., dynamo=False))")
+    return torch.jit.is_tracing()
 
 
 def _stored_as_of(module):

@@ -16,6 +16,10 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # noqa
 import lstm_fast  # noqa: E402
 import lstm_fast.torch as lft  # noqa: E402
 
+# The models here are called as many evaluation scripts call theirs, with
+# gradients enabled; the warning that none flows is tested on its own below.
+pytestmark = pytest.mark.filterwarnings("ignore:a swapped .* is for inference")
+
 
 class Tagger(nn.Module):
     def __init__(self):
@@ -563,3 +567,102 @@ def test_modules_pickled_before_stored_dtypes_load():
     del swapped.__dict__["_stored_as"]  # as an older lstm_fast pickled it
     assert swapped.dtype == torch.float32
     assert swapped(torch.zeros(2, 1, 3))[0].dtype == torch.float32
+
+
+@pytest.mark.parametrize("make", [
+    lambda: nn.GRU(5, 7, num_layers=2, bidirectional=True),
+    lambda: nn.LSTM(5, 7, batch_first=True),
+    lambda: nn.LSTMCell(5, 7),
+])
+def test_tracing_records_torchs_own_module(make):
+    # lstm_fast's results would enter a trace as constants: the traced
+    # model, and an ONNX export of it, must follow their input.
+    torch.manual_seed(6)
+    original = make().eval()
+    swapped = lft.replace_modules(copy.deepcopy(original))
+    shape = (3, 5) if isinstance(original, nn.LSTMCell) else (4, 3, 5)
+    x, other = torch.randn(shape), torch.randn(shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's TracerWarnings about its own module
+        traced = torch.jit.trace(swapped, x)
+    first = lambda result: result[0] if isinstance(result, tuple) else result  # noqa: E731
+    with torch.no_grad():
+        expected = first(original(other))
+    torch.testing.assert_close(first(traced(other)), expected)
+    assert isinstance(swapped, lft._FastBase)                 # the model itself stays swapped
+    torch.testing.assert_close(first(swapped(other)), expected, rtol=1e-4, atol=2e-5)
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    buffer = __import__("io").BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(swapped, (x,), buffer, dynamo=False, input_names=["x"])
+    session = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["x"]
+    torch.testing.assert_close(torch.from_numpy(session.run(None, {"x": other.numpy()})[0]),
+                               expected, rtol=1e-4, atol=2e-5)
+
+
+def test_scripting_and_torch_export_are_refused_clearly():
+    # TorchScript would put what __prepare_scriptable__ returns into the
+    # model itself; torch.export runs on fake tensors. Both refuse, and the
+    # model stays as it was.
+    model = lft.replace_modules(nn.Sequential(nn.Linear(5, 5), nn.GRU(5, 7)))
+    with pytest.raises(RuntimeError, match="TorchScript cannot compile: script a restored copy"):
+        torch.jit.script(model)
+    assert isinstance(model[1], lft.FastRecurrent)
+    with pytest.raises(RuntimeError, match="torch.export cannot record lstm_fast's modules"):
+        torch.export.export(model, (torch.randn(4, 3, 5),), strict=False)
+    assert isinstance(model[1], lft.FastRecurrent)
+
+
+def test_tensors_off_the_cpu_raise_as_torch():
+    # torch refuses input and states on another device than its weights
+    # (RuntimeError); the meta device stands in for an accelerator here.
+    for make in (lambda: nn.LSTM(3, 4), lambda: nn.GRU(3, 4), lambda: nn.LSTMCell(3, 4),
+                 lambda: nn.GRUCell(3, 4)):
+        torch.manual_seed(7)
+        original = make()
+        swapped = lft.replace_modules(copy.deepcopy(original))
+        cell = isinstance(original, nn.RNNCellBase)
+        x = torch.randn((2, 3) if cell else (5, 2, 3))
+        h = torch.randn((2, 4) if cell else (1, 2, 4))
+        lstm = isinstance(original, (nn.LSTM, nn.LSTMCell))
+        meta_state = ((h.to("meta"), h) if lstm else h.to("meta"))
+        for args in ((x.to("meta"),), (x, meta_state)):
+            with pytest.raises(RuntimeError) as torch_error:
+                original(*args)
+            with pytest.raises(RuntimeError) as swapped_error:
+                swapped(*args)
+            if not cell:  # torch's cells word it differently
+                assert str(swapped_error.value).startswith(str(torch_error.value))
+            assert "meta" in str(swapped_error.value)
+
+
+def test_integer_checkpoints_load_as_torchs_copy_does():
+    torch.manual_seed(8)
+    original, swapped = nn.GRU(3, 4), lft.replace_modules(nn.GRU(3, 4))
+    checkpoint = {name: torch.randint(-3, 4, value.shape) for name, value in
+                  original.state_dict().items()}
+    original.load_state_dict(checkpoint)
+    swapped.load_state_dict(checkpoint)
+    for name, value in swapped.state_dict().items():
+        assert value.dtype == torch.float32
+        torch.testing.assert_close(value, original.state_dict()[name], rtol=0, atol=0)
+    complex_checkpoint = dict(checkpoint, weight_hh_l0=torch.zeros(12, 4, dtype=torch.complex64))
+    with pytest.raises(RuntimeError, match="weight_hh_l0"):
+        swapped.load_state_dict(complex_checkpoint)
+
+
+def test_a_gradient_expected_through_a_swapped_module_warns():
+    model = lft.replace_modules(nn.Sequential(nn.Linear(3, 3), nn.LSTM(3, 4)))
+    x = torch.randn(5, 2, 3)
+    with pytest.warns(UserWarning, match="swapped LSTM is for inference: no gradient flows"):
+        model(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with torch.no_grad():
+            model(x)
+        with torch.inference_mode():
+            model(x)
+        model[1](x)                                        # x itself needs no gradient
