@@ -8,7 +8,8 @@ Inference only: the replacements have no gradients (they warn when one is
 expected to flow back through them) and ignore dropout (as torch's eval
 mode). torch.jit.trace and torch.onnx.export (its TorchScript path) record
 torch's own modules, built from their parameters; torch.jit.script and
-torch.export refuse them. Only CPU modules swap. They follow the model's
+torch.export refuse them. Only CPU modules swap; cells of no inputs or no
+hidden units (which torch builds) stay torch's. They follow the model's
 `.double()` / `.float()` / `.half()` / `.to(dtype)` (other devices raise),
 load checkpoints of any real dtype in their own (as torch's copy_ does)
 and, like torch, refuse input and states of another dtype than theirs or
@@ -426,6 +427,11 @@ def _refuse_unmovable_hooks(module, swap):
 def _to_fast(module):
     # Exact types: a subclass may change forward, which a swap would lose.
     if type(module) not in _LAYERS and type(module) not in _CELLS:
+        return None
+    # torch builds cells of no inputs or no hidden units (its layers refuse
+    # them, as lstm_fast's do); such a cell has nothing to speed up, so it
+    # stays torch's, and the rest of the model still swaps.
+    if module.input_size == 0 or module.hidden_size == 0:
         return None
     _refuse_unmovable_hooks(module, "replace_modules")
     for name, parameter in module.named_parameters():

@@ -169,6 +169,18 @@ def test_assign_with_several_dtypes_or_bad_shapes_changes_nothing():
         torch.testing.assert_close(value, before[name], rtol=0, atol=0)
 
 
+def test_cells_of_size_zero_stay_torchs_and_the_rest_swaps():
+    torch.manual_seed(9)
+    model = nn.ModuleDict({"no_input": nn.LSTMCell(0, 5), "no_hidden": nn.GRUCell(5, 0),
+                           "rnn": nn.RNNCell(4, 3)})
+    lft.replace_modules(model)
+    assert type(model["no_input"]) is nn.LSTMCell and type(model["no_hidden"]) is nn.GRUCell
+    assert isinstance(model["rnn"], lft.FastCell)
+    h, c = model["no_input"](torch.randn(3, 0))
+    assert h.shape == c.shape == (3, 5)
+    assert model["no_hidden"](torch.randn(3, 5)).shape == (3, 0)
+
+
 def test_swap_refuses_modules_off_the_cpu():
     with pytest.raises(RuntimeError, match="lstm_fast runs on the CPU: LSTM's weight_ih_l0 is "
                                            "on meta"):
