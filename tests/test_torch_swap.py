@@ -615,6 +615,7 @@ def test_tracing_records_torchs_own_module(make):
                                expected, rtol=1e-4, atol=2e-5)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
 def test_scripting_and_torch_export_are_refused_clearly():
     # TorchScript would put what __prepare_scriptable__ returns into the
     # model itself; torch.export runs on fake tensors. Both refuse, and the
