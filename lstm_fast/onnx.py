@@ -29,6 +29,7 @@ purpose:
 """
 import math
 import numbers
+import os
 
 import numpy as np
 
@@ -382,6 +383,16 @@ _WEIGHT_INPUTS = {"LSTM": {1: "W", 2: "R", 3: "B", 7: "P"}, "GRU": {1: "W", 2: "
 _DATA_INPUTS = {"LSTM": {4: "sequence_lens", 5: "initial_h", 6: "initial_c"},
                 "GRU": {4: "sequence_lens", 5: "initial_h"},
                 "RNN": {4: "sequence_lens", 5: "initial_h"}}
+# How many inputs each operator has (the last ones optional).
+_MAX_INPUTS = {"LSTM": 8, "GRU": 6, "RNN": 6}
+_REQUIRED_INPUTS = {0: "X", 1: "W", 2: "R"}
+# The type each attribute has in the operators' schemas.
+_ATTRIBUTE_TYPES = {"activation_alpha": "FLOATS", "activation_beta": "FLOATS",
+                    "activations": "STRINGS", "clip": "FLOAT", "direction": "STRING",
+                    "hidden_size": "INT", "input_forget": "INT", "layout": "INT",
+                    "linear_before_reset": "INT", "output_sequence": "INT"}
+# Attributes newer than opset 7, by the opset that brought them.
+_ATTRIBUTE_SINCE = {"layout": 14}
 # The attributes of each operator (opset 7 to 22) that Operator takes.
 _ATTRIBUTES = {
     "LSTM": {"activation_alpha", "activation_beta", "activations", "clip", "direction",
@@ -395,19 +406,39 @@ _ATTRIBUTES = {
 _IGNORED_ATTRIBUTES = {"output_sequence"}
 
 
+def _constant_value(attribute):
+    """What a Constant node holds, if lstm_fast reads that form: a dense
+    tensor (as TensorProto, converted on use) or a list of ints or floats
+    (value_ints: a model's sequence_lens); None for the sparse form."""
+    if attribute.name == "value":
+        return attribute.t
+    if attribute.name == "value_ints":
+        return np.array(attribute.ints, np.int64)
+    if attribute.name == "value_int":
+        return np.array(attribute.i, np.int64)
+    if attribute.name == "value_floats":
+        return np.array(attribute.floats, np.float32)
+    if attribute.name == "value_float":
+        return np.array(attribute.f, np.float32)
+    return None
+
+
 def load(model):
     """Operators for every LSTM, GRU and RNN node of an ONNX model.
 
     model: a path, the serialized model (bytes) or an onnx.ModelProto; the
     nodes of its main graph are read (not those inside If/Loop/Scan bodies
     or model functions). Weights (W, R, B, P) must be initializers or
-    Constant nodes (also through Identity nodes); the data
+    Constant nodes (also through Identity nodes; not sparse ones), of the
+    one type T the operator gives weights and states; the data
     inputs (X, sequence_lens, initial_h, initial_c) are what the returned
     Operator is called with, except those the model fixes as constants, which
     the Operator keeps in constant_inputs and uses when a call leaves them
     out. Returns {node name: Operator}; an unnamed node is called
     op_type_index (its index in the graph's node list), with a suffix _1,
-    _2, ... if a named node already has that name.
+    _2, ... if a named node already has that name. Nodes that the operator
+    schemas (of the model's opset) refuse are refused: too many or missing
+    inputs, attributes of the wrong type or newer than the opset.
     Needs the onnx package.
     """
     try:
@@ -417,15 +448,23 @@ def load(model):
         raise ImportError("lstm_fast.onnx.load needs the onnx package: pip install onnx") from error
     if isinstance(model, (bytes, bytearray, memoryview)):
         model = onnx.load_from_string(bytes(model))
-    elif not isinstance(model, onnx.ModelProto):
+    elif isinstance(model, (str, os.PathLike)) or callable(getattr(model, "read", None)):
         model = onnx.load(model)
+    elif not isinstance(model, onnx.ModelProto):
+        # (onnx.load would take an int as a file descriptor, and close it)
+        raise TypeError(f"model must be a path, a file, bytes or an onnx.ModelProto, "
+                        f"got {type(model).__name__}")
     graph = model.graph
+    opset = next((entry.version for entry in model.opset_import
+                  if entry.domain in ("", "ai.onnx")), None)
     # Tensors by name, converted only when a recurrent node reads them (a
     # model's other constants may be large, or stored elsewhere).
     constants = {tensor.name: tensor for tensor in graph.initializer}
     for node in graph.node:
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-            constants[node.output[0]] = node.attribute[0].t
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and node.attribute:
+            value = _constant_value(node.attribute[0])
+            if value is not None:
+                constants[node.output[0]] = value
     # Identity of a constant is that constant (torch's exporter passes shared
     # weights through Identity nodes). Nodes are in topological order.
     for node in graph.node:
@@ -449,6 +488,12 @@ def load(model):
             while name in node_names or name in operators:
                 suffix += 1
                 name = f"{base}_{suffix}"
+        if len(node.input) > _MAX_INPUTS[node.op_type]:
+            raise ValueError(f"node {name}: {node.op_type} takes at most "
+                             f"{_MAX_INPUTS[node.op_type]} inputs, got {len(node.input)}")
+        for position, key in _REQUIRED_INPUTS.items():
+            if position >= len(node.input) or not node.input[position]:
+                raise ValueError(f"node {name}: input {key} (position {position}) is required")
         weight_inputs, data_inputs = _WEIGHT_INPUTS[node.op_type], _DATA_INPUTS[node.op_type]
         arrays, data = {}, {}
         for position, key in {**weight_inputs, **data_inputs}.items():
@@ -457,24 +502,45 @@ def load(model):
                 continue
             if source in constants:
                 target = data if position in data_inputs else arrays
-                target[key] = numpy_helper.to_array(constants[source])
+                constant = constants[source]
+                target[key] = (numpy_helper.to_array(constant)
+                               if isinstance(constant, onnx.TensorProto) else constant)
             elif position in weight_inputs:
                 raise ValueError(f"node {name}: input {key} ({source!r}) is not a constant "
-                                 "(initializer or Constant node)")
-        attributes = {attr.name: onnx.helper.get_attribute_value(attr) for attr in node.attribute
-                      if attr.name not in _IGNORED_ATTRIBUTES}
+                                 "lstm_fast reads (an initializer, or a Constant node's dense "
+                                 "value)")
+        # One type T for the weights and the states (ONNX's type constraint;
+        # ONNX Runtime refuses such a model too), where Operator would cast.
+        for key, array in {**arrays, **data}.items():
+            if key not in ("W", "sequence_lens") and array.dtype != arrays["W"].dtype:
+                raise TypeError(f"node {name}: {key} must have W's type ({arrays['W'].dtype}): "
+                                f"an ONNX node has one type T for its weights and states, "
+                                f"got {array.dtype}")
+        attributes = {}
+        for attr in node.attribute:
+            expected = _ATTRIBUTE_TYPES.get(attr.name)
+            if expected is None:
+                attributes[attr.name] = None  # (reported as unknown below)
+                continue
+            if attr.type != getattr(onnx.AttributeProto, expected):
+                raise ValueError(f"node {name}: attribute {attr.name} must be of type "
+                                 f"{expected}, got "
+                                 f"{onnx.AttributeProto.AttributeType.Name(attr.type)}")
+            since = _ATTRIBUTE_SINCE.get(attr.name, 1)
+            if opset is not None and opset < since:
+                raise ValueError(f"node {name}: attribute {attr.name} exists from opset "
+                                 f"{since}, and the model's opset is {opset}")
+            if attr.name not in _IGNORED_ATTRIBUTES:
+                value = onnx.helper.get_attribute_value(attr)
+                if attr.name == "direction":
+                    value = value.decode()
+                elif attr.name == "activations":
+                    value = [a.decode() for a in value]
+                attributes[attr.name] = value
         unknown = sorted(set(attributes) - _ATTRIBUTES[node.op_type])
         if unknown:
             raise ValueError(f"node {name}: {node.op_type} has no attribute(s) {unknown}; "
                              f"known: {', '.join(sorted(_ATTRIBUTES[node.op_type]))}")
-        if "activations" in attributes:
-            attributes["activations"] = [a.decode() if isinstance(a, bytes) else a
-                                         for a in attributes["activations"]]
-        if "direction" in attributes and isinstance(attributes["direction"], bytes):
-            attributes["direction"] = attributes["direction"].decode()
-        for key in ("activation_alpha", "activation_beta"):
-            if key in attributes:
-                attributes[key] = list(attributes[key])
         try:
             operator = Operator(node.op_type, **arrays, **attributes)
         except (TypeError, ValueError) as error:

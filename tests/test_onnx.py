@@ -544,6 +544,75 @@ def test_load_checks_attributes(rng):
         lo.load(model)
 
 
+def test_load_refuses_what_onnx_refuses(rng):
+    # Models onnx.checker and ONNX Runtime refuse: refused with the reason,
+    # not run on a guess.
+    onnx = pytest.importorskip("onnx")
+    from onnx import helper, numpy_helper
+    inputs = make_inputs(rng, "GRU", direction="forward")[:3]
+
+    def model_with(change):
+        model = _single_node_model("GRU", inputs, {"hidden_size": H}, name="g")
+        change(model)
+        return model
+
+    def retyped_r(model):  # R double where W is float: one type T
+        model.graph.initializer[1].CopyFrom(numpy_helper.from_array(inputs[2], "R"))
+
+    def extra_input(model):  # a GRU has no initial_c (position 6) nor P
+        model.graph.node[0].input.extend(["", "", "", "X"])
+
+    def alpha_not_a_list(model):
+        model.graph.node[0].attribute.append(helper.make_attribute("activation_alpha", 0.5))
+
+    def activations_not_a_list(model):
+        model.graph.node[0].attribute.append(helper.make_attribute("activations", "Tanh"))
+
+    def no_r(model):
+        del model.graph.node[0].input[2]
+
+    def old_opset_layout(model):
+        model.graph.node[0].attribute.append(helper.make_attribute("layout", 0))
+        model.opset_import[0].version = 7
+
+    for change, error, match in [
+        (retyped_r, TypeError, r"node g: R must have W's type \(float32\): an ONNX node has "
+                               r"one type T .* got float64"),
+        (extra_input, ValueError, "node g: GRU takes at most 6 inputs, got 7"),
+        (alpha_not_a_list, ValueError, "node g: attribute activation_alpha must be of type "
+                                       "FLOATS, got FLOAT"),
+        (activations_not_a_list, ValueError, "attribute activations must be of type STRINGS, "
+                                             "got STRING"),
+        (no_r, ValueError, r"node g: input R \(position 2\) is required"),
+        (old_opset_layout, ValueError, "attribute layout exists from opset 14, and the "
+                                       "model's opset is 7"),
+    ]:
+        with pytest.raises(error, match=match):
+            lo.load(model_with(change))
+    with pytest.raises(TypeError, match="model must be a path, a file, bytes or an "
+                                        "onnx.ModelProto, got int"):
+        lo.load(0)
+    assert isinstance(lo.load(model_with(lambda model: None))["g"], lo.Operator)
+
+
+def test_load_reads_constant_nodes_of_lists(rng):
+    # sequence_lens as a Constant node's value_ints is the node's, as an
+    # initializer would be; the call need not pass it.
+    onnx = pytest.importorskip("onnx")
+    from onnx import helper
+    inputs = make_inputs(rng, "RNN", direction="forward")[:5]
+    lengths = [int(v) for v in inputs[4]]
+    model = _single_node_model("RNN", inputs[:4] + [None], {"hidden_size": H}, name="r")
+    model.graph.node[0].input[4] = "lengths"
+    model.graph.node.insert(0, helper.make_node("Constant", [], ["lengths"],
+                                                value_ints=lengths))
+    operator = lo.load(model)["r"]
+    X = inputs[0].astype(np.float32)
+    cast = [a.astype(np.float32) if a.dtype.kind == "f" else a for a in inputs]
+    for g, e in zip(operator(X), call("RNN", cast), strict=True):
+        np.testing.assert_array_equal(g, e)
+
+
 def test_load_converts_only_what_recurrent_nodes_read(tmp_path, rng):
     # An unrelated tensor kept in an external file: loading the model from
     # bytes (without that file) still works, the GRU's weights being inline.
