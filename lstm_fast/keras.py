@@ -149,6 +149,14 @@ def build(cls, layer, kernel, recurrent_kernel, bias, activation, recurrent_acti
         recurrent_activation = config.get("recurrent_activation", "sigmoid")
         reset_after = config.get("reset_after", True)
     else:
+        # A setting the layer kind does not have is an error, not ignored:
+        # SimpleRNN has no recurrent_activation, only the GRU reset_after.
+        foreign = [name for name, value in settings.items() if not isinstance(value, Default)
+                   and (name == "recurrent_activation" and kind == "RNN"
+                        or name == "reset_after" and kind != "GRU")]
+        if foreign:
+            raise TypeError(f"{', '.join(foreign)}: a Keras {_KERAS_CLASS[kind]} has no such "
+                            f"setting")
         activation, recurrent_activation, reset_after = (
             value.value if isinstance(value, Default) else value for value in settings.values())
     if kernel is None or recurrent_kernel is None:

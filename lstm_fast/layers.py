@@ -854,8 +854,9 @@ class _RNNBase(_RecurrentBase):
         and bias (G*units,) or, for a GRU with reset_after=True, (2, 3*units),
         in Keras's layout and gate order; activation/recurrent_activation
         are Keras names (tanh, sigmoid, relu, linear, hard_sigmoid, softsign,
-        softplus, elu; None is linear, as in Keras; RNN uses activation
-        only). With a layer, its configuration gives activation,
+        softplus, elu; None is linear, as in Keras); as the Keras layers,
+        SimpleRNN's (RNN) has no recurrent_activation and only the GRU has
+        reset_after: giving them elsewhere is a TypeError. With a layer, its configuration gives activation,
         recurrent_activation and reset_after, so passing them is an error.
         dtype defaults to float64 for float64 weights, else float32.
         """

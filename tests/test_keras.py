@@ -35,9 +35,13 @@ def test_raw_arrays_match_equations(kind, reset_after, activation, recurrent_act
     I, H, T, N = 3, 9, 5, 4
     kernel, recurrent, bias = keras_arrays(rng, kind, I, H, reset_after)
     cls = {"LSTM": lstm_fast.LSTM, "GRU": lstm_fast.GRU, "RNN": lstm_fast.RNN}[kind]
+    settings = {"activation": activation}  # those the Keras layer of this kind has
+    if kind != "RNN":
+        settings["recurrent_activation"] = recurrent_activation
+    if kind == "GRU":
+        settings["reset_after"] = reset_after
     layer = cls.from_keras(kernel=kernel.astype(dtype), recurrent_kernel=recurrent.astype(dtype),
-                           bias=bias.astype(dtype), activation=activation,
-                           recurrent_activation=recurrent_activation, reset_after=reset_after)
+                           bias=bias.astype(dtype), **settings)
     assert layer.dtype == np.dtype(dtype) and layer.batch_first
     x = rng.standard_normal((N, T, I)).astype(dtype)
     out = layer(x)
@@ -101,6 +105,18 @@ def test_bad_keras_arguments(rng):
         with pytest.raises(TypeError, match="reset_after must be a bool"):
             lstm_fast.GRU.from_keras(kernel=kernel, recurrent_kernel=recurrent,
                                      reset_after=value)
+    # Settings the kind does not have are refused, not ignored (even at
+    # their GRU / LSTM default values).
+    lstm_kernel, lstm_recurrent, _ = keras_arrays(rng, "LSTM", 3, 4)
+    rnn_kernel, rnn_recurrent, _ = keras_arrays(rng, "RNN", 3, 4)
+    with pytest.raises(TypeError, match="recurrent_activation: a Keras SimpleRNN has no such "
+                                        "setting"):
+        lstm_fast.RNN.from_keras(kernel=rnn_kernel, recurrent_kernel=rnn_recurrent,
+                                 recurrent_activation="sigmoid")
+    for cls, arrays in ((lstm_fast.LSTM, (lstm_kernel, lstm_recurrent)),
+                        (lstm_fast.RNN, (rnn_kernel, rnn_recurrent))):
+        with pytest.raises(TypeError, match="reset_after: a Keras .* has no such setting"):
+            cls.from_keras(kernel=arrays[0], recurrent_kernel=arrays[1], reset_after=True)
 
 
 def test_activation_none_is_linear_as_in_keras(rng):
