@@ -856,8 +856,9 @@ class _RNNBase(_RecurrentBase):
         are Keras names (tanh, sigmoid, relu, linear, hard_sigmoid, softsign,
         softplus, elu; None is linear, as in Keras); as the Keras layers,
         SimpleRNN's (RNN) has no recurrent_activation and only the GRU has
-        reset_after: giving them elsewhere is a TypeError. With a layer, its configuration gives activation,
-        recurrent_activation and reset_after, so passing them is an error.
+        reset_after: giving them elsewhere is a TypeError. With a layer, its
+        configuration gives activation, recurrent_activation and
+        reset_after, so passing them is an error.
         dtype defaults to float64 for float64 weights, else float32.
         """
         return _keras.build(cls, layer, kernel, recurrent_kernel, bias, activation,
