@@ -71,9 +71,14 @@ def _parser():
 
 def _bench(args):
     from lstm_fast import _core, bench
+    from lstm_fast._config import resolve_isa
 
     if not 1 <= args.threads <= _core.MAX_THREADS:
         args.error(f"--threads must be in [1, {_core.MAX_THREADS}], got {args.threads}")
+    try:
+        resolve_isa()  # LSTM_FAST_ISA: refused now, not after the first peer's timing
+    except ValueError as exc:
+        args.error(str(exc))
     if args.repeat < 1:
         args.error(f"--repeat must be >= 1, got {args.repeat}")
     if not (math.isfinite(args.max_time) and args.max_time > 0):

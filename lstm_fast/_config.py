@@ -28,8 +28,9 @@ def resolve_isa():
         If LSTM_FAST_ISA is not one of the allowed values, or names an ISA that
         is not available here.
     """
-    requested = os.environ.get(ISA_ENV, _AUTO)
-    if requested.strip() == "" or requested == _AUTO:  # empty means unset, as for the threads
+    # Spaces and case do not matter, as for the thread count.
+    requested = os.environ.get(ISA_ENV, _AUTO).strip().lower()
+    if requested in ("", _AUTO):  # empty means unset, as for the threads
         return _core.isa_best()
     known = _core.isa_names()
     # Strict on purpose: a typo silently falling back to "auto" would make a
@@ -58,6 +59,9 @@ def resolve_isa():
 # here, as one ThreadPool shared by every layer (as torch.set_num_threads).
 _pool_lock = threading.Lock()
 _pool = None
+# A forked child's first pool has the parent's thread count (as torch's
+# set_num_threads carries over), not the environment's or the core count.
+_threads_of_parent = None
 
 
 def default_threads():
@@ -74,10 +78,10 @@ def _threads_from_env():
     value = os.environ.get(THREADS_ENV)
     if value is None or value.strip() == "":
         return default_threads()
-    try:
-        threads = int(value)
-    except ValueError:
-        threads = 0
+    digits = value.strip()
+    # Plain ASCII digits only: int() would also take "1_0", "+3" and other
+    # scripts' digits.
+    threads = int(digits) if digits.isascii() and digits.isdigit() else 0
     if not 1 <= threads <= _core.MAX_THREADS:
         raise ValueError(
             f"{THREADS_ENV}={value!r} must be an integer in [1, {_core.MAX_THREADS}]"
@@ -101,7 +105,7 @@ def thread_pool():
     if pool is None:
         with _pool_lock:
             if _pool is None:
-                _pool = _core.ThreadPool(_threads_from_env())
+                _pool = _core.ThreadPool(_threads_of_parent or _threads_from_env())
             pool = _pool
     return pool
 
@@ -127,9 +131,10 @@ def get_num_threads():
 def forget_pool_after_fork():
     """For the fork hook (layers.py): a forked child has no worker threads,
     and using (or joining) the parent's would hang. Drop them; the child
-    makes its own on first use."""
-    global _pool, _pool_lock
+    makes its own on first use, of as many threads."""
+    global _pool, _pool_lock, _threads_of_parent
     if _pool is not None:
+        _threads_of_parent = _pool.threads
         _pool.forget_after_fork()
     _pool = None
     _pool_lock = threading.Lock()
@@ -163,15 +168,14 @@ def cpu_info():
     """
     known = _core.isa_names()
     compiled = [isa for isa in known if _core.isa_compiled(isa)]
-    forced = os.environ.get(ISA_ENV)
+    forced = os.environ.get(ISA_ENV, "").strip().lower()
     info = {
         "version": _core.version(),
         "isa_compiled": compiled,
         "isa_available": [isa for isa in known if _core.isa_available(isa)],
         "isa_best": _core.isa_best(),
         "isa_active": None,
-        "isa_forced": (None if forced is None or forced.strip() == "" or forced == _AUTO
-                       else forced),
+        "isa_forced": None if forced in ("", _AUTO) else forced,
         "vector_width": {
             isa: {
                 "float32": _core.isa_vector_width(isa, np.float32),

@@ -41,6 +41,14 @@ def test_bench_refuses_bad_arguments_before_timing(args, message):
     assert out.stdout == ""  # nothing was checked or timed
 
 
+def test_bench_refuses_a_bad_isa_variable_before_timing(monkeypatch):
+    monkeypatch.setenv("LSTM_FAST_ISA", "bogus")
+    out = _run("bench", "--quick", "--peers", "numpy")
+    assert out.returncode == 2, (out.stdout, out.stderr)
+    assert "LSTM_FAST_ISA='bogus' is not a known ISA" in out.stderr
+    assert out.stdout == ""
+
+
 def test_bench_json_directory_refused(tmp_path):
     out = _run("bench", "--json", str(tmp_path))
     assert out.returncode == 2 and "is a directory" in out.stderr

@@ -65,6 +65,18 @@ def test_auto_is_best(monkeypatch):
     assert make_layer("gru", 3, 4).isa == best
 
 
+def test_isa_names_ignore_spaces_and_case(monkeypatch):
+    best = lstm_fast.cpu_info()["isa_best"]
+    for value, isa in ((" Portable ", "portable"), ("AUTO", best), (" auto", best)):
+        monkeypatch.setenv("LSTM_FAST_ISA", value)
+        assert make_layer("lstm", 3, 4).isa == isa
+        forced = None if value.strip().lower() == "auto" else isa
+        assert lstm_fast.cpu_info()["isa_forced"] == forced
+    monkeypatch.setenv("LSTM_FAST_ISA", "avx3")
+    with pytest.raises(ValueError, match="LSTM_FAST_ISA='avx3' is not a known ISA"):
+        make_layer("lstm", 3, 4)
+
+
 def test_env_read_at_engine_build(monkeypatch):
     """Changing LSTM_FAST_ISA affects layers built afterwards, not existing ones."""
     available = lstm_fast.cpu_info()["isa_available"]

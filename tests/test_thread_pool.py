@@ -79,7 +79,7 @@ def test_set_num_threads_wrong_type(bad):
         lstm_fast.set_num_threads(bad)
 
 
-@pytest.mark.parametrize("value", ["0", "-3", "two", "1.5"])
+@pytest.mark.parametrize("value", ["0", "-3", "two", "1.5", "1_0", "+3", "\uff12", "0x2"])
 def test_bad_thread_env_variable_is_named(monkeypatch, value):
     monkeypatch.setenv("LSTM_FAST_NUM_THREADS", value)
     monkeypatch.setattr(_config, "_pool", None)
@@ -88,7 +88,7 @@ def test_bad_thread_env_variable_is_named(monkeypatch, value):
 
 
 def test_thread_env_variable_sets_the_default(monkeypatch):
-    monkeypatch.setenv("LSTM_FAST_NUM_THREADS", "3")
+    monkeypatch.setenv("LSTM_FAST_NUM_THREADS", " 3 ")
     monkeypatch.setattr(_config, "_pool", None)
     assert lstm_fast.get_num_threads() == 3
     assert lstm_fast.cpu_info()["num_threads"] == 3
@@ -126,6 +126,24 @@ def test_forked_child_can_run_layers():
     layer = make_layer("lstm", 8, 64, dtype=np.float32, seed=0)
     expected = float(layer(np.ones((20, 4, 8), np.float32))[0].sum())
     assert _result_of_forked_child(_child_runs_a_layer) == expected
+
+
+def _child_reports_its_threads(queue):
+    layer = make_layer("gru", 4, 8, dtype=np.float32, seed=0)
+    layer(np.ones((3, 1, 4), np.float32))
+    queue.put(lstm_fast.get_num_threads())
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_child_keeps_the_parents_thread_count(monkeypatch):
+    # As torch.set_num_threads: a fork-based multiprocessing pool of workers
+    # set to one thread each must not grow back to the core count (nor
+    # trip over a bad variable that set_num_threads overrode).
+    monkeypatch.setenv("LSTM_FAST_NUM_THREADS", "abc")
+    for threads in (1, 3):
+        lstm_fast.set_num_threads(threads)
+        assert _result_of_forked_child(_child_reports_its_threads) == threads
+    lstm_fast.set_num_threads(_config.default_threads())
 
 
 @pytest.mark.parametrize("kind, options, variant", [
