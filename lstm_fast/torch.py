@@ -13,9 +13,10 @@ hidden units (which torch builds) stay torch's. They follow the model's
 `.double()` / `.float()` / `.half()` / `.to(dtype)` (other devices raise),
 load checkpoints of any real dtype in their own (as torch's copy_ does)
 and, like torch, refuse input and states of another dtype than theirs or
-on another device, with torch's exception classes (shape errors too). A float16 or bfloat16 module
-computes in float32 on weights rounded to its dtype, as torch's are, and
-rounds its outputs to that dtype; other dtypes raise TypeError.
+on another device, with torch's exception classes (shape errors too). A
+float16 or bfloat16 module computes in float32 on weights rounded to its
+dtype, as torch's are, and rounds its outputs to that dtype; other dtypes
+raise TypeError.
 Importing this module imports torch, so lstm_fast only imports it on use
 (`import lstm_fast.torch`).
 """
