@@ -127,22 +127,31 @@ _VARIANT_DEFAULTS = {
 }
 
 
-def _check_variant(variant):
+# The variant switches each cell kind has (clip and activations: all).
+_VARIANT_SWITCHES = {"peephole": ("LSTM",), "coupled_input_forget": ("LSTM",),
+                     "reset_before_product": ("GRU",)}
+
+
+def _check_variant(variant, mode):
     """None, or a dict of the Engine's variant keywords that differ from torch's
     cell. The values themselves are checked by the engine, built at once."""
     if variant is None:
         return None
     if not isinstance(variant, Mapping):
         raise TypeError(f"variant must be None or a mapping, got {type(variant).__name__}")
-    unknown = sorted(set(variant) - set(_VARIANT_DEFAULTS))
+    unknown = sorted(map(repr, set(variant) - set(_VARIANT_DEFAULTS)))  # (keys of any type)
     if unknown:
         raise ValueError(
-            f"variant has unknown keys {unknown}; allowed: {', '.join(_VARIANT_DEFAULTS)}"
+            f"variant has unknown keys {', '.join(unknown)}; allowed: "
+            f"{', '.join(_VARIANT_DEFAULTS)}"
         )
     for key in ("peephole", "coupled_input_forget", "reset_before_product"):
         # Strict: a truthy string such as "no" must not switch a variant on.
         if key in variant and not isinstance(variant[key], (bool, np.bool_)):
             raise TypeError(f"variant[{key!r}] must be a bool, got {variant[key]!r}")
+        if variant.get(key) and mode not in _VARIANT_SWITCHES[key]:
+            raise ValueError(f"variant[{key!r}] is an option of the "
+                             f"{' and '.join(_VARIANT_SWITCHES[key])} cell, not of {mode}'s")
     activations = variant.get("activations")
     if activations is not None:
         # A frozen copy: the engine is rebuilt from it whenever a parameter
@@ -159,8 +168,25 @@ def _check_variant(variant):
     clip = variant.get("clip", 0.0)
     if isinstance(clip, (bool, np.bool_)) or not isinstance(clip, numbers.Real):
         raise TypeError(f"variant['clip'] must be a real number (0: no clip), got {clip!r}")
+    try:
+        float(clip)
+    except OverflowError:  # an int past the float range
+        raise ValueError(f"clip must be a finite number >= 0 (0: no clip), got {clip!r}") from None
     changed = {key: value for key, value in variant.items() if value != _VARIANT_DEFAULTS[key]}
     return changed or None
+
+
+def _rnn_mode_of_activations(mode, variant):
+    """(mode, variant) of an RNN whose variant activations are all plain
+    relu or all plain tanh: RNN_RELU or RNN_TANH, without them."""
+    try:
+        names = {str(entry[0][0]).lower() for entry in variant.get("activations") or ()}
+    except (TypeError, IndexError, KeyError):
+        return mode, variant  # malformed: the engine says how
+    if len(names) != 1 or not names <= {"relu", "tanh"}:
+        return mode, variant
+    rest = {key: value for key, value in variant.items() if key != "activations"}
+    return _rnn_mode(names.pop()), rest or None
 
 
 def _rnn_mode(nonlinearity):
@@ -284,6 +310,12 @@ def _lengths_array(lengths, batch, steps):
     """Check per-sequence lengths and return them as the engine takes them (int64)."""
     array = _to_numpy("lengths", lengths)
     kind = array.dtype.kind
+    if kind == "O" and array.size and all(isinstance(value, numbers.Integral)
+                                          and not isinstance(value, (bool, np.bool_))
+                                          for value in array.flat):
+        # Python ints past int64 and uint64: NumPy keeps them as objects.
+        raise ValueError(f"lengths must be in [0, {steps}] (the sequence length), got values "
+                         f"from {min(array.flat)} to {max(array.flat)}")
     if kind == "f":
         if not (np.isfinite(array).all() and (array == np.trunc(array)).all()):
             raise TypeError("lengths must be integers, got non-integral values")
@@ -439,7 +471,12 @@ class _RecurrentBase:
         self._num_directions = num_directions
         layout = (_GATES[mode], input_size, hidden_size, proj_size, self._bias)
         _check_addressable(layout, num_layers, num_directions, self._dtype.itemsize)
-        self._variant = _check_variant(variant)
+        self._variant = _check_variant(variant, mode)
+        if mode in _RNN_MODES.values() and self._variant:
+            # Plain relu or tanh activations are an RNN's own nonlinearity:
+            # say so in mode and nonlinearity, and run its own path.
+            mode, self._variant = _rnn_mode_of_activations(mode, self._variant)
+            self._mode = mode
         peephole = bool(self._variant and self._variant.get("peephole"))
         self._groups, self._shapes = _parameter_layout(*layout, num_layers, num_directions, suffix,
                                                        peephole=peephole)

@@ -122,8 +122,17 @@ def test_multilayer_reset_before_gru(dtype, isa, rng):
 def test_layer_variant_checks():
     with pytest.raises(ValueError, match="unknown keys"):
         lstm_fast.LSTM(2, 3, variant={"peepholes": True})
-    with pytest.raises(ValueError, match="option this cell kind does not have"):
-        lstm_fast.GRU(2, 3, variant={"peephole": True})
+    # An option the cell kind does not have is named.
+    for cls, key, match in ((lstm_fast.GRU, "peephole", "of the LSTM cell, not of GRU's"),
+                            (lstm_fast.GRU, "coupled_input_forget", "of the LSTM cell"),
+                            (lstm_fast.RNN, "peephole", "of the LSTM cell, not of RNN_TANH's"),
+                            (lstm_fast.LSTM, "reset_before_product", "of the GRU cell")):
+        with pytest.raises(ValueError, match=f"variant\\['{key}'\\] is an option {match}"):
+            cls(2, 3, variant={key: True})
+    with pytest.raises(ValueError, match="variant has unknown keys 'x', 1; allowed"):
+        lstm_fast.LSTM(2, 3, variant={1: True, "x": 1})
+    with pytest.raises(ValueError, match="clip must be a finite number >= 0"):
+        lstm_fast.LSTM(2, 3, variant={"clip": 10 ** 400})
     layer = lstm_fast.LSTM(2, 3, bidirectional=True, variant={"peephole": True, "clip": 2.0})
     assert layer.state_dict()["peephole_l0_reverse"].shape == (9,)
     assert layer.variant == {"peephole": True, "clip": 2.0}
@@ -144,10 +153,13 @@ def test_variant_naming_the_cells_own_activations_converts_to_torch():
     np.testing.assert_allclose(got, layer(x)[0], rtol=1e-5, atol=1e-6)
     relu = lstm_fast.RNN(2, 3, nonlinearity="relu", variant={"activations": [[("relu", 0, 0)]]})
     assert relu.to_torch().nonlinearity == "relu"
-    # Another activation has none.
+    # relu activations make a tanh RNN a relu one (mode and all), which
+    # torch has; another activation has no equivalent.
     tanh_as_relu = lstm_fast.RNN(2, 3, variant={"activations": [[("relu", 0, 0)]]})
+    assert tanh_as_relu.to_torch().nonlinearity == "relu"
+    softsign = lstm_fast.RNN(2, 3, variant={"activations": [[("softsign", 0, 0)]]})
     with pytest.raises(ValueError, match="no equivalent"):
-        tanh_as_relu.to_torch()
+        softsign.to_torch()
 
 
 @pytest.mark.parametrize("variant, error, match", [
@@ -302,3 +314,21 @@ def test_projected_lstm_with_variant_matches_reference(name, shape, dtype, isa):
     layer.load_state_dict(params)
     got = layer(x.astype(dtype), tuple(a.astype(dtype) for a in hx), lengths=lengths)
     assert_result("lstm", got, expected, dtype)
+
+
+def test_rnn_activations_that_are_its_own_nonlinearity_say_so():
+    # All relu (or all tanh): the RNN's own cell, named as such by mode,
+    # nonlinearity and to_torch, with the same numbers.
+    x = np.random.default_rng(2).standard_normal((5, 2, 3)).astype(np.float32)
+    relu = lstm_fast.RNN(3, 4, nonlinearity="relu", bidirectional=True, seed=1)
+    for entry in (("Relu", 0, 0), ("RELU", 0.5, 0.0)):
+        variant = lstm_fast.RNN(3, 4, bidirectional=True, seed=1,
+                                variant={"activations": [[entry]] * 2})
+        assert (variant.mode, variant.nonlinearity, variant.variant) == ("RNN_RELU", "relu", None)
+        np.testing.assert_array_equal(variant(x)[0], relu(x)[0])
+    tanh = lstm_fast.RNN(3, 4, nonlinearity="relu", seed=1,
+                         variant={"activations": [[("tanh", 0, 0)]], "clip": 1.0})
+    assert (tanh.mode, tanh.variant) == ("RNN_TANH", {"clip": 1.0})
+    mixed = lstm_fast.RNN(3, 4, bidirectional=True,
+                          variant={"activations": [[("relu", 0, 0)], [("tanh", 0, 0)]]})
+    assert mixed.variant is not None and "activations" in mixed.variant
