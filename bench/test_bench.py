@@ -10,7 +10,22 @@ import pytest
 
 from lstm_fast import bench as lb
 
+# As `python -m lstm_fast bench`: warmed up (first calls of torch and ONNX
+# Runtime are slow), with the garbage collector off while timing.
+TIMING = pytest.mark.benchmark(warmup=True, warmup_iterations=20, disable_gc=True)
 
+
+@TIMING
+def test_matmul_yardstick(benchmark, peer_threads):
+    # The %peak column of compare.py divides each row's GFLOP/s by this
+    # float32 matmul's, timed in the same run at the same thread count.
+    run, flops, how = lb.matmul_yardstick(peer_threads)
+    benchmark.group = "matmul yardstick"
+    benchmark.extra_info.update(yardstick=how, flops_per_call=flops, threads=peer_threads)
+    benchmark(run)
+
+
+@TIMING
 @pytest.mark.parametrize("peer", lb.PEERS)
 def test_forward(benchmark, case, peer, case_data, peer_threads):
     for module in lb.PEER_MODULES.get(peer, ()):

@@ -398,10 +398,18 @@ def build_peer(peer: str, case: Case, problem: Problem, threads: int) -> Callabl
 
 def collect(case: Case, fn) -> np.ndarray:
     """The output to check of a freshly built peer: one call, or for a
-    streaming case one whole stream (T calls), stacked as (T, B, H)."""
+    streaming case one whole stream (T calls), stacked as (T, B, H). A
+    stream is run twice: the second pass goes through the restart (state
+    back to zeros) that every timed pass after the first takes, and must
+    give the same values, or ValueError."""
     if case.streaming:
         # Peers return a step's output as (1, B, H) or (B, H).
-        return np.stack([np.asarray(fn()).reshape(case.B, -1) for _ in range(case.T)])
+        first, second = (np.stack([np.asarray(fn()).reshape(case.B, -1) for _ in range(case.T)])
+                         for _ in range(2))
+        if not np.array_equal(first, second, equal_nan=True):
+            raise ValueError("a second pass over the stream gave other values than the first: "
+                             "the restart between passes does not start from zeros")
+        return second
     return np.asarray(fn()).copy()
 
 
@@ -622,7 +630,9 @@ def run_case(case, peers, threads, repeat=20, max_time=3.0, seed=0, report=None,
     are checked against and the time they are divided by. `yardstick`, from
     matmul_yardstick, is timed in the same rounds, for the %peak column.
     `report(result)` is called for each result, in peer order, once the case
-    is timed."""
+    is timed. lstm_fast and NumPy's BLAS are set to `threads` here, as torch
+    and onnxruntime are in build_peer."""
+    set_threads(threads)
     problem = make_problem(case, seed)
     fn = build_peer("lstm_fast", case, problem, threads)
     ours = collect(case, fn)

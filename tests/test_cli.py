@@ -111,6 +111,26 @@ def test_a_wrong_peer_is_reported_and_not_timed(monkeypatch):
     assert "MISMATCH" in bench.result_row(theirs)[6] and "not timed" in bench.result_row(theirs)[6]
 
 
+def test_a_stream_that_restarts_from_a_stale_state_is_caught(monkeypatch):
+    # Every timed pass after the first restarts the stream: a peer whose
+    # restart keeps the old state must not pass its check.
+    case = next(c for c in bench.select_cases(quick=True) if c.streaming)
+    right = bench._BUILDERS["numpy"]
+
+    def stale(case, problem, threads):
+        fn, calls = right(case, problem, threads), [0]
+
+        def step():
+            calls[0] += 1
+            return fn() + (np.float32(1e-2) if calls[0] > case.T else np.float32(0))
+        return step
+
+    monkeypatch.setitem(bench._BUILDERS, "numpy", stale)
+    ours, theirs = bench.run_case(case, ["lstm_fast", "numpy"], 1, repeat=2, max_time=0.05)
+    assert ours.ok and not theirs.ok and theirs.timing is None
+    assert "restart between passes" in theirs.error
+
+
 def test_when_lstm_fast_is_wrong_the_peers_answer_to_the_reference(monkeypatch):
     # Nothing is timed, and right peers are not blamed for our error.
     ours, theirs = _run_with_a_wrong_peer(monkeypatch, "lstm_fast")
@@ -130,14 +150,29 @@ def test_yardstick_is_timed_every_round_outside_the_budget():
     assert timings["a"].samples == timings["yardstick"].samples == 7
 
 
-def _benchmark_json(path, checked):
+def _benchmark_json(path, checked, yardstick=False):
     entries = []
     for peer, median in (("lstm_fast", 1e-3), ("numpy", 3e-3)):
         info = dict(case="lstm_T20_B1_I32_H32", peer=peer, streaming=False, flops_per_call=1e6)
         if checked[peer]:
             info["checked"] = True
         entries.append({"extra_info": info, "stats": {"median": median, "min": median}})
+    if yardstick:  # 4 GFLOP/s: lstm_fast's 1 GFLOP/s is 25% of it
+        entries.append({"extra_info": dict(yardstick="torch.mm 1024^3, 1 thread(s)",
+                                           flops_per_call=4e6, threads=1),
+                        "stats": {"median": 1e-3, "min": 1e-3}})
     path.write_text(json.dumps({"benchmarks": entries}))
+
+
+def test_compare_reports_peak_against_the_runs_yardstick(tmp_path):
+    target = tmp_path / "out.json"
+    for yardstick in (True, False):
+        _benchmark_json(target, {"lstm_fast": True, "numpy": True}, yardstick=yardstick)
+        out = subprocess.run([sys.executable, str(COMPARE), str(target)], capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert ("%peak = GFLOP/s / 4.0 GFLOP/s of the yardstick" in out.stdout) == yardstick
+        assert (" 25%" in out.stdout) == yardstick and ("  8%" in out.stdout) == yardstick
 
 
 def test_compare_flags_rows_whose_checks_did_not_pass(tmp_path):
