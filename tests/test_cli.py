@@ -13,6 +13,19 @@ from lstm_fast import bench
 COMPARE = Path(__file__).resolve().parents[1] / "bench" / "compare.py"
 
 
+@pytest.fixture(autouse=True)
+def _thread_settings_restored():
+    # bench.run_case sets lstm_fast's and NumPy's BLAS thread counts for the
+    # process: the tests after these keep their own.
+    import lstm_fast
+
+    blas, ours = bench.numpy_blas_threads(), lstm_fast.get_num_threads()
+    yield
+    if blas is not None:
+        bench.set_openblas_threads(blas)
+    lstm_fast.set_num_threads(ours)
+
+
 def _run(*args):
     return subprocess.run([sys.executable, "-m", "lstm_fast", *args], capture_output=True,
                           text=True, timeout=300)
