@@ -29,7 +29,8 @@ def resolve_isa():
         is not available here.
     """
     # Spaces and case do not matter, as for the thread count.
-    requested = os.environ.get(ISA_ENV, _AUTO).strip().lower()
+    raw = os.environ.get(ISA_ENV, _AUTO)
+    requested = raw.strip().lower()
     if requested in ("", _AUTO):  # empty means unset, as for the threads
         return _core.isa_best()
     known = _core.isa_names()
@@ -37,7 +38,7 @@ def resolve_isa():
     # forced-ISA test run measure the wrong kernels.
     if requested not in known:
         raise ValueError(
-            f"{ISA_ENV}={requested!r} is not a known ISA; allowed values: "
+            f"{ISA_ENV}={raw!r} is not a known ISA; allowed values: "
             f"{', '.join((_AUTO,) + known)}"
         )
     if not _core.isa_available(requested):
@@ -48,7 +49,7 @@ def resolve_isa():
         )
         available = ", ".join(isa for isa in known if _core.isa_available(isa))
         raise ValueError(
-            f"{ISA_ENV}={requested!r}: the {requested} ISA is not available on this CPU "
+            f"{ISA_ENV}={raw!r}: the {requested} ISA is not available on this CPU "
             f"({reason}); available here: {available}"
         )
     return requested

@@ -177,12 +177,10 @@ def _check_variant(variant, mode):
 
 
 def _rnn_mode_of_activations(mode, variant):
-    """(mode, variant) of an RNN whose variant activations are all plain
-    relu or all plain tanh: RNN_RELU or RNN_TANH, without them."""
-    try:
-        names = {str(entry[0][0]).lower() for entry in variant.get("activations") or ()}
-    except (TypeError, IndexError, KeyError):
-        return mode, variant  # malformed: the engine says how
+    """(mode, variant) of an RNN whose variant activations (checked by the
+    engine) are all plain relu or all plain tanh: RNN_RELU or RNN_TANH,
+    without them."""
+    names = {entry[0][0].lower() for entry in variant.get("activations") or ()}
     if len(names) != 1 or not names <= {"relu", "tanh"}:
         return mode, variant
     rest = {key: value for key, value in variant.items() if key != "activations"}
@@ -272,6 +270,10 @@ def _to_numpy(name, value, widen_bfloat16=True):
         # A plain ndarray also for subclasses: np.matrix, for one, would keep
         # two dimensions through the reshapes of unbatched input.
         array = np.asarray(value)
+    except np.ma.MaskError as error:  # a masked int after a number in a row
+        if is_row and _holds_masked_values(value, every_element=True):
+            raise _masked_values_error(name) from error
+        raise TypeError(f"{name} could not be converted to a NumPy array: {error}") from error
     except ValueError as error:
         raise ValueError(f"{name} could not be converted to a NumPy array: {error}") from error
     except (TypeError, NotImplementedError) as error:  # NotImplementedError: torch's meta device
@@ -472,11 +474,6 @@ class _RecurrentBase:
         layout = (_GATES[mode], input_size, hidden_size, proj_size, self._bias)
         _check_addressable(layout, num_layers, num_directions, self._dtype.itemsize)
         self._variant = _check_variant(variant, mode)
-        if mode in _RNN_MODES.values() and self._variant:
-            # Plain relu or tanh activations are an RNN's own nonlinearity:
-            # say so in mode and nonlinearity, and run its own path.
-            mode, self._variant = _rnn_mode_of_activations(mode, self._variant)
-            self._mode = mode
         peephole = bool(self._variant and self._variant.get("peephole"))
         self._groups, self._shapes = _parameter_layout(*layout, num_layers, num_directions, suffix,
                                                        peephole=peephole)
@@ -496,6 +493,14 @@ class _RecurrentBase:
         if self._variant:
             # A bad variant option fails here, not at the first call.
             self._current_engine()
+            if mode in _RNN_MODES.values():
+                # Plain relu or tanh activations (checked by that engine) are
+                # an RNN's own nonlinearity: say so in mode and nonlinearity,
+                # and run its own path.
+                own = _rnn_mode_of_activations(mode, self._variant)
+                if own != (mode, self._variant):
+                    self._mode, self._variant = own
+                    self._engine = None
 
     # -- attributes: parameters read as read-only arrays, assign with checks
 

@@ -391,8 +391,8 @@ _ATTRIBUTE_TYPES = {"activation_alpha": "FLOATS", "activation_beta": "FLOATS",
                     "activations": "STRINGS", "clip": "FLOAT", "direction": "STRING",
                     "hidden_size": "INT", "input_forget": "INT", "layout": "INT",
                     "linear_before_reset": "INT", "output_sequence": "INT"}
-# Attributes newer than opset 7, by the opset that brought them.
-_ATTRIBUTE_SINCE = {"layout": 14}
+# Attributes of some opsets only: (first, last) opset that has them.
+_ATTRIBUTE_OPSETS = {"layout": (14, None), "output_sequence": (1, 6)}
 # The attributes of each operator (opset 7 to 22) that Operator takes.
 _ATTRIBUTES = {
     "LSTM": {"activation_alpha", "activation_beta", "activations", "clip", "direction",
@@ -404,23 +404,6 @@ _ATTRIBUTES = {
 }
 # Opset 1's output_sequence only said whether Y is an output; Y always is here.
 _IGNORED_ATTRIBUTES = {"output_sequence"}
-
-
-def _constant_value(attribute):
-    """What a Constant node holds, if lstm_fast reads that form: a dense
-    tensor (as TensorProto, converted on use) or a list of ints or floats
-    (value_ints: a model's sequence_lens); None for the sparse form."""
-    if attribute.name == "value":
-        return attribute.t
-    if attribute.name == "value_ints":
-        return np.array(attribute.ints, np.int64)
-    if attribute.name == "value_int":
-        return np.array(attribute.i, np.int64)
-    if attribute.name == "value_floats":
-        return np.array(attribute.floats, np.float32)
-    if attribute.name == "value_float":
-        return np.array(attribute.f, np.float32)
-    return None
 
 
 def load(model):
@@ -461,10 +444,11 @@ def load(model):
     # model's other constants may be large, or stored elsewhere).
     constants = {tensor.name: tensor for tensor in graph.initializer}
     for node in graph.node:
-        if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and node.attribute:
-            value = _constant_value(node.attribute[0])
-            if value is not None:
-                constants[node.output[0]] = value
+        # (value_ints and the other list forms are int64 or 1-D: never a
+        # valid input of these operators)
+        if (node.op_type == "Constant" and node.domain in ("", "ai.onnx") and node.attribute
+                and node.attribute[0].name == "value"):
+            constants[node.output[0]] = node.attribute[0].t
     # Identity of a constant is that constant (torch's exporter passes shared
     # weights through Identity nodes). Nodes are in topological order.
     for node in graph.node:
@@ -502,15 +486,16 @@ def load(model):
                 continue
             if source in constants:
                 target = data if position in data_inputs else arrays
-                constant = constants[source]
-                target[key] = (numpy_helper.to_array(constant)
-                               if isinstance(constant, onnx.TensorProto) else constant)
+                target[key] = numpy_helper.to_array(constants[source])
             elif position in weight_inputs:
                 raise ValueError(f"node {name}: input {key} ({source!r}) is not a constant "
                                  "lstm_fast reads (an initializer, or a Constant node's dense "
                                  "value)")
         # One type T for the weights and the states (ONNX's type constraint;
         # ONNX Runtime refuses such a model too), where Operator would cast.
+        if "sequence_lens" in data and data["sequence_lens"].dtype != np.int32:
+            raise TypeError(f"node {name}: sequence_lens must be int32 (the operator's T1), "
+                            f"got {data['sequence_lens'].dtype}")
         for key, array in {**arrays, **data}.items():
             if key not in ("W", "sequence_lens") and array.dtype != arrays["W"].dtype:
                 raise TypeError(f"node {name}: {key} must have W's type ({arrays['W'].dtype}): "
@@ -526,10 +511,11 @@ def load(model):
                 raise ValueError(f"node {name}: attribute {attr.name} must be of type "
                                  f"{expected}, got "
                                  f"{onnx.AttributeProto.AttributeType.Name(attr.type)}")
-            since = _ATTRIBUTE_SINCE.get(attr.name, 1)
-            if opset is not None and opset < since:
-                raise ValueError(f"node {name}: attribute {attr.name} exists from opset "
-                                 f"{since}, and the model's opset is {opset}")
+            first, last = _ATTRIBUTE_OPSETS.get(attr.name, (1, None))
+            if opset is not None and not first <= opset <= (last or opset):
+                until = f" to {last}" if last else " on"
+                raise ValueError(f"node {name}: attribute {attr.name} exists in opset {first}"
+                                 f"{until}, and the model's opset is {opset}")
             if attr.name not in _IGNORED_ATTRIBUTES:
                 value = onnx.helper.get_attribute_value(attr)
                 if attr.name == "direction":

@@ -21,6 +21,8 @@ Importing this module imports torch, so lstm_fast only imports it on use
 (`import lstm_fast.torch`).
 """
 import contextlib
+import os
+import sys
 import warnings
 
 import numpy as np
@@ -161,7 +163,7 @@ class _FastBase(nn.Module):
             tensors.append(("hx", hx))
         self._check_dtypes(tensors, packed)
         for what, tensor in tensors:
-            if isinstance(tensor, torch.Tensor) and tensor.device.type != "cpu":
+            if isinstance(tensor, torch.Tensor) and not tensor.is_cpu:
                 role = "parameter" if what == "input" else "hidden"
                 found = (f"input tensor at {tensor.device} and parameter tensor at cpu"
                          if what == "input" else
@@ -172,7 +174,8 @@ class _FastBase(nn.Module):
                                            and tensor.requires_grad for _, tensor in tensors):
             warnings.warn(f"a swapped {type(self.fast).__name__} is for inference: no gradient "
                           f"flows back through it to its input or states (train the torch "
-                          f"model: lstm_fast.torch.restore_modules)", stacklevel=5)
+                          f"model: lstm_fast.torch.restore_modules)",
+                          stacklevel=_stacklevel_of_caller())
 
     def _check_dtypes(self, tensors, packed):
         for what, tensor in tensors:
@@ -347,14 +350,30 @@ class FastCell(_FastBase):
             return _tensor(result, input, self.dtype)
 
 
+_TORCH_MODULES_DIR = os.path.dirname(sys.modules[nn.Module.__module__].__file__)
+
+
+def _stacklevel_of_caller():
+    """The stacklevel of the first frame outside this file and torch.nn's
+    module machinery (whose depth varies with hooks): a warning then points
+    at the model code that called the module."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and (frame.f_code.co_filename == __file__ or
+                                 frame.f_code.co_filename.startswith(_TORCH_MODULES_DIR)):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+_is_exporting = getattr(torch.compiler, "is_exporting", lambda: False)
+
+
 def _recording_a_graph():
     """Whether torch is recording this call into a graph. lstm_fast's results
     would enter it as constants, the same whatever the input: under
     torch.jit.trace (and torch.onnx.export's TorchScript path) the swapped
     modules have torch's own modules, built from their parameters, recorded
     instead; torch.export, which runs on fake tensors, they refuse."""
-    is_exporting = getattr(torch.compiler, "is_exporting", None)
-    if is_exporting is not None and is_exporting():
+    if _is_exporting():
         raise RuntimeError("torch.export cannot record lstm_fast's modules, which run NumPy "
                            "and C code: export a restored copy, "
                            "lstm_fast.torch.restore_modules(copy.deepcopy(model)), or trace "

@@ -443,6 +443,11 @@ def test_ndarray_subclasses_behave_as_plain_arrays_on_every_call(mode):
                 layer(masked_late)
             with pytest.raises(TypeError, match="input holds masked arrays with masked values"):
                 layer.stream(batch_size=1).step([masked_late[2]])
+    # A masked int after a number makes numpy raise MaskError instead.
+    ints = [[1, 2, 3]] * len(x)
+    ints[2] = [3, np.ma.masked_array(5, mask=True), 1]
+    with pytest.raises(TypeError, match="input holds masked arrays with masked values"):
+        layer(ints)
     # A NaN of the caller's own is data: it propagates, as in torch.
     with_nan = x.tolist()
     with_nan[2][1] = float("nan")

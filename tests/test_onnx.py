@@ -533,8 +533,13 @@ def test_load_checks_attributes(rng):
     model = _single_node_model("RNN", inputs, {"hidden_size": H, "dtype": "float64"}, name="r")
     with pytest.raises(ValueError, match=r"node r: RNN has no attribute\(s\) \['dtype'\]"):
         lo.load(model)
-    # Opset 1's output_sequence changes nothing here (Y is always computed).
+    # Opset 1's output_sequence changes nothing here (Y is always computed);
+    # opsets from 7 on have no such attribute.
     model = _single_node_model("RNN", inputs, {"hidden_size": H, "output_sequence": 0}, name="r")
+    with pytest.raises(ValueError, match="attribute output_sequence exists in opset 1 to 6, "
+                                         "and the model's opset is 14"):
+        lo.load(model)
+    model.opset_import[0].version = 1
     X = inputs[0].astype(np.float32)
     for g, e in zip(lo.load(model)["r"](X), call("RNN", [a.astype(np.float32) for a in inputs])):
         np.testing.assert_array_equal(g, e)
@@ -584,7 +589,7 @@ def test_load_refuses_what_onnx_refuses(rng):
         (activations_not_a_list, ValueError, "attribute activations must be of type STRINGS, "
                                              "got STRING"),
         (no_r, ValueError, r"node g: input R \(position 2\) is required"),
-        (old_opset_layout, ValueError, "attribute layout exists from opset 14, and the "
+        (old_opset_layout, ValueError, "attribute layout exists in opset 14 on, and the "
                                        "model's opset is 7"),
     ]:
         with pytest.raises(error, match=match):
@@ -595,22 +600,17 @@ def test_load_refuses_what_onnx_refuses(rng):
     assert isinstance(lo.load(model_with(lambda model: None))["g"], lo.Operator)
 
 
-def test_load_reads_constant_nodes_of_lists(rng):
-    # sequence_lens as a Constant node's value_ints is the node's, as an
-    # initializer would be; the call need not pass it.
+def test_load_refuses_int64_sequence_lens(rng):
+    # The schema's T1 is int32; ONNX Runtime refuses int64 lengths too.
     onnx = pytest.importorskip("onnx")
-    from onnx import helper
+    from onnx import numpy_helper
     inputs = make_inputs(rng, "RNN", direction="forward")[:5]
-    lengths = [int(v) for v in inputs[4]]
-    model = _single_node_model("RNN", inputs[:4] + [None], {"hidden_size": H}, name="r")
-    model.graph.node[0].input[4] = "lengths"
-    model.graph.node.insert(0, helper.make_node("Constant", [], ["lengths"],
-                                                value_ints=lengths))
-    operator = lo.load(model)["r"]
-    X = inputs[0].astype(np.float32)
-    cast = [a.astype(np.float32) if a.dtype.kind == "f" else a for a in inputs]
-    for g, e in zip(operator(X), call("RNN", cast), strict=True):
-        np.testing.assert_array_equal(g, e)
+    model = _single_node_model("RNN", inputs, {"hidden_size": H}, name="r",
+                               constant_data=("sequence_lens",))
+    lengths = next(t for t in model.graph.initializer if t.name == "sequence_lens")
+    lengths.CopyFrom(numpy_helper.from_array(inputs[4].astype(np.int64), "sequence_lens"))
+    with pytest.raises(TypeError, match="node r: sequence_lens must be int32 .* got int64"):
+        lo.load(model)
 
 
 def test_load_converts_only_what_recurrent_nodes_read(tmp_path, rng):

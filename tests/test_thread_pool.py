@@ -139,11 +139,14 @@ def test_forked_child_keeps_the_parents_thread_count(monkeypatch):
     # As torch.set_num_threads: a fork-based multiprocessing pool of workers
     # set to one thread each must not grow back to the core count (nor
     # trip over a bad variable that set_num_threads overrode).
+    before = lstm_fast.get_num_threads()
     monkeypatch.setenv("LSTM_FAST_NUM_THREADS", "abc")
-    for threads in (1, 3):
-        lstm_fast.set_num_threads(threads)
-        assert _result_of_forked_child(_child_reports_its_threads) == threads
-    lstm_fast.set_num_threads(_config.default_threads())
+    try:
+        for threads in (1, 3):
+            lstm_fast.set_num_threads(threads)
+            assert _result_of_forked_child(_child_reports_its_threads) == threads
+    finally:
+        lstm_fast.set_num_threads(before)
 
 
 @pytest.mark.parametrize("kind, options, variant", [

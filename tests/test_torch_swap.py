@@ -669,9 +669,12 @@ def test_integer_checkpoints_load_as_torchs_copy_does():
 
 def test_a_gradient_expected_through_a_swapped_module_warns():
     model = lft.replace_modules(nn.Sequential(nn.Linear(3, 3), nn.LSTM(3, 4)))
+    model[1].register_forward_hook(lambda module, args, out: None)
     x = torch.randn(5, 2, 3)
-    with pytest.warns(UserWarning, match="swapped LSTM is for inference: no gradient flows"):
+    with pytest.warns(UserWarning, match="swapped LSTM is for inference: no gradient flows") as w:
         model(x)
+    # At the model code's line, however deep torch's module machinery goes.
+    assert w[0].filename == __file__
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         with torch.no_grad():

@@ -332,3 +332,11 @@ def test_rnn_activations_that_are_its_own_nonlinearity_say_so():
     mixed = lstm_fast.RNN(3, 4, bidirectional=True,
                           variant={"activations": [[("relu", 0, 0)], [("tanh", 0, 0)]]})
     assert mixed.variant is not None and "activations" in mixed.variant
+    # Checked as any activations first: one entry per direction, one
+    # (name, alpha, beta) triple of numbers each.
+    for bad, match in (([[("relu", 0, 0)]], "one entry per direction"),
+                       ([[("relu", 0, 0), ("sigmoid", 0, 0)]] * 2, "must hold 1"),
+                       ([[("relu", "x", None)]] * 2, "alpha and beta must be numbers"),
+                       ([[("relu",)]] * 2, "triple")):
+        with pytest.raises((TypeError, ValueError), match=match):
+            lstm_fast.RNN(3, 4, bidirectional=True, variant={"activations": bad})
