@@ -412,7 +412,7 @@ def load(model):
     model: a path, the serialized model (bytes) or an onnx.ModelProto; the
     nodes of its main graph are read (not those inside If/Loop/Scan bodies
     or model functions). Weights (W, R, B, P) must be initializers or
-    Constant nodes (also through Identity nodes; not sparse ones), of the
+    Constant nodes with a dense value (also through Identity nodes), of the
     one type T the operator gives weights and states; the data
     inputs (X, sequence_lens, initial_h, initial_c) are what the returned
     Operator is called with, except those the model fixes as constants, which
