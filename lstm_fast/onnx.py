@@ -421,7 +421,7 @@ def load(model):
     op_type_index (its index in the graph's node list), with a suffix _1,
     _2, ... if a named node already has that name. Nodes that the operator
     schemas (of the model's opset) refuse are refused: too many or missing
-    inputs, attributes of the wrong type or newer than the opset.
+    inputs, attributes of the wrong type or not in that opset, int64 lengths.
     Needs the onnx package.
     """
     try:
