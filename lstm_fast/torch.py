@@ -208,8 +208,13 @@ class _FastBase(nn.Module):
         if local_metadata.get("assign_to_params_buffers", False):
             # load_state_dict(assign=True): torch's module takes the
             # checkpoint's tensors, and with them their dtype.
-            dtypes = {value.dtype for value in mine.values()
-                      if isinstance(value, torch.Tensor) and value.is_floating_point()}
+            dtypes = {value.dtype for value in mine.values() if isinstance(value, torch.Tensor)}
+            integral = sorted(str(dtype) for dtype in dtypes
+                              if not dtype.is_floating_point and not dtype.is_complex)
+            if integral:  # torch's Parameter refuses them too (no gradient)
+                error_msgs.append(f"{where}: assign=True with tensors of {', '.join(integral)}: "
+                                  f"parameters must be floating-point")
+                return
             if len(dtypes) > 1:
                 error_msgs.append(f"{where}: assign=True with tensors of several dtypes "
                                   f"({', '.join(sorted(map(str, dtypes)))}): a swapped module "

@@ -159,6 +159,10 @@ def test_assign_with_several_dtypes_or_bad_shapes_changes_nothing():
     with pytest.raises(RuntimeError, match="assign=True with tensors of several dtypes "
                                            r"\(torch.float32, torch.float64\)"):
         swapped.load_state_dict(mixed, assign=True)
+    integers = {name: value.long() for name, value in before.items()}
+    with pytest.raises(RuntimeError, match="assign=True with tensors of torch.int64: "
+                                           "parameters must be floating-point"):
+        swapped.load_state_dict(integers, assign=True)
     wrong_shape = {name: value.float() for name, value in before.items()}
     wrong_shape["weight_hh_l0"] = torch.zeros(12, 5)
     with pytest.raises(RuntimeError, match="weight_hh_l0"):
