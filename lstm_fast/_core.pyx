@@ -470,9 +470,13 @@ cdef class Engine:
                       | (LF_LSTM_COUPLED_INPUT_FORGET if coupled_input_forget else 0)
                       | (LF_GRU_RESET_BEFORE_PRODUCT if reset_before_product else 0))
         try:
-            clip = float(clip)
+            clip_value = float(clip)
+        except OverflowError:  # an int past the float range
+            raise ValueError(f"clip must be a finite number >= 0 (0: no clip), "
+                             f"got {clip!r}") from None
         except (TypeError, ValueError):
             raise TypeError(f"clip must be a number, got {clip!r}") from None
+        clip = clip_value
         if not (math.isfinite(clip) and clip >= 0):
             raise ValueError(f"clip must be a finite number >= 0 (0: no clip), got {clip!r}")
         desc.clip = clip

@@ -27,9 +27,9 @@ purpose:
   state after no steps, as TensorFlow and lstm_fast's layers have it (torch
   refuses length 0); ONNX Runtime returns zeros.
 """
-import math
 import numbers
 import os
+import sys
 
 import numpy as np
 
@@ -163,7 +163,9 @@ class Operator:
         if clip is not None:
             if isinstance(clip, bool) or not isinstance(clip, numbers.Real) or not clip > 0:
                 raise ValueError(f"clip must be a number > 0 (inf: no clip), got {clip!r}")
-            if math.isinf(clip):  # bounds nothing, as ONNX Runtime runs it
+            # inf bounds nothing, as ONNX Runtime runs it; nor does an int
+            # past the float range (float() would raise OverflowError).
+            if clip > sys.float_info.max:
                 clip = None
 
         W = _array("W", W)
