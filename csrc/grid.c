@@ -37,7 +37,6 @@ typedef struct forward_job {
     const lf_forward_args *args;
     const lf_workspace_layout *ws;
     char *wbase;
-    lf_barrier barrier;
 } forward_job;
 
 static void fill_state(void *dst, const void *src, size_t bytes) {
@@ -133,15 +132,15 @@ static void run_step(direction_run *run, lf_step_args *st) {
     if (p->desc.flags & LF_GRU_RESET_BEFORE_PRODUCT) {
         st->phase = 1;
         if (has_panels) k->step[dtype](st);
-        lf_barrier_wait(&job->barrier, run->count);
+        lf_barrier_wait(job->args->pool, run->index, run->count);
         st->phase = 2;
     }
     if (has_panels) k->step[dtype](st);
-    lf_barrier_wait(&job->barrier, run->count);
+    lf_barrier_wait(job->args->pool, run->index, run->count);
     if (st->m) {
         project_state(p, run->packed, run->layout, st->m, run->h_prev, run->h_next, y_t, ld_out,
                       B, job->args->lengths, st->t, run->index, run->count);
-        lf_barrier_wait(&job->barrier, run->count);
+        lf_barrier_wait(job->args->pool, run->index, run->count);
     }
     char *swap = run->h_prev;
     run->h_prev = run->h_next;
@@ -255,14 +254,14 @@ static void run_direction(forward_job *job, int64_t layer, int64_t dir, const ch
     const int reset_before = (d->flags & LF_GRU_RESET_BEFORE_PRODUCT) != 0;
 
     /* The previous direction's last reads of the shared state are done. */
-    lf_barrier_wait(&job->barrier, count);
+    lf_barrier_wait(job->args->pool, index, count);
     if (index == 0) {
         fill_state(h_prev, a->h0 ? (const char *)a->h0 + (size_t)slot * h_bytes : NULL, h_bytes);
         if (d->cell == LF_CELL_LSTM)
             fill_state(c, a->c0 ? (const char *)a->c0 + (size_t)slot * c_bytes : NULL, c_bytes);
         if (m) memset(m, 0, c_bytes); /* rows of ended sequences are projected too */
     }
-    lf_barrier_wait(&job->barrier, count);
+    lf_barrier_wait(job->args->pool, index, count);
 
     int64_t p0, p1;
     share(n_panels, index, count, &p0, &p1);

@@ -178,12 +178,10 @@ LF_HIDDEN const lf_kernels *lf_kernels_for(lf_isa isa);
 typedef void (*lf_job_fn)(void *arg, int index, int n);
 LF_HIDDEN void lf_pool_run(lf_pool *pool, int n_wanted, lf_job_fn fn, void *arg);
 
-/* A reusable spin barrier for the n threads of one job; zero-initialise. */
-typedef struct lf_barrier {
-    _Atomic int count;
-    _Atomic int phase;
-} lf_barrier;
-LF_HIDDEN void lf_barrier_wait(lf_barrier *barrier, int n);
+/* The barrier of the job the pool runs: thread `index` of the job's n waits
+ * until all n have called it as often (any number of times per job). n = 1
+ * (and so a NULL pool) returns at once. */
+LF_HIDDEN void lf_barrier_wait(lf_pool *pool, int index, int n);
 LF_HIDDEN int lf_cpu_supports(lf_isa isa);
 
 /* ---- layouts ------------------------------------------------------------ */
