@@ -465,8 +465,8 @@ static LF_INLINE void F(step_tile)(const int rows, const int NP, const int G,
 }
 
 #if LF_AHEAD_Q > 0
-/* A lone row's step on one panel that also carries a share of the input
- * projection of the next S = G*LF_AHEAD_Q rows (s->ahead_x): gate
+/* A lone row's step on NP panels p[0..NP-1] that also carries a share of
+ * the input projection of the next S = G*LF_AHEAD_Q rows (s->ahead_x): gate
  * ahead_gate over rows [ahead_k0, ahead_k1) of W_ih, on top of the partial
  * sums in ahead_gx (the bias before W_ih's row 0). At a batch of one a step only
  * streams W_hh through the cache with the FMA units half idle, while the
@@ -477,49 +477,77 @@ static LF_INLINE void F(step_tile)(const int rows, const int NP, const int G,
  * panel layout keeps each gate's rows together). Both sums keep one chain per
  * accumulator in k order (as accumulate and gemm_tile; a partial sum
  * stored and reloaded is exact): the same bits as without projecting ahead.
- * One panel per tile: with the S projection chains it has chains enough. */
-static LF_INLINE void F(step_tile_ahead)(const int G, const lf_cell_kind cell, const int generic,
-                                         const lf_step_args *s, int64_t p) {
+ * Two panels per tile, as step_cell's lone row: one panel's G recurrent
+ * chains, each taking LF_AHEAD_Q dependent FMAs per iteration, bound the
+ * loop by the FMA latency where two FMA pipes need 8 chains. Against one
+ * panel per tile (Intel VM, 2 FMA pipes, 1 thread, B=1, I=H, same bits):
+ * H=64 0.93x the time, H=256 0.93x, H=512 0.99x, T=1000 H=128 0.97x, GRU
+ * H=256 0.90x; on two threads 0.93-1.05x. */
+static LF_INLINE void F(step_tile_ahead)(const int NP, const int G, const lf_cell_kind cell,
+                                         const int generic, const lf_step_args *s,
+                                         const int64_t *p) {
     const int Q = LF_AHEAD_Q, S = G * LF_AHEAD_Q;
     const int64_t PW = G * NB, R = s->R, I = s->I;
-    VEC acc[1][4], proj[4 * LF_AHEAD_Q];
-    F(start_gates)(G, cell, s, 0, p, acc[0]);
-    const int64_t col = p * PW + s->ahead_gate * NB;
-    REAL *out = (REAL *)s->ahead_gx + col;
-    const VEC bias = F(load)((const REAL *)s->bias + col);
+    VEC acc[LF_ROW_PANELS][4], proj[LF_ROW_PANELS][4 * LF_AHEAD_Q];
     const REAL *x = (const REAL *)s->ahead_x;
     int64_t x_row[4 * LF_AHEAD_Q];
 #pragma GCC unroll 16
-    for (int r = 0; r < S; ++r) {
-        x_row[r] = (r < s->ahead_valid ? r : 0) * I;
-        proj[r] = s->ahead_k0 == 0 ? bias : F(load)(out + r * s->ldgx);
+    for (int r = 0; r < S; ++r) x_row[r] = (r < s->ahead_valid ? r : 0) * I;
+    const int64_t rows_ih = LF_PROJECTION_ROWS(I);
+    const REAL *w_hh[LF_ROW_PANELS], *w_ih[LF_ROW_PANELS];
+    REAL *out[LF_ROW_PANELS];
+#pragma GCC unroll 2
+    for (int j = 0; j < NP; ++j) {
+        F(start_gates)(G, cell, s, 0, p[j], acc[j]);
+        const int64_t col = p[j] * PW + s->ahead_gate * NB;
+        out[j] = (REAL *)s->ahead_gx + col;
+        const VEC bias = F(load)((const REAL *)s->bias + col);
+#pragma GCC unroll 16
+        for (int r = 0; r < S; ++r)
+            proj[j][r] = s->ahead_k0 == 0 ? bias : F(load)(out[j] + r * s->ldgx);
+        w_hh[j] = (const REAL *)s->w_hh + p[j] * R * PW;
+        w_ih[j] = (const REAL *)s->w_ih + (p[j] * PW + s->ahead_gate * NB) * rows_ih;
     }
     const REAL *h = (const REAL *)s->h_prev;
-    const REAL *w_hh = (const REAL *)s->w_hh + p * R * PW;
-    const int64_t rows_ih = LF_PROJECTION_ROWS(I);
-    const REAL *w_ih = (const REAL *)s->w_ih + (p * PW + s->ahead_gate * NB) * rows_ih;
     int64_t kh = 0, ki = s->ahead_k0;
     for (; ki < s->ahead_k1 && kh + Q <= R; ++ki, kh += Q) {
 #pragma GCC unroll 4
         for (int q = 0; q < Q; ++q) {
             const VEC a = F(splat)(h[kh + q]);
+#pragma GCC unroll 2
+            for (int j = 0; j < NP; ++j)
 #pragma GCC unroll 4
-            for (int g = 0; g < G; ++g) acc[0][g] += a * F(load)(w_hh + (kh + q) * PW + g * NB);
+                for (int g = 0; g < G; ++g)
+                    acc[j][g] += a * F(load)(w_hh[j] + (kh + q) * PW + g * NB);
         }
-        const VEC w = F(load)(w_ih + ki * NB);
+        VEC w[LF_ROW_PANELS];
+#pragma GCC unroll 2
+        for (int j = 0; j < NP; ++j) w[j] = F(load)(w_ih[j] + ki * NB);
 #pragma GCC unroll 16
-        for (int r = 0; r < S; ++r) proj[r] += F(splat)(x[x_row[r] + ki]) * w;
+        for (int r = 0; r < S; ++r) {
+            const VEC a = F(splat)(x[x_row[r] + ki]);
+#pragma GCC unroll 2
+            for (int j = 0; j < NP; ++j) proj[j][r] += a * w[j];
+        }
     }
-    const REAL *w_hh_rest = w_hh + kh * PW; /* W_ih's slice ran out first */
-    F(accumulate)(1, 1, G, R - kh, h + kh, R, &w_hh_rest, LF_RECURRENT_PANEL(G), acc);
+    const REAL *w_hh_rest[LF_ROW_PANELS]; /* W_ih's slice ran out first */
+#pragma GCC unroll 2
+    for (int j = 0; j < NP; ++j) w_hh_rest[j] = w_hh[j] + kh * PW;
+    F(accumulate)(1, NP, G, R - kh, h + kh, R, w_hh_rest, LF_RECURRENT_PANEL(G), acc);
     for (; ki < s->ahead_k1; ++ki) {
-        const VEC w = F(load)(w_ih + ki * NB);
+#pragma GCC unroll 2
+        for (int j = 0; j < NP; ++j) {
+            const VEC w = F(load)(w_ih[j] + ki * NB);
 #pragma GCC unroll 16
-        for (int r = 0; r < S; ++r) proj[r] += F(splat)(x[x_row[r] + ki]) * w;
+            for (int r = 0; r < S; ++r) proj[j][r] += F(splat)(x[x_row[r] + ki]) * w;
+        }
     }
-    F(finish_tile_row)(cell, generic, s, acc[0], 0, p);
+#pragma GCC unroll 2
+    for (int j = 0; j < NP; ++j) {
+        F(finish_tile_row)(cell, generic, s, acc[j], 0, p[j]);
 #pragma GCC unroll 16
-    for (int r = 0; r < S; ++r) F(store)(out + r * s->ldgx, proj[r]);
+        for (int r = 0; r < S; ++r) F(store)(out[j] + r * s->ldgx, proj[j][r]);
+    }
 }
 #endif
 
@@ -649,12 +677,28 @@ LF_STEP_KIND(step_rnn_relu_general, 1, LF_CELL_RNN_RELU, 1)
 #undef LF_STEP_KIND
 
 #if LF_AHEAD_Q > 0
+/* A lone row's panels in tiles of LF_ROW_PANELS, as step_cell's. */
+static LF_INLINE void F(step_ahead_panels)(const int G, const lf_cell_kind cell, const int generic,
+                                           const lf_step_args *s) {
+    int64_t i = s->panel_begin;
+    for (; i + LF_ROW_PANELS <= s->panel_end; i += LF_ROW_PANELS) {
+        int64_t p[LF_ROW_PANELS];
+        for (int j = 0; j < LF_ROW_PANELS; ++j) p[j] = lf_step_panel(s, i + j);
+        F(step_tile_ahead)(LF_ROW_PANELS, G, cell, generic, s, p);
+    }
+    for (; i < s->panel_end; ++i) {
+        const int64_t p = lf_step_panel(s, i);
+        F(step_tile_ahead)(1, G, cell, generic, s, &p);
+    }
+}
+#endif
+
+#if LF_AHEAD_Q > 0
 /* The projecting-ahead steps of a batch of one (LSTM and GRU), each its
  * own function for the same reason. */
 #define LF_STEP_AHEAD_KIND(name, G, cell, generic)                           \
     static __attribute__((noinline)) void F(name)(const lf_step_args *s) {   \
-        for (int64_t i = s->panel_begin; i < s->panel_end; ++i)              \
-            F(step_tile_ahead)(G, cell, generic, s, lf_step_panel(s, i));    \
+        F(step_ahead_panels)(G, cell, generic, s);                           \
     }
 LF_STEP_AHEAD_KIND(step_lstm_ahead, 4, LF_CELL_LSTM, 0)
 LF_STEP_AHEAD_KIND(step_lstm_general_ahead, 4, LF_CELL_LSTM, 1)
