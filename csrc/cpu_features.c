@@ -1,5 +1,6 @@
 /*
- * cpu_features.c -- can this CPU and OS run an ISA?
+ * cpu_features.c -- can this CPU and OS run an ISA, and how large is a
+ * core's L2 cache?
  *
  * Compiled at the baseline (no -m flags) because it runs before anything
  * knows what the CPU supports. The CPU flag alone is not enough: the OS must
@@ -11,6 +12,7 @@
  * around it.
  */
 #include "internal.h"
+#include <unistd.h>
 
 #if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
 #define LF_X86 1
@@ -47,6 +49,25 @@ LF_HIDDEN int lf_cpu_supports(lf_isa isa) {
     if (isa == LF_ISA_PORTABLE) return 1;
 #ifdef LF_X86
     return x86_supports(isa);
+#else
+    return 0;
+#endif
+}
+
+/* CPUID 0x80000006 ECX[31:16] (L2 size in KiB) is defined alike by Intel and
+ * AMD; elsewhere the C library may know (glibc reads the same registers, or
+ * the kernel's cache description on other architectures). */
+int64_t lf_cpu_l2_bytes(void) {
+#ifdef LF_X86
+    if (__get_cpuid_max(0x80000000u, 0) >= 0x80000006u) {
+        unsigned a, b, c, d;
+        __cpuid(0x80000006u, a, b, c, d);
+        return (int64_t)(c >> 16) * 1024;
+    }
+    return 0;
+#elif defined(_SC_LEVEL2_CACHE_SIZE)
+    const long bytes = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    return bytes > 0 ? (int64_t)bytes : 0;
 #else
     return 0;
 #endif

@@ -92,6 +92,10 @@ int lf_isa_available(lf_isa isa);
 /* The most capable available ISA. */
 lf_isa lf_isa_best(void);
 
+/* Bytes of a core's L2 cache as the CPU reports it, 0 if unknown. Read once
+ * per plan, to schedule a batch of one (lf_plan.project_ahead). */
+int64_t lf_cpu_l2_bytes(void);
+
 /* Elements per SIMD vector for an ISA and dtype: the hidden-unit block width
  * of the packed weights (informational; packing handles it). */
 int64_t lf_isa_vector_width(lf_isa isa, lf_dtype dtype);
@@ -176,6 +180,9 @@ typedef struct lf_plan {
     size_t elem_size;       /* bytes per element of desc.dtype */
     int generic;            /* 1 when any variant, clip or non-default activation is
                                set: the kernels take their general (slower) path */
+    int project_ahead;      /* 1 when a batch of one may project its input ahead
+                               (lf_schedule.ahead_rows): the ISA's kernels can, and
+                               every layer's packed W_ih fits a core's L2 */
     const void *kernels;    /* const lf_kernels * of desc.isa (internal.h) */
 } lf_plan;
 

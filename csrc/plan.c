@@ -66,6 +66,21 @@ LF_HIDDEN void lf_cell_opts_of(const lf_plan *plan, int64_t direction, lf_cell_o
     }
 }
 
+/* A batch of one that projects ahead (grid.c) streams all of W_ih through
+ * the cache once per block of S steps, where the GEMM chunks read it once
+ * per chunk of up to 128 steps; that pays while W_ih stays in the core's
+ * L2. Past it W_ih comes from the L3 every block, and on the Intel VM of
+ * bench/RESULTS.md the L3 delivers 30 GB/s to a core against the L2's 186:
+ * LSTM B=1 H=512 (4 MiB of W_ih, 2 MiB L2) took 1.17x the GEMM chunks' time
+ * projecting ahead on one thread and 1.31x on two, H=1024 1.06x and 1.08x,
+ * while H=128-256 (W_ih up to 1 MiB) took 0.91-0.97x. (The Zen 4 VM, whose
+ * L3 read about as fast as its L2, also gained at 4 MiB of W_ih.) CPUs
+ * that do not report their L2 are taken to have 1 MiB. */
+static size_t ahead_cache_bytes(void) {
+    const int64_t l2 = lf_cpu_l2_bytes();
+    return l2 > 0 ? (size_t)l2 : (size_t)1 << 20;
+}
+
 /* Largest dimension accepted: keeps every int64 product of two dimensions
  * and a gate count far from overflow before the size_t checks even start. */
 #define LF_MAX_DIM ((int64_t)1 << 31)
@@ -102,12 +117,16 @@ lf_status lf_plan_init(lf_plan *plan, const lf_desc *desc) {
     p.kernels = k;
     p.generic = generic;
 
-    /* Refuse now, not at the first call, if any layer's packed size overflows. */
+    /* Refuse now, not at the first call, if any layer's packed size
+     * overflows; layers from 1 on are alike. */
     lf_packed_layout layout;
+    size_t w_ih_bytes = 0; /* the largest layer's packed W_ih */
     for (int64_t layer = 0; layer < (desc->num_layers > 1 ? 2 : 1); ++layer) {
         lf_status st = lf_packed_layout_of(&p, layer, &layout);
         if (st != LF_OK) return st;
+        if (layout.w_hh - layout.w_ih > w_ih_bytes) w_ih_bytes = layout.w_hh - layout.w_ih;
     }
+    p.project_ahead = k->ahead_rows[G] > 0 && w_ih_bytes < ahead_cache_bytes();
     *plan = p;
     return LF_OK;
 }
@@ -224,13 +243,14 @@ LF_HIDDEN lf_status lf_workspace_layout_of(const lf_plan *plan, int64_t T, int64
     if (chunk > T) chunk = T > 0 ? T : 1;
     out->chunk_steps = chunk;
     const int reset_before = (d->flags & LF_GRU_RESET_BEFORE_PRODUCT) != 0;
-    /* A batch of one projects ahead when its ISA's kernels can and the
-     * sequence has two blocks (grid.c, run_steps_projecting_ahead); not the
-     * GRU with the reset before the product, whose step has two phases. */
+    /* A batch of one projects ahead when the plan may (its ISA's kernels
+     * can, W_ih fits the L2) and the sequence has two blocks (grid.c,
+     * run_steps_projecting_ahead); not the GRU with the reset before the
+     * product, whose step has two phases. */
     out->ahead_rows = 0;
-    if (B == 1 && plan->gates >= 3 && !reset_before) {
+    if (B == 1 && plan->project_ahead && !reset_before) {
         const int64_t S = ((const lf_kernels *)plan->kernels)->ahead_rows[plan->gates];
-        if (S > 0 && T >= 2 * S) out->ahead_rows = S;
+        if (T >= 2 * S) out->ahead_rows = S;
     }
     /* Fused chunks (lf_chunk_fuses_input) never touch gx. */
     const size_t gx_steps = out->ahead_rows > 0 ? (size_t)(2 * out->ahead_rows)

@@ -164,6 +164,7 @@ def cpu_info():
         with the reason under "isa_error"), "isa_forced" (the LSTM_FAST_ISA
         value, or None when unset, empty or "auto"), "vector_width"
         ({isa: {"float32": n, "float64": n}} for the compiled ISAs), "cpu",
+        "l2_cache_bytes" (a core's L2 as the CPU reports it, 0 if unknown),
         "machine", "platform", "python", "numpy", "num_threads" (None if
         LSTM_FAST_NUM_THREADS is invalid, with the reason under "threads_error").
     """
@@ -185,6 +186,7 @@ def cpu_info():
             for isa in compiled
         },
         "cpu": _cpu_model(),
+        "l2_cache_bytes": _core.l2_cache_bytes(),
         "machine": platform.machine(),
         "platform": platform.platform(),
         "python": platform.python_version(),
@@ -225,6 +227,7 @@ def show_config(file=None):
         ("vector width", widths),
         ("threads", str(info["num_threads"]) if info["num_threads"] else f"none: {info['threads_error']}"),
         ("CPU", info["cpu"]),
+        ("L2 per core", f"{info['l2_cache_bytes'] // 1024} KiB" if info["l2_cache_bytes"] else "unknown"),
         ("machine", info["machine"]),
         ("platform", info["platform"]),
         ("python", info["python"]),

@@ -47,6 +47,7 @@ cdef extern from "lstm_fast.h" nogil:
     int lf_isa_available(lf_isa isa)
     lf_isa lf_isa_best()
     int64_t lf_isa_vector_width(lf_isa isa, lf_dtype dtype)
+    int64_t lf_cpu_l2_bytes()
 
     unsigned LF_LSTM_PEEPHOLE
     unsigned LF_LSTM_COUPLED_INPUT_FORGET

@@ -355,6 +355,15 @@ def isa_best():
     return lf_isa_name(best).decode("ascii")
 
 
+def l2_cache_bytes():
+    """Bytes of a core's L2 cache as the CPU reports it (0: unknown); plans
+    project a batch of one ahead only while W_ih fits it."""
+    cdef int64_t bytes
+    with nogil:  # CPUID traps to the hypervisor in a VM
+        bytes = lf_cpu_l2_bytes()
+    return bytes
+
+
 def isa_vector_width(name, dtype):
     """Elements per SIMD vector of the ISA `name` for float32 or float64."""
     cdef lf_isa isa

@@ -6,7 +6,7 @@ import lstm_fast
 from helpers import MODES, make_hx, make_input, make_layer, make_rng, proj_for, split
 
 KEYS = {"version", "isa_compiled", "isa_available", "isa_best", "isa_active", "isa_forced",
-        "vector_width", "platform"}
+        "vector_width", "platform", "l2_cache_bytes"}
 
 
 def test_cpu_info_keys():
@@ -34,6 +34,10 @@ def test_cpu_info_keys():
         assert w["float32"] >= 1 and w["float64"] >= 1 and w["float32"] >= w["float64"]
         assert w["float32"] == _core.isa_vector_width(name, np.float32)
         assert w["float64"] == _core.isa_vector_width(name, np.float64)
+    # CPUID 0x80000006 on x86-64; elsewhere what the C library reports, or 0
+    assert info["l2_cache_bytes"] == _core.l2_cache_bytes() >= 0
+    if info["machine"].lower() in ("x86_64", "amd64"):
+        assert info["l2_cache_bytes"] >= 256 * 1024 and info["l2_cache_bytes"] % 1024 == 0
 
 
 def test_cpu_info_is_fresh_copy():

@@ -26,7 +26,21 @@ LENGTHS_IN_BLOCKS = [1, 5, 7, 8, 9, 11, 12, 13, 15, 16, 17, 23, 24, 33, 50]
 AHEAD_ROWS = {"lstm": 8, "lstmp": 8, "gru": 6}  # the AVX-512 kernels' blocks
 
 
+def ahead_cache_bytes():
+    """The L2 that W_ih must fit for a batch of one to project ahead (plan.c)."""
+    return _core.l2_cache_bytes() or 1 << 20
+
+
+def packed_w_ih_bytes(mode, I, H, dtype):
+    """Bytes of one layer-direction's packed W_ih: gate blocks of I+1 rows of
+    H rounded up to the SIMD width (the AVX-512 one, where S > 0)."""
+    gates = 3 if mode == "gru" else 4
+    block = 64 // np.dtype(dtype).itemsize
+    return gates * -(-H // block) * block * (I + 1) * np.dtype(dtype).itemsize
+
+
 def expected_ahead_rows(isa, mode, T, B=1):
+    # The layers below have W_ih far below any L2 (test_large_w_ih_keeps_the_gemm).
     S = AHEAD_ROWS.get(mode, 0) if isa == "avx512" else 0
     return S if B == 1 and T >= 2 * S else 0
 
@@ -138,3 +152,35 @@ def test_projecting_ahead_needs_a_ring_of_two_blocks_only(isa):
         assert engine.workspace_bytes(16, 1) == engine.workspace_bytes(10**6, 1)
     else:
         assert 0 < ring < 5 * 1024 * 1024
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("mode", ["lstm", "gru"])
+def test_large_w_ih_keeps_the_gemm(isa, mode, dtype):
+    # Projecting ahead reads all of W_ih once per block of S steps: only
+    # while it fits a core's L2. Just below that it does; at it, the GEMM
+    # chunks (which read W_ih once per chunk) run instead, with the same
+    # results. The second layer of a stack has its own W_ih (I = H).
+    H = 16
+    per_input = packed_w_ih_bytes(mode, 1, H, dtype) // 2  # bytes per input feature
+    I_over = -(-ahead_cache_bytes() // per_input) - 1      # I + 1 rows: W_ih reaches the L2
+    I_fits = I_over - 1
+    assert (packed_w_ih_bytes(mode, I_fits, H, dtype) < ahead_cache_bytes()
+            <= packed_w_ih_bytes(mode, I_over, H, dtype))
+    T = 2 * AHEAD_ROWS[mode]
+    for I, expected in ((I_fits, expected_ahead_rows(isa, mode, T)), (I_over, 0)):
+        layer = make_layer(mode, I, H, dtype=dtype, seed=8)
+        assert layer._current_engine().schedule(T, 1)["ahead_rows"] == expected
+    H_deep = 16  # the smallest multiple of 16 whose layer 1 (I = 2H) has W_ih over the L2
+    while packed_w_ih_bytes(mode, 2 * H_deep, H_deep, dtype) < ahead_cache_bytes():
+        H_deep += 16
+    deep = make_layer(mode, 3, H_deep, num_layers=2, bidirectional=True, dtype=dtype, seed=9)
+    assert deep._current_engine().schedule(T, 1)["ahead_rows"] == 0
+    shallow = make_layer(mode, 3, H_deep - 16, num_layers=2, bidirectional=True, dtype=dtype)
+    assert shallow._current_engine().schedule(T, 1)["ahead_rows"] == expected_ahead_rows(isa, mode, T)
+    # The chunked path's result, checked against the reference.
+    rng = make_rng("ahead-large", mode, np.dtype(dtype).name)
+    x = make_input(rng, T, 1, I_over, dtype)
+    hx = make_hx(mode, rng, 1, 1, H, 0, dtype)
+    expected = reference.module_forward(ref_mode(mode), params64(layer), x, hx, None, False)
+    assert_result(mode, layer(x, hx=hx), expected, dtype)
