@@ -21,7 +21,9 @@
  * only meeting point is one barrier per step, after which every thread sees
  * the complete new h (two with LSTMP: m must be complete before projecting).
  * Each value is computed by one thread in a fixed order, so results are
- * bitwise identical for any number of threads.
+ * bitwise identical for any number of threads. A step too small for that
+ * barrier to pay runs on one thread while another projects the next chunk's
+ * input (run_steps_pipelined), meeting once per chunk.
  *
  * Variable lengths (pack_padded_sequence semantics) need no reordering: a
  * sequence runs at step t iff t < length. Ended rows keep their state and
@@ -37,6 +39,8 @@ typedef struct forward_job {
     const lf_forward_args *args;
     const lf_workspace_layout *ws;
     char *wbase;
+    int pipelined;             /* run_steps_pipelined, in chunks of ws->pipeline_steps,
+                                  if the pool gives the job two threads */
 } forward_job;
 
 static void fill_state(void *dst, const void *src, size_t bytes) {
@@ -90,19 +94,21 @@ typedef struct direction_run {
     const char *in;            /* (T, B, I) */
     char *out;                 /* (T, B, D*R) */
     int64_t dir;
-    int index, count;          /* this thread, of count */
+    int index, count;          /* this thread, of the count that share each step
+                                  (pipelined: 0 of 1, the thread that steps) */
     char *h_prev, *h_next;     /* swapped after every step */
 } direction_run;
 
-/* This thread's panels of the input projection (biases included) of time
- * steps [t0, t1) into gx, one row per (t, b) from t0 on. */
-static void project_input(const direction_run *run, int64_t t0, int64_t t1, char *gx) {
+/* Share `part` of `parts` of the panels of the input projection (biases
+ * included) of time steps [t0, t1) into gx, one row per (t, b) from t0 on. */
+static void project_input(const direction_run *run, int part, int parts, int64_t t0, int64_t t1,
+                          char *gx) {
     const lf_plan *p = run->job->plan;
     const int64_t B = run->job->args->B, I = run->layout->in_size;
     const int64_t G = p->gates, width = G * p->block, ldgx = G * p->hidden_padded;
     const size_t e = p->elem_size;
     int64_t p0, p1;
-    share(p->hidden_padded / p->block, run->index, run->count, &p0, &p1);
+    share(p->hidden_padded / p->block, part, parts, &p0, &p1);
     if (p1 == p0) return;
     lf_gemm_args g = {
         .M = (t1 - t0) * B, .K = I, .A = run->in + (size_t)(t0 * B * I) * e, .lda = I,
@@ -174,7 +180,7 @@ static void run_steps_projecting_ahead(direction_run *run, const lf_step_args *c
     lf_step_args st = *common; /* once: each step sets only its own fields */
     int64_t lo, hi;
     block_steps(0, S, T, run->dir, &lo, &hi);
-    project_input(run, lo, hi, ring);
+    project_input(run, run->index, run->count, lo, hi, ring);
     for (int64_t j = 0; j < n_blocks; ++j) {
         char *this_block = ring + (size_t)(j % 2) * block_bytes;
         char *next_block = ring + (size_t)((j + 1) % 2) * block_bytes;
@@ -217,7 +223,7 @@ static void run_steps_in_chunks(direction_run *run, const lf_step_args *common) 
         const int64_t chunk_index = run->dir == 0 ? ci : n_chunks - 1 - ci;
         const int64_t t0 = chunk_index * chunk, t1 = t0 + chunk < T ? t0 + chunk : T;
         const int fused_input = lf_chunk_fuses_input(p->desc.cell, t1 - t0);
-        if (!fused_input) project_input(run, t0, t1, gx);
+        if (!fused_input) project_input(run, run->index, run->count, t0, t1, gx);
         for (int64_t s = 0; s < t1 - t0; ++s) {
             const int64_t t = run->dir == 0 ? t0 + s : t1 - 1 - s;
             st.t = t;
@@ -225,6 +231,51 @@ static void run_steps_in_chunks(direction_run *run, const lf_step_args *common) 
             st.x = fused_input ? run->in + (size_t)(t * B * I) * e : NULL;
             run_step(run, &st);
         }
+    }
+}
+
+/* A step too small to split over threads (LF_PIPELINE_MAX_STEP_WORK) on
+ * two: thread 0 runs every step, chunk after chunk, while thread 1 computes
+ * the next chunk's input projection into the other half of a ring of two
+ * chunks of gx; they meet once per chunk. Both project the first chunk.
+ * The GEMM is the chunked path's, so the bits are too. index and count:
+ * this thread of the job's. */
+static void run_steps_pipelined(direction_run *run, const lf_step_args *common, int index,
+                                int count) {
+    forward_job *job = run->job;
+    const lf_plan *p = job->plan;
+    const int64_t T = job->args->T, B = job->args->B, C = job->ws->pipeline_steps;
+    const size_t e = p->elem_size, chunk_bytes = (size_t)(C * B * common->ldgx) * e;
+    char *ring = job->wbase + job->ws->gx;
+    const int64_t n_chunks = (T + C - 1) / C;
+    int64_t lo, hi;
+    block_steps(0, C, T, run->dir, &lo, &hi);
+    project_input(run, index, count, lo, hi, ring);
+    lf_barrier_wait(job->args->pool, index, count);
+    lf_step_args st = *common; /* once: each step sets only its own fields */
+    for (int64_t j = 0; j < n_chunks; ++j) {
+        char *this_chunk = ring + (size_t)(j % 2) * chunk_bytes;
+        if (index == 0) {
+            /* The other core wrote these rows: ask for all of them now
+             * rather than one step's at a time. */
+            for (size_t offset = 0; offset < chunk_bytes; offset += LF_ALIGN)
+                __builtin_prefetch(this_chunk + offset, 0, 3);
+            block_steps(j, C, T, run->dir, &lo, &hi);
+            for (int64_t i = 0; i < hi - lo; ++i) {
+                const int64_t t = run->dir == 0 ? lo + i : hi - 1 - i;
+                st.t = t;
+                st.gx = this_chunk + (size_t)((t - lo) * B * common->ldgx) * e;
+                run_step(run, &st);
+            }
+        } else if (j + 1 < n_chunks) {
+            int64_t next_lo, next_hi;
+            block_steps(j + 1, C, T, run->dir, &next_lo, &next_hi);
+            project_input(run, index - 1, count - 1, next_lo, next_hi,
+                          ring + (size_t)((j + 1) % 2) * chunk_bytes);
+        }
+        /* Chunk j's rows are read and chunk j+1's written before either
+         * half of the ring is reused. */
+        lf_barrier_wait(job->args->pool, index, count);
     }
 }
 
@@ -263,8 +314,12 @@ static void run_direction(forward_job *job, int64_t layer, int64_t dir, const ch
     }
     lf_barrier_wait(job->args->pool, index, count);
 
-    int64_t p0, p1;
-    share(n_panels, index, count, &p0, &p1);
+    /* The threads that share each step, and this one's panels. (A busy
+     * pool runs the job on one thread, which then steps as usual.) */
+    const int pipelined = job->pipelined && count > 1;
+    const int step_index = pipelined ? 0 : index, step_count = pipelined ? 1 : count;
+    int64_t p0 = 0, p1 = 0;
+    if (step_index == index) share(n_panels, step_index, step_count, &p0, &p1);
     const int64_t ldgx = G * Hp;
     /* What every step of this layer-direction shares; each step sets its
      * time index, gx row, output row and (fused or ahead) input rows. */
@@ -284,9 +339,10 @@ static void run_direction(forward_job *job, int64_t layer, int64_t dir, const ch
     };
     direction_run run = {
         .job = job, .layout = &layout, .packed = packed, .in = in, .out = out, .dir = dir,
-        .index = index, .count = count, .h_prev = h_prev, .h_next = h_next,
+        .index = step_index, .count = step_count, .h_prev = h_prev, .h_next = h_next,
     };
-    if (ws->ahead_rows > 0) run_steps_projecting_ahead(&run, &common, ws->ahead_rows);
+    if (pipelined) run_steps_pipelined(&run, &common, index, count);
+    else if (ws->ahead_rows > 0) run_steps_projecting_ahead(&run, &common, ws->ahead_rows);
     else run_steps_in_chunks(&run, &common);
     h_prev = run.h_prev;
     if (index == 0) {
@@ -310,21 +366,9 @@ static void forward_thread(void *arg, int index, int count) {
     }
 }
 
-/* Below this many multiply-adds per step and thread, meeting at a barrier
- * every step costs more than the second thread saves. Two threads against
- * one, T=100 (Zen 4, one run of medians over 1000 calls, work per step in
- * parentheses): LSTM B=1 H=64 (16K) 0.71x the time, B=4 H=32 (16K) 0.94x,
- * B=2 H=32 (8K) 1.00x, B=1 H=48 (9K) 1.14x, H=32 (4K) 1.16x; GRU B=1 H=48
- * (7K) 0.86x, H=64 (12K) 0.93x: the crossover lies in 7-16K. */
-#define LF_MIN_STEP_WORK_PER_THREAD ((int64_t)8 * 1024)
-
 static int useful_threads(const lf_plan *p, int64_t B, int available, int requested) {
     const int64_t n_panels = p->hidden_padded / p->block;
-    int64_t step_work; /* saturates: any overflow means "plenty of work" */
-    if (__builtin_mul_overflow(B, p->state_size, &step_work) ||
-        __builtin_mul_overflow(step_work, p->gates * p->hidden_padded, &step_work))
-        step_work = INT64_MAX;
-    int64_t n = requested > 0 ? requested : step_work / LF_MIN_STEP_WORK_PER_THREAD;
+    int64_t n = requested > 0 ? requested : lf_step_work(p, B) / LF_MIN_STEP_WORK_PER_THREAD;
     if (n > n_panels) n = n_panels;
     if (n > available) n = available;
     return n < 1 ? 1 : (int)n;
@@ -384,6 +428,10 @@ lf_status lf_forward(const lf_plan *plan, const lf_forward_args *args) {
         return LF_OK;
     }
     forward_job job = {.plan = plan, .args = args, .ws = &ws, .wbase = lf_align_ptr(args->workspace)};
-    lf_pool_run(args->pool, useful_threads(plan, B, lf_pool_threads(args->pool), args->threads), forward_thread, &job);
+    const int available = lf_pool_threads(args->pool);
+    /* A requested thread count splits the steps, as documented. */
+    job.pipelined = ws.pipeline_steps > 0 && available >= 2 && args->threads == 0;
+    const int n = job.pipelined ? 2 : useful_threads(plan, B, available, args->threads);
+    lf_pool_run(args->pool, n, forward_thread, &job);
     return LF_OK;
 }

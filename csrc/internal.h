@@ -51,6 +51,49 @@ static inline int lf_chunk_fuses_input(lf_cell_kind cell, int64_t chunk_steps) {
     return chunk_steps == 1 && cell != LF_CELL_GRU;
 }
 
+/* ---- how a forward shares its threads (grid.c decides, plan.c sizes gx) --
+ * A step's work: B*R*G*Hp multiply-adds, saturating (any overflow means
+ * "plenty of work"). */
+static inline int64_t lf_step_work(const lf_plan *p, int64_t B) {
+    int64_t work;
+    if (__builtin_mul_overflow(B, p->state_size, &work) ||
+        __builtin_mul_overflow(work, p->gates * p->hidden_padded, &work))
+        return INT64_MAX;
+    return work;
+}
+
+/* Below this many multiply-adds per step and thread, meeting at a barrier
+ * every step costs more than the second thread saves. Two threads against
+ * one, T=100 (Zen 4, one run of medians over 1000 calls, work per step in
+ * parentheses): LSTM B=1 H=64 (16K) 0.71x the time, B=4 H=32 (16K) 0.94x,
+ * B=2 H=32 (8K) 1.00x, B=1 H=48 (9K) 1.14x, H=32 (4K) 1.16x; GRU B=1 H=48
+ * (7K) 0.86x, H=64 (12K) 0.93x: the crossover lies in 7-16K. */
+#define LF_MIN_STEP_WORK_PER_THREAD ((int64_t)8 * 1024)
+
+/* Within this much work per step, two threads pipeline instead (grid.c,
+ * run_steps_pipelined): one runs every step, the other projects the next
+ * LF_PIPELINE_STEPS steps' input, and they meet once per such chunk instead
+ * of once per step. Against what the threads did before, one thread up to
+ * 16K and the steps split over two from there (Intel VM, in-process A/B,
+ * T=50, I=H, same bits; work per step in parentheses): LSTM B=2 H=32 (8K)
+ * 1.08x the time, B=1 H=48 (9K) 0.87x, H=64 (16K) 0.79x, H=80 (26K)
+ * 0.88x, H=96 (37K) 0.98x; GRU H=64 (12K) 0.81x, H=96 (28K) 0.92x. Past
+ * the bound, at B=1 H=112 (50K), the split steps took 0.93x of the
+ * pipeline's time (at B=4 H=64, 64K, a batch's larger GEMM, 1.08x). */
+#define LF_PIPELINE_MIN_STEP_WORK ((int64_t)9 * 1024)
+#define LF_PIPELINE_MAX_STEP_WORK ((int64_t)32 * 1024)
+#define LF_PIPELINE_STEPS 8
+
+/* Steps per chunk when a forward of T x B on two threads or more pipelines
+ * (a ring of two such chunks of gx), 0 when it never does. */
+static inline int64_t lf_pipeline_steps(const lf_plan *p, int64_t T, int64_t B) {
+    const int64_t work = lf_step_work(p, B);
+    return work >= LF_PIPELINE_MIN_STEP_WORK && work < LF_PIPELINE_MAX_STEP_WORK &&
+                   T >= 2 * LF_PIPELINE_STEPS
+               ? LF_PIPELINE_STEPS
+               : 0;
+}
+
 static inline void *lf_align_ptr(void *p) {
     uintptr_t u = (uintptr_t)p;
     return (void *)((u + (LF_ALIGN - 1)) & ~(uintptr_t)(LF_ALIGN - 1));
@@ -200,6 +243,8 @@ typedef struct lf_workspace_layout {
     int64_t chunk_steps;   /* time steps per input-projection chunk */
     int64_t ahead_rows;    /* > 0: B = 1 projects ahead in blocks of this many
                               steps (grid.c), gx a ring of two blocks */
+    int64_t pipeline_steps;/* > 0: on two threads or more, the forward pipelines
+                              in chunks of this many steps, gx a ring of two */
     size_t gx, between_layers, h_a, h_b, c, m;
     size_t gru_rh, gru_z;  /* LF_GRU_RESET_BEFORE_PRODUCT only */
     size_t total;

@@ -224,10 +224,15 @@ lf_status lf_plan_workspace_size(const lf_plan *plan, int64_t T, int64_t B, size
  * projects its own input; a GRU's still takes a GEMM per step).
  * ahead_rows: 0, or the block of steps of a batch of one whose input
  * projection the previous block's steps compute, a slice each, in the
- * gaps of their recurrent product (then chunk_steps does not apply). */
+ * gaps of their recurrent product (then chunk_steps does not apply).
+ * pipeline_steps: 0, or, when the forward gets two threads or more
+ * (lf_forward_args.threads 0), the chunk of steps one thread projects
+ * while the other runs the previous chunk's steps (then neither of the
+ * others applies). */
 typedef struct lf_schedule {
     int64_t chunk_steps;
     int64_t ahead_rows;
+    int64_t pipeline_steps;
 } lf_schedule;
 lf_status lf_plan_schedule(const lf_plan *plan, int64_t T, int64_t B, lf_schedule *out);
 
@@ -270,8 +275,10 @@ typedef struct lf_forward_args {
     size_t workspace_bytes;
     lf_pool *pool;          /* NULL: run on the calling thread only */
     int threads;            /* 0: as many of the pool's threads as the work
-                               repays; k > 0: min(k, pool size, hidden blocks),
-                               e.g. to test threading on small shapes. */
+                               repays (two, pipelined, for small steps:
+                               lf_schedule); k > 0: the steps split over
+                               min(k, pool size, hidden blocks), e.g. to test
+                               threading on small shapes. */
     unsigned step_parity;   /* Any value gives the same results. Steps walk
                                the weights in alternating orders, chosen by the
                                parity of t + step_parity, which keeps more of

@@ -253,9 +253,11 @@ LF_HIDDEN lf_status lf_workspace_layout_of(const lf_plan *plan, int64_t T, int64
         if (T >= 2 * S) out->ahead_rows = S;
     }
     /* Fused chunks (lf_chunk_fuses_input) never touch gx. */
-    const size_t gx_steps = out->ahead_rows > 0 ? (size_t)(2 * out->ahead_rows)
-                            : lf_chunk_fuses_input(d->cell, chunk) ? 0
-                                                                   : (size_t)chunk;
+    size_t gx_steps = out->ahead_rows > 0 ? (size_t)(2 * out->ahead_rows)
+                      : lf_chunk_fuses_input(d->cell, chunk) ? 0
+                                                             : (size_t)chunk;
+    out->pipeline_steps = lf_pipeline_steps(plan, T, B);
+    if ((size_t)(2 * out->pipeline_steps) > gx_steps) gx_steps = (size_t)(2 * out->pipeline_steps);
 
     size_t gx_values, between = 0;
     if (!lf_mul(step_values, gx_steps, &gx_values) ||
@@ -303,6 +305,7 @@ lf_status lf_plan_schedule(const lf_plan *plan, int64_t T, int64_t B, lf_schedul
     if (st == LF_OK) {
         out->chunk_steps = layout.chunk_steps;
         out->ahead_rows = layout.ahead_rows;
+        out->pipeline_steps = layout.pipeline_steps;
     }
     return st;
 }

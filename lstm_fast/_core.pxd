@@ -115,6 +115,7 @@ cdef extern from "lstm_fast.h" nogil:
     ctypedef struct lf_schedule:
         int64_t chunk_steps
         int64_t ahead_rows
+        int64_t pipeline_steps
     lf_status lf_plan_schedule(const lf_plan *plan, int64_t T, int64_t B, lf_schedule *out)
 
     int LF_MAX_THREADS

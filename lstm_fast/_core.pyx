@@ -701,13 +701,15 @@ cdef class Engine:
 
     def schedule(self, steps, batch):
         """How a forward of `steps` x `batch` runs (lf_plan_schedule): time
-        steps per input-projection chunk, and the block of a batch of one
-        that projects its input ahead (0: none). The same bits either way;
+        steps per input-projection chunk, the block of a batch of one that
+        projects its input ahead (0: none), and the chunk a forward on two
+        threads or more pipelines in (0: none). The same bits either way;
         for tests and tuning."""
         cdef lf_schedule sched
         _check(lf_plan_schedule(&self._plan, _size("steps", steps), _size("batch", batch),
                                 &sched), "schedule")
-        return {"chunk_steps": sched.chunk_steps, "ahead_rows": sched.ahead_rows}
+        return {"chunk_steps": sched.chunk_steps, "ahead_rows": sched.ahead_rows,
+                "pipeline_steps": sched.pipeline_steps}
 
     def call_fast(self, input, hx, ThreadPool pool, bint cell=False, bint batch_first=False):
         """The per-call fast path of the layers and cells: when `input` and `hx`

@@ -1,0 +1,125 @@
+"""A step too small to split over threads runs pipelined on two (grid.c,
+run_steps_pipelined): one thread runs every step, the other projects the
+next chunk's input into a ring of two chunks, and they meet once per chunk.
+Engine.schedule says when (pipeline_steps); these tests pick shapes where it
+does, check that, and compare a two-thread call with a one-thread call bit
+for bit and with the float64 reference: every cell kind, LSTMP, variants,
+stacked and bidirectional layers (the reverse direction walks the chunks
+from the end), lengths ending inside a chunk or at zero, and T from the
+shortest that pipelines to lengths off the chunk size.
+"""
+import numpy as np
+import pytest
+
+import lstm_fast
+import reference
+from helpers import assert_result, make_hx, make_input, make_layer, make_rng, params64, ref_mode
+from lstm_fast import _core
+
+CHUNK = 8  # LF_PIPELINE_STEPS
+
+
+def _variant_layer(mode, I, H, dtype, seed, **kw):
+    if mode == "lstm_variant":
+        return lstm_fast.LSTM(I, H, dtype=dtype, seed=seed, **kw,
+                              variant={"peephole": True, "coupled_input_forget": True, "clip": 1.5})
+    return lstm_fast.GRU(I, H, dtype=dtype, seed=seed, **kw,
+                         variant={"reset_before_product": True, "clip": 0.9})
+
+
+LAYERS = {  # mode -> (input size, hidden size, layer factory)
+    "lstm": (13, 40, lambda dtype, **kw: make_layer("lstm", 13, 40, dtype=dtype, seed=1, **kw)),
+    "lstmp": (13, 40, lambda dtype, **kw: make_layer("lstmp", 13, 40, proj_size=17, dtype=dtype,
+                                                     seed=2, **kw)),
+    "gru": (13, 40, lambda dtype, **kw: make_layer("gru", 13, 40, dtype=dtype, seed=3, **kw)),
+    "rnn_tanh": (13, 64, lambda dtype, **kw: make_layer("rnn_tanh", 13, 64, dtype=dtype, seed=4,
+                                                        **kw)),
+    "rnn_relu": (13, 64, lambda dtype, **kw: make_layer("rnn_relu", 13, 64, dtype=dtype, seed=5,
+                                                        **kw)),
+    "lstm_variant": (13, 40, lambda dtype, **kw: _variant_layer("lstm_variant", 13, 40, dtype, 6,
+                                                                **kw)),
+    "gru_variant": (13, 40, lambda dtype, **kw: _variant_layer("gru_variant", 13, 40, dtype, 7,
+                                                               **kw)),
+}
+
+
+def _pipelined_batch(engine, T):
+    """The smallest batch whose step is in the pipelined range."""
+    for B in range(1, 17):
+        if engine.schedule(T, B)["pipeline_steps"]:
+            return B
+    pytest.fail("no batch up to 16 pipelines: the test's shapes miss the range")
+
+
+def _forward(layer, x, hx, lengths, pool):
+    engine = layer._current_engine()
+    h0, c0 = hx if isinstance(hx, tuple) else (hx, None)
+    dtype = layer.dtype
+    args = (np.ascontiguousarray(x, dtype), np.ascontiguousarray(h0, dtype),
+            None if c0 is None else np.ascontiguousarray(c0, dtype),
+            None if lengths is None else np.array(lengths, np.int64))
+    return engine.forward(*args) if pool is None else engine.forward(*args, pool, 0)
+
+
+def _ref_mode(mode):
+    return {"lstm_variant": "lstm", "gru_variant": "gru"}.get(mode, ref_mode(mode))
+
+
+@pytest.mark.parametrize("T", [2 * CHUNK, 2 * CHUNK + 1, 3 * CHUNK - 1, 41])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("mode", list(LAYERS))
+def test_pipelined_matches_one_thread_and_reference(isa, mode, dtype, T):
+    I, H, factory = LAYERS[mode]
+    layer = factory(dtype, num_layers=2, bidirectional=True)
+    engine = layer._current_engine()
+    B = _pipelined_batch(engine, T)
+    assert engine.schedule(T, B)["pipeline_steps"] == CHUNK
+    assert engine.schedule(2 * CHUNK - 1, B)["pipeline_steps"] == 0  # too short to pipeline
+    rng = make_rng("pipeline", mode, np.dtype(dtype).name, T)
+    x = make_input(rng, T, B, I, dtype)
+    P = getattr(layer, "proj_size", 0)
+    hx = make_hx(_ref_mode(mode), rng, 4, B, H, P, dtype)
+    # ends inside a chunk, at zero, at T, and one step into the second chunk
+    lengths = [T - 3, 0, T, CHUNK + 1][:B] + [T] * max(0, B - 4)
+    one = _forward(layer, x, hx, lengths, None)
+    two = _forward(layer, x, hx, lengths, _core.ThreadPool(2))
+    for a, b in zip(one, two):
+        if a is not None:
+            np.testing.assert_array_equal(a, b)
+    if mode == "gru_variant":
+        return  # no module reference for the reset-before GRU: its bits match one thread
+    variant = layer.variant if mode == "lstm_variant" else None
+    expected = reference.module_forward(_ref_mode(mode), params64(layer), x, hx, lengths, False,
+                                        variant=variant)
+    assert_result(_ref_mode(mode), layer(x, hx=hx, lengths=lengths), expected, dtype)
+
+
+def test_pipelined_through_the_layer_api(isa):
+    # The layers pass the process's thread setting; with two threads a small
+    # LSTM pipelines and gives the bits of one thread.
+    layer = make_layer("lstm", 24, 64, dtype=np.float32, seed=8)
+    assert layer._current_engine().schedule(50, 1)["pipeline_steps"] == CHUNK
+    x = make_input(make_rng("pipeline-api"), 50, 1, 24, np.float32)
+    previous = lstm_fast.get_num_threads()
+    try:
+        lstm_fast.set_num_threads(1)
+        one = layer(x)
+        lstm_fast.set_num_threads(2)
+        two = layer(x)
+    finally:
+        lstm_fast.set_num_threads(previous)
+    np.testing.assert_array_equal(one[0], two[0])
+    for a, b in zip(one[1], two[1]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_pipeline_range_follows_the_step_work(isa):
+    # Pipelined between LF_PIPELINE_MIN_STEP_WORK (9K) and
+    # LF_PIPELINE_MAX_STEP_WORK (32K) multiply-adds per step, B*R*G*Hp.
+    layer = make_layer("lstm", 8, 64, dtype=np.float32)  # Hp = 64 on every ISA: 16K at B=1
+    engine = layer._current_engine()
+    assert engine.schedule(100, 1)["pipeline_steps"] == CHUNK
+    assert engine.schedule(100, 2)["pipeline_steps"] == 0   # 32K: the steps split instead
+    small = make_layer("lstm", 8, 32, dtype=np.float32)    # 4K at B=1, 8K at B=2
+    assert small._current_engine().schedule(100, 2)["pipeline_steps"] == 0
+    assert small._current_engine().schedule(100, 3)["pipeline_steps"] == CHUNK  # 12K
