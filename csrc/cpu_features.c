@@ -1,6 +1,6 @@
 /*
- * cpu_features.c -- can this CPU and OS run an ISA, and how large is a
- * core's L2 cache?
+ * cpu_features.c -- can this CPU and OS run an ISA, and how large are the
+ * caches that feed one core?
  *
  * Compiled at the baseline (no -m flags) because it runs before anything
  * knows what the CPU supports. The CPU flag alone is not enough: the OS must
@@ -71,4 +71,24 @@ int64_t lf_cpu_l2_bytes(void) {
 #else
     return 0;
 #endif
+}
+
+/* AMD's Zen cores read their L3 at about the rate of their L2 (the Zen 4 VM
+ * of bench/RESULTS.md: 88-95 GB/s against 97-124), where Intel's server
+ * cores, behind a mesh, read it at a fraction (the Intel VM: 30 GB/s
+ * against 186). So on AMD the L3 counts: CPUID 0x80000006 EDX[31:18], in
+ * 512 KiB units, is AMD's (Intel leaves it zero). */
+LF_HIDDEN int64_t lf_cpu_stream_cache_bytes(void) {
+#ifdef LF_X86
+    unsigned a, vendor_b, vendor_c, vendor_d;
+    __cpuid(0, a, vendor_b, vendor_c, vendor_d);
+    /* "AuthenticAMD" and Hygon's "HygonGenuine" (Zen), by their first word */
+    const int zen = vendor_b == 0x68747541u /* Auth */ || vendor_b == 0x6f677948u /* Hygo */;
+    if (zen && __get_cpuid_max(0x80000000u, 0) >= 0x80000006u) {
+        unsigned b, c, d;
+        __cpuid(0x80000006u, a, b, c, d);
+        if (d >> 18) return (int64_t)(d >> 18) * 512 * 1024;
+    }
+#endif
+    return lf_cpu_l2_bytes();
 }

@@ -226,6 +226,9 @@ LF_HIDDEN void lf_pool_run(lf_pool *pool, int n_wanted, lf_job_fn fn, void *arg)
  * (and so a NULL pool) returns at once. */
 LF_HIDDEN void lf_barrier_wait(lf_pool *pool, int index, int n);
 LF_HIDDEN int lf_cpu_supports(lf_isa isa);
+/* Bytes of the largest cache that streams to one core at about the rate of
+ * its L2: the L2, or on AMD's Zen the L3 (cpu_features.c); 0 if unknown. */
+LF_HIDDEN int64_t lf_cpu_stream_cache_bytes(void);
 
 /* ---- layouts ------------------------------------------------------------ */
 /* Byte offsets inside one layer-direction's packed buffer, relative to its

@@ -92,8 +92,7 @@ int lf_isa_available(lf_isa isa);
 /* The most capable available ISA. */
 lf_isa lf_isa_best(void);
 
-/* Bytes of a core's L2 cache as the CPU reports it, 0 if unknown. Read once
- * per plan, to schedule a batch of one (lf_plan.project_ahead). */
+/* Bytes of a core's L2 cache as the CPU reports it, 0 if unknown. */
 int64_t lf_cpu_l2_bytes(void);
 
 /* Elements per SIMD vector for an ISA and dtype: the hidden-unit block width
@@ -180,9 +179,12 @@ typedef struct lf_plan {
     size_t elem_size;       /* bytes per element of desc.dtype */
     int generic;            /* 1 when any variant, clip or non-default activation is
                                set: the kernels take their general (slower) path */
-    int project_ahead;      /* 1 when a batch of one may project its input ahead
-                               (lf_schedule.ahead_rows): the ISA's kernels can, and
-                               every layer's packed W_ih fits a core's L2 */
+    int64_t ahead_cache_bytes; /* a batch of one may project its input ahead
+                               (lf_schedule.ahead_rows) while every layer's packed
+                               W_ih is smaller: the largest cache that streams to a
+                               core at about its L2's rate (0: the ISA's kernels
+                               never project ahead) */
+    int project_ahead;      /* 1 when this network's W_ih is that small */
     const void *kernels;    /* const lf_kernels * of desc.isa (internal.h) */
 } lf_plan;
 

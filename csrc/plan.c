@@ -68,17 +68,18 @@ LF_HIDDEN void lf_cell_opts_of(const lf_plan *plan, int64_t direction, lf_cell_o
 
 /* A batch of one that projects ahead (grid.c) streams all of W_ih through
  * the cache once per block of S steps, where the GEMM chunks read it once
- * per chunk of up to 128 steps; that pays while W_ih stays in the core's
- * L2. Past it W_ih comes from the L3 every block, and on the Intel VM of
- * bench/RESULTS.md the L3 delivers 30 GB/s to a core against the L2's 186:
- * LSTM B=1 H=512 (4 MiB of W_ih, 2 MiB L2) took 1.17x the GEMM chunks' time
- * projecting ahead on one thread and 1.31x on two, H=1024 1.06x and 1.08x,
- * while H=128-256 (W_ih up to 1 MiB) took 0.91-0.97x. (The Zen 4 VM, whose
- * L3 read about as fast as its L2, also gained at 4 MiB of W_ih.) CPUs
- * that do not report their L2 are taken to have 1 MiB. */
-static size_t ahead_cache_bytes(void) {
-    const int64_t l2 = lf_cpu_l2_bytes();
-    return l2 > 0 ? (size_t)l2 : (size_t)1 << 20;
+ * per chunk of up to 128 steps; that pays while W_ih comes at about the
+ * L2's rate. On the Intel VM of bench/RESULTS.md, whose L3 delivers 30 GB/s
+ * to a core against the L2's 186, LSTM B=1 H=512 (4 MiB of W_ih, 2 MiB L2)
+ * took 1.17x the GEMM chunks' time projecting ahead on one thread and 1.31x
+ * on two, H=1024 1.06x and 1.08x, while H=128-256 (W_ih up to 1 MiB) took
+ * 0.91-0.98x; on the Zen 4 VM, whose L3 reads about as fast as its L2,
+ * H=512 took 0.94x (lf_cpu_stream_cache_bytes). CPUs that report no cache
+ * sizes are taken to stream 1 MiB. */
+static int64_t ahead_cache_bytes(const lf_kernels *k, int64_t gates) {
+    if (k->ahead_rows[gates] == 0) return 0;
+    const int64_t bytes = lf_cpu_stream_cache_bytes();
+    return bytes > 0 ? bytes : (int64_t)1 << 20;
 }
 
 /* Largest dimension accepted: keeps every int64 product of two dimensions
@@ -126,7 +127,8 @@ lf_status lf_plan_init(lf_plan *plan, const lf_desc *desc) {
         if (st != LF_OK) return st;
         if (layout.w_hh - layout.w_ih > w_ih_bytes) w_ih_bytes = layout.w_hh - layout.w_ih;
     }
-    p.project_ahead = k->ahead_rows[G] > 0 && w_ih_bytes < ahead_cache_bytes();
+    p.ahead_cache_bytes = ahead_cache_bytes(k, G);
+    p.project_ahead = w_ih_bytes < (size_t)p.ahead_cache_bytes;
     *plan = p;
     return LF_OK;
 }

@@ -97,6 +97,8 @@ cdef extern from "lstm_fast.h" nogil:
         int64_t hidden_padded
         size_t elem_size
         int generic
+        int64_t ahead_cache_bytes
+        int project_ahead
         const void *kernels
 
     lf_status lf_plan_init(lf_plan *plan, const lf_desc *desc)

@@ -631,6 +631,14 @@ cdef class Engine:
         """Width of h: proj_size when projecting, else hidden_size."""
         return self._plan.state_size
 
+    @property
+    def ahead_cache_bytes(self):
+        """A batch of one projects its input ahead (schedule's ahead_rows) only
+        while every layer's packed W_ih is smaller than this: the largest
+        cache that streams to a core at about its L2's rate (0: this ISA's
+        kernels never project ahead)."""
+        return self._plan.ahead_cache_bytes
+
     def __repr__(self):
         return (f"Engine(cell={self.cell!r}, input_size={self.input_size}, "
                 f"hidden_size={self.hidden_size}, proj_size={self.proj_size}, "
