@@ -123,3 +123,74 @@ def test_pipeline_range_follows_the_step_work(isa):
     small = make_layer("lstm", 8, 32, dtype=np.float32)    # 4K at B=1, 8K at B=2
     assert small._current_engine().schedule(100, 2)["pipeline_steps"] == 0
     assert small._current_engine().schedule(100, 3)["pipeline_steps"] == CHUNK  # 12K
+
+
+def _forward_on(engine, x, pool=None, threads=0):
+    return engine.forward(x) if pool is None else engine.forward(x, None, None, None, pool, threads)
+
+
+# Shapes whose one-thread path is another one: projecting ahead (a batch of
+# one, AVX-512), the step's fused input projection (a batch of 32 and up).
+OTHER_PATHS = {
+    "lstm-B1": (lambda: make_layer("lstm", 64, 64, dtype=np.float32, seed=10), 50, 1),
+    "gru-B1": (lambda: make_layer("gru", 64, 64, dtype=np.float32, seed=11), 50, 1),
+    "lstm-B32": (lambda: make_layer("lstm", 12, 12, dtype=np.float32, seed=12), 23, 32),
+}
+
+
+@pytest.mark.parametrize("name", list(OTHER_PATHS))
+def test_pipelined_gives_the_bits_of_the_other_paths(isa, name):
+    factory, T, B = OTHER_PATHS[name]
+    engine = factory()._current_engine()
+    assert engine.schedule(T, B)["pipeline_steps"] == CHUNK
+    if name.endswith("B1"):
+        assert engine.schedule(T, B)["ahead_rows"] == (0 if isa != "avx512" else
+                                                       {"lstm": 8, "gru": 6}[name[:-3]])
+    else:
+        assert engine.schedule(T, B)["chunk_steps"] == 1  # fused on one thread
+    x = make_input(make_rng("pipeline-paths", name), T, B, engine.input_size, np.float32)
+    one = _forward_on(engine, x)
+    for got in (_forward_on(engine, x, _core.ThreadPool(2)),
+                _forward_on(engine, x, _core.ThreadPool(4)),      # a job of 2 on a pool of 4
+                _forward_on(engine, x, _core.ThreadPool(2), 2)):  # asked for: the split steps
+        for a, b in zip(one, got):
+            if a is not None:
+                np.testing.assert_array_equal(a, b)
+
+
+def test_pipelined_calls_sharing_a_busy_pool(isa):
+    # A second caller that finds the pool busy runs alone (count 1), where a
+    # job marked for the pipeline must step as usual; every call, whichever
+    # ran how, gives the one-thread bits.
+    import threading
+    engine = make_layer("lstm", 48, 48, dtype=np.float32, seed=13)._current_engine()
+    assert engine.schedule(40, 1)["pipeline_steps"] == CHUNK
+    xs = [make_input(make_rng("pipeline-busy", i), 40, 1, 48, np.float32) for i in range(4)]
+    expected = [_forward_on(engine, x)[0] for x in xs]
+    pool, failures = _core.ThreadPool(2), []
+
+    def caller(offset):
+        for i in range(60):
+            k = (i + offset) % len(xs)
+            if not np.array_equal(_forward_on(engine, xs[k], pool)[0], expected[k]):
+                failures.append(k)
+
+    threads = [threading.Thread(target=caller, args=(n,)) for n in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures
+
+
+def test_a_wide_input_splits_the_steps_instead(isa):
+    # The projecting thread must keep up: no layer's input wider than 4x the
+    # state (the second layer of a bidirectional stack reads 2x).
+    for I, expected in ((4 * 48, CHUNK), (4 * 48 + 1, 0)):
+        engine = make_layer("lstm", I, 48, dtype=np.float32)._current_engine()
+        assert engine.schedule(40, 1)["pipeline_steps"] == expected
+    stacked = make_layer("lstm", 8, 48, num_layers=2, bidirectional=True, dtype=np.float32)
+    assert stacked._current_engine().schedule(40, 1)["pipeline_steps"] == CHUNK
+    for I, expected in ((44, CHUNK), (45, 0)):  # the state of an LSTMP is P = 11 wide
+        lstmp = make_layer("lstmp", I, 96, proj_size=11, dtype=np.float32)
+        assert lstmp._current_engine().schedule(40, 4)["pipeline_steps"] == expected
