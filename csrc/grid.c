@@ -161,7 +161,8 @@ static void block_steps(int64_t j, int64_t S, int64_t T, int64_t dir, int64_t *l
 }
 
 /* A batch of one projects its input ahead (plan.c decides when: kernels
- * with ahead_rows, so far AVX-512, and T of two blocks or more): steps go
+ * with ahead_rows, so far AVX-512, a W_ih within lf_plan.ahead_cache_bytes
+ * and T of two blocks or more; unless it pipelines): steps go
  * in blocks of S = ahead_rows[G], and while block j runs, its S steps
  * compute the input projection of block j+1's S rows (step_tile_ahead),
  * each one gate over one slice of W_ih, into the other half of a two-block
@@ -234,10 +235,14 @@ static void run_steps_in_chunks(direction_run *run, const lf_step_args *common) 
     }
 }
 
+/* The most of a chunk of gx the stepping thread asks the cache for at once. */
+#define LF_PIPELINE_PREFETCH_BYTES ((size_t)16 * 1024)
+
 /* A step too small to split over threads (LF_PIPELINE_MAX_STEP_WORK) on
- * two: thread 0 runs every step, chunk after chunk, while thread 1 computes
- * the next chunk's input projection into the other half of a ring of two
- * chunks of gx; they meet once per chunk. Both project the first chunk.
+ * two: thread 0 runs every step, chunk after chunk, while thread 1 (the
+ * others, if the job has more) computes the next chunk's input projection
+ * into the other half of a ring of two chunks of gx; they meet once per
+ * chunk. All project the first chunk.
  * The GEMM is the chunked path's, so the bits are too. index and count:
  * this thread of the job's. */
 static void run_steps_pipelined(direction_run *run, const lf_step_args *common, int index,
@@ -256,9 +261,12 @@ static void run_steps_pipelined(direction_run *run, const lf_step_args *common, 
     for (int64_t j = 0; j < n_chunks; ++j) {
         char *this_chunk = ring + (size_t)(j % 2) * chunk_bytes;
         if (index == 0) {
-            /* The other core wrote these rows: ask for all of them now
-             * rather than one step's at a time. */
-            for (size_t offset = 0; offset < chunk_bytes; offset += LF_ALIGN)
+            /* The other core wrote these rows: ask for them now rather
+             * than one step's at a time (a chunk of a small step is a few
+             * KiB; no more than a third of an L1 even so). */
+            const size_t ask = chunk_bytes < LF_PIPELINE_PREFETCH_BYTES ? chunk_bytes
+                                                                        : LF_PIPELINE_PREFETCH_BYTES;
+            for (size_t offset = 0; offset < ask; offset += LF_ALIGN)
                 __builtin_prefetch(this_chunk + offset, 0, 3);
             block_steps(j, C, T, run->dir, &lo, &hi);
             for (int64_t i = 0; i < hi - lo; ++i) {

@@ -246,9 +246,9 @@ LF_HIDDEN lf_status lf_workspace_layout_of(const lf_plan *plan, int64_t T, int64
     out->chunk_steps = chunk;
     const int reset_before = (d->flags & LF_GRU_RESET_BEFORE_PRODUCT) != 0;
     /* A batch of one projects ahead when the plan may (its ISA's kernels
-     * can, W_ih fits the L2) and the sequence has two blocks (grid.c,
-     * run_steps_projecting_ahead); not the GRU with the reset before the
-     * product, whose step has two phases. */
+     * can, W_ih within ahead_cache_bytes) and the sequence has two blocks
+     * (grid.c, run_steps_projecting_ahead); not the GRU with the reset
+     * before the product, whose step has two phases. */
     out->ahead_rows = 0;
     if (B == 1 && plan->project_ahead && !reset_before) {
         const int64_t S = ((const lf_kernels *)plan->kernels)->ahead_rows[plan->gates];

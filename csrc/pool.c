@@ -52,6 +52,7 @@ typedef struct barrier_flag {
     _Atomic uint64_t passed;
     char pad[LF_ALIGN - sizeof(uint64_t)];
 } barrier_flag;
+_Static_assert(sizeof(barrier_flag) == LF_ALIGN, "one barrier flag per cache line");
 
 static void relax_or_yield(int *spins) {
     if (*spins < LF_SPIN_BEFORE_YIELD) {
@@ -182,7 +183,11 @@ lf_status lf_pool_create(int n_threads, lf_pool **out) {
     pool->rounds = barrier_rounds(n_threads);
     /* n_threads * rounds <= 1024 * 10 flags: no overflow. */
     const size_t flag_bytes = (size_t)n_threads * (size_t)pool->rounds * sizeof(barrier_flag);
-    if (flag_bytes > 0) pool->flags = aligned_alloc(LF_ALIGN, flag_bytes);
+    /* posix_memalign rather than C11's aligned_alloc, which macOS lacks
+     * before 10.15. */
+    void *flags = NULL;
+    if (flag_bytes > 0 && posix_memalign(&flags, LF_ALIGN, flag_bytes) != 0) flags = NULL;
+    pool->flags = flags;
     if (!pool->threads || (flag_bytes > 0 && !pool->flags) ||
         pthread_mutex_init(&pool->lock, NULL) != 0) {
         free(pool->threads);

@@ -356,8 +356,7 @@ def isa_best():
 
 
 def l2_cache_bytes():
-    """Bytes of a core's L2 cache as the CPU reports it (0: unknown); plans
-    project a batch of one ahead only while W_ih fits it."""
+    """Bytes of a core's L2 cache as the CPU reports it (0: unknown)."""
     cdef int64_t bytes
     with nogil:  # CPUID traps to the hypervisor in a VM
         bytes = lf_cpu_l2_bytes()
@@ -656,9 +655,10 @@ cdef class Engine:
             zeros; must be None unless the cell is an LSTM
         lengths : int64 ndarray (B,) with values in [0, T], or None for all T
         pool : ThreadPool or None (the calling thread alone)
-        threads : 0 to use as many of the pool's threads as the work repays,
-            k > 0 for exactly min(k, pool threads, hidden blocks). Results are
-            bitwise identical either way.
+        threads : 0 to use as many of the pool's threads as the work repays
+            (two, pipelined, for small steps: schedule), k > 0 to split the
+            steps over exactly min(k, pool threads, hidden blocks). Results
+            are bitwise identical either way.
 
         Returns
         -------

@@ -16,8 +16,8 @@
  *         of one may also carry a slice of the next steps' input projection
  *         in the same k loop (step_tile_ahead, on ISAs with LF_AHEAD_Q).
  * Register tiles are up to LF_MR batch rows x one panel (G gates x NB hidden
- * units), or, for a batch of one, one row x LF_ROW_PANELS panels (one panel
- * plus the projection's rows when projecting ahead). Tile shape
+ * units), or, for a batch of one, one row x LF_ROW_PANELS panels (with the
+ * projection's rows of each when projecting ahead). Tile shape
  * parameters are compile-time constants at every call (switches below), so
  * the accumulator arrays live in registers.
  */

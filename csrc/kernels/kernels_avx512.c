@@ -3,8 +3,9 @@
  * live through the product: 6 rows x 4 gates (24 + 4 + 1 registers), 8 rows
  * for 3 gates or fewer. The cell update after the product may spill; over a
  * long shared dimension the taller tile's fewer weight loads win. A step
- * that projects ahead holds G + 2G accumulators (LF_AHEAD_Q 2: 8 rows per
- * W_ih vector for an LSTM); 4 and 16 rows measured no faster (RESULTS.md). */
+ * that projects ahead holds 2 x (G + 2G) accumulators, two panels of
+ * (LF_AHEAD_Q 2) 8 rows per W_ih vector for an LSTM: 24 of 32 registers;
+ * 4 and 16 rows (one panel) measured no faster (RESULTS.md). */
 #if !defined(__AVX512F__) || !defined(__AVX512VL__)
 #error "kernels_avx512.c must be compiled with -mavx512f -mavx512vl"
 #endif
