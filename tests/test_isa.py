@@ -34,10 +34,11 @@ def test_cpu_info_keys():
         assert w["float32"] >= 1 and w["float64"] >= 1 and w["float32"] >= w["float64"]
         assert w["float32"] == _core.isa_vector_width(name, np.float32)
         assert w["float64"] == _core.isa_vector_width(name, np.float64)
-    # CPUID 0x80000006 on x86-64; elsewhere what the C library reports, or 0
+    # CPUID 0x80000006 on x86-64 (KiB units; a hypervisor may leave it 0);
+    # elsewhere what the C library reports, or 0
     assert info["l2_cache_bytes"] == _core.l2_cache_bytes() >= 0
-    if info["machine"].lower() in ("x86_64", "amd64"):
-        assert info["l2_cache_bytes"] >= 256 * 1024 and info["l2_cache_bytes"] % 1024 == 0
+    if info["machine"].lower() in ("x86_64", "amd64") and info["l2_cache_bytes"]:
+        assert info["l2_cache_bytes"] >= 64 * 1024 and info["l2_cache_bytes"] % 1024 == 0
 
 
 def test_cpu_info_is_fresh_copy():

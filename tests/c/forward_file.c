@@ -108,9 +108,12 @@ int main(int argc, char **argv) {
     if (status != LF_OK) return fail("lf_plan_workspace_size", status);
     args.workspace = malloc(args.workspace_bytes + 1);
     if (!args.x || !args.y || !args.h_n || !args.workspace) return 2;
-    args.threads = (int)head[11];
-    if (args.threads > 1) {
-        status = lf_pool_create(args.threads, &args.pool);
+    /* threads k > 1: the steps split over k; k < 0: a pool of -k threads
+     * used as the core decides (lf_forward_args.threads 0). */
+    const int64_t threads = head[11], pool_threads = threads < 0 ? -threads : threads;
+    args.threads = threads > 0 ? (int)threads : 0;
+    if (pool_threads > 1) {
+        status = lf_pool_create((int)pool_threads, &args.pool);
         if (status != LF_OK) return fail("lf_pool_create", status);
     }
     status = lf_forward(&plan, &args);
