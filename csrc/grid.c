@@ -242,9 +242,8 @@ static void run_steps_in_chunks(direction_run *run, const lf_step_args *common) 
  * two: thread 0 runs every step, chunk after chunk, while thread 1 (the
  * others, if the job has more) computes the next chunk's input projection
  * into the other half of a ring of two chunks of gx; they meet once per
- * chunk. All project the first chunk.
- * The GEMM is the chunked path's, so the bits are too. index and count:
- * this thread of the job's. */
+ * chunk, and all project the first one. The GEMM is the chunked path's,
+ * so the bits are too. index and count: this thread of the job's. */
 static void run_steps_pipelined(direction_run *run, const lf_step_args *common, int index,
                                 int count) {
     forward_job *job = run->job;
