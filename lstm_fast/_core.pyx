@@ -479,15 +479,13 @@ cdef class Engine:
                       | (LF_GRU_RESET_BEFORE_PRODUCT if reset_before_product else 0))
         try:
             clip_value = float(clip)
-        except OverflowError:  # an int past the float range
-            raise ValueError(f"clip must be a finite number >= 0 (0: no clip), "
-                             f"got {clip!r}") from None
+        except OverflowError:  # an int past the float range: not finite, as below
+            clip_value = math.inf
         except (TypeError, ValueError):
             raise TypeError(f"clip must be a number, got {clip!r}") from None
-        clip = clip_value
-        if not (math.isfinite(clip) and clip >= 0):
+        if not (math.isfinite(clip_value) and clip_value >= 0):
             raise ValueError(f"clip must be a finite number >= 0 (0: no clip), got {clip!r}")
-        desc.clip = clip
+        desc.clip = clip_value
         if desc.num_directions in (1, 2):  # else lf_plan_init reports it
             _parse_activations(activations, cell, desc.num_directions, &desc)
         with nogil:
