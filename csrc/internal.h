@@ -235,6 +235,23 @@ LF_HIDDEN void lf_pool_run(lf_pool *pool, int n_wanted, lf_job_fn fn, void *arg)
  * until all n have called it as often (any number of times per job). n = 1
  * (and so a NULL pool) returns at once. */
 LF_HIDDEN void lf_barrier_wait(lf_pool *pool, int index, int n);
+
+/* Hints that the lines of [p, p + bytes), which this core just wrote and
+ * another core reads next, move from this core's caches to the shared one:
+ * the reader's miss is then served by the L3 rather than by a snoop into
+ * this core's L2. x86's CLDEMOTE, spelled as bytes for assemblers that
+ * predate it; its opcode lies in the hint-NOP space, so CPUs without it
+ * (and valgrind) run it as a NOP. Elsewhere nothing. */
+static inline void lf_demote(const void *p, size_t bytes) {
+#if defined(__x86_64__)
+    const uintptr_t first = (uintptr_t)p & ~(uintptr_t)(LF_ALIGN - 1);
+    for (uintptr_t line = first; line < (uintptr_t)p + bytes; line += LF_ALIGN)
+        __asm__ volatile(".byte 0x0f, 0x1c, 0x07" /* cldemote (%rdi) */ ::"D"(line) : "memory");
+#else
+    (void)p;
+    (void)bytes;
+#endif
+}
 LF_HIDDEN int lf_cpu_supports(lf_isa isa);
 /* Bytes of the largest cache that streams to one core at about the rate of
  * its L2: the L2, or on AMD's Zen the L3 (cpu_features.c); 0 if unknown. */
