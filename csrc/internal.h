@@ -77,11 +77,17 @@ static inline int64_t lf_step_work(const lf_plan *p, int64_t B) {
  * 16K and the steps split over two from there (Intel VM, in-process A/B,
  * T=50, I=H, same bits; work per step in parentheses): LSTM B=2 H=32 (8K)
  * 1.08x the time, B=1 H=48 (9K) 0.87x, H=64 (16K) 0.79x, H=80 (26K)
- * 0.88x, H=96 (37K) 0.98x; GRU H=64 (12K) 0.81x, H=96 (28K) 0.92x. Past
- * the bound, at B=1 H=112 (50K), the split steps took 0.93x of the
- * pipeline's time (at B=4 H=64, 64K, a batch's larger GEMM, 1.08x). */
+ * 0.88x, H=96 (37K) 0.98x; GRU H=64 (12K) 0.81x, H=96 (28K) 0.92x.
+ * Once the stepping thread read its gx from the L3 (demote_projection,
+ * grid.c), the bound moved from 32K to 48K (T=100, the pipeline's time
+ * over the split steps'): B=1 H=96 (37K) 0.97x (T=1000 0.94x), H=104
+ * (43K) 1.00x, GRU H=112 (38K) 0.96x, B=2 H=64 (32K) 0.90x; past it B=1
+ * H=112 (50K) 1.00-1.03x, H=128 (64K) 1.05-1.10x, GRU H=144 (62K) 1.03x,
+ * while batches gain further (B=2 H=80, 51K, 0.92x; B=4 H=64, 64K, 0.90x;
+ * B=4 H=96, 147K, 1.06x): a batch of one's split steps each stream half
+ * of W_hh, which is what two cores' caches are for. */
 #define LF_PIPELINE_MIN_STEP_WORK ((int64_t)9 * 1024)
-#define LF_PIPELINE_MAX_STEP_WORK ((int64_t)32 * 1024)
+#define LF_PIPELINE_MAX_STEP_WORK ((int64_t)48 * 1024)
 #define LF_PIPELINE_STEPS 8
 /* ... and while no layer's input is wider than this many times the state:
  * the projecting thread then keeps up with the stepping one. LSTM B=1

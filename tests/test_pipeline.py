@@ -115,11 +115,12 @@ def test_pipelined_through_the_layer_api(isa):
 
 def test_pipeline_range_follows_the_step_work(isa):
     # Pipelined between LF_PIPELINE_MIN_STEP_WORK (9K) and
-    # LF_PIPELINE_MAX_STEP_WORK (32K) multiply-adds per step, B*R*G*Hp.
+    # LF_PIPELINE_MAX_STEP_WORK (48K) multiply-adds per step, B*R*G*Hp.
     layer = make_layer("lstm", 8, 64, dtype=np.float32)  # Hp = 64 on every ISA: 16K at B=1
     engine = layer._current_engine()
     assert engine.schedule(100, 1)["pipeline_steps"] == CHUNK
-    assert engine.schedule(100, 2)["pipeline_steps"] == 0   # 32K: the steps split instead
+    assert engine.schedule(100, 2)["pipeline_steps"] == CHUNK  # 32K
+    assert engine.schedule(100, 3)["pipeline_steps"] == 0   # 48K: the steps split instead
     small = make_layer("lstm", 8, 32, dtype=np.float32)    # 4K at B=1, 8K at B=2
     assert small._current_engine().schedule(100, 2)["pipeline_steps"] == 0
     assert small._current_engine().schedule(100, 3)["pipeline_steps"] == CHUNK  # 12K
