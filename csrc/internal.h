@@ -250,6 +250,7 @@ LF_HIDDEN void lf_barrier_wait(lf_pool *pool, int index, int n);
  * (and valgrind) run it as a NOP. Elsewhere nothing. */
 static inline void lf_demote(const void *p, size_t bytes) {
 #if defined(__x86_64__)
+    if (bytes == 0) return; /* else the line holding p would go */
     const uintptr_t first = (uintptr_t)p & ~(uintptr_t)(LF_ALIGN - 1);
     for (uintptr_t line = first; line < (uintptr_t)p + bytes; line += LF_ALIGN)
         __asm__ volatile(".byte 0x0f, 0x1c, 0x07" /* cldemote (%rdi) */ ::"D"(line) : "memory");
