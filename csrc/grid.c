@@ -254,7 +254,7 @@ static void run_steps_in_chunks(direction_run *run, const lf_step_args *common) 
 /* The most of a chunk of gx the stepping thread asks the cache for at once. */
 #define LF_PIPELINE_PREFETCH_BYTES ((size_t)16 * 1024)
 
-/* A step too small to split over threads (LF_PIPELINE_MAX_STEP_WORK) on
+/* A step too small to split over threads (lf_pipeline_steps, internal.h) on
  * two: thread 0 runs every step, chunk after chunk, while thread 1 (the
  * others, if the job has more) computes the next chunk's input projection
  * into the other half of a ring of two chunks of gx; they meet once per

@@ -114,13 +114,17 @@ def test_pipelined_through_the_layer_api(isa):
 
 
 def test_pipeline_range_follows_the_step_work(isa):
-    # Pipelined between LF_PIPELINE_MIN_STEP_WORK (9K) and
-    # LF_PIPELINE_MAX_STEP_WORK (48K) multiply-adds per step, B*R*G*Hp.
+    # Pipelined from LF_PIPELINE_MIN_STEP_WORK (9K) multiply-adds per step,
+    # B*R*G*Hp, below LF_PIPELINE_MAX_STEP_WORK_ONE_ROW (48K) at B=1 and
+    # LF_PIPELINE_MAX_STEP_WORK (72K) for larger batches.
     layer = make_layer("lstm", 8, 64, dtype=np.float32)  # Hp = 64 on every ISA: 16K at B=1
     engine = layer._current_engine()
     assert engine.schedule(100, 1)["pipeline_steps"] == CHUNK
-    assert engine.schedule(100, 2)["pipeline_steps"] == CHUNK  # 32K
-    assert engine.schedule(100, 3)["pipeline_steps"] == 0   # 48K: the steps split instead
+    assert engine.schedule(100, 3)["pipeline_steps"] == CHUNK  # 48K
+    assert engine.schedule(100, 4)["pipeline_steps"] == CHUNK  # 64K
+    assert engine.schedule(100, 5)["pipeline_steps"] == 0   # 80K: the steps split instead
+    wide = make_layer("lstm", 8, 112, dtype=np.float32)    # Hp = 112 on every ISA
+    assert wide._current_engine().schedule(100, 1)["pipeline_steps"] == 0  # 49K at B=1
     small = make_layer("lstm", 8, 32, dtype=np.float32)    # 4K at B=1, 8K at B=2
     assert small._current_engine().schedule(100, 2)["pipeline_steps"] == 0
     assert small._current_engine().schedule(100, 3)["pipeline_steps"] == CHUNK  # 12K
