@@ -137,9 +137,14 @@ static void demote_projection(const direction_run *run, int part, int parts, int
         lf_demote(gx + (size_t)(r * ldgx + p0 * width) * e, (size_t)((p1 - p0) * width) * e);
 }
 
-/* The most that a thread asks the cache for at once, of rows another core
- * wrote: a chunk of gx (pipelined) or the new h (split steps). */
-#define LF_PREFETCH_BYTES ((size_t)16 * 1024)
+/* Asks the cache now for [p, p + bytes), which other cores just wrote,
+ * rather than meeting those misses a line at a time in the product that
+ * reads it: a chunk of gx (pipelined) or the new h (split steps). No more
+ * than 16 KiB, a third of an L1: a small step's rows are a few KiB. */
+static void prefetch_from_other_cores(const char *p, size_t bytes) {
+    const size_t most = (size_t)16 * 1024, ask = bytes < most ? bytes : most;
+    for (size_t offset = 0; offset < ask; offset += LF_ALIGN) __builtin_prefetch(p + offset, 0, 3);
+}
 
 /* One time step on this thread's panels (st: everything but the state and
  * output rows), the barriers after it, LSTMP's projection, and the swap of
@@ -168,17 +173,11 @@ static void run_step(direction_run *run, lf_step_args *st) {
                       B, job->args->lengths, st->t, run->index, run->count);
         lf_barrier_wait(job->args->pool, run->index, run->count);
     }
-    if (run->count > 1) {
-        /* The other threads' units of the new h sit in their caches: ask
-         * for all of it at once rather than a line at a time as the next
-         * product reaches it (two threads, three runs: T=1000 B=1 H=128
-         * 0.95x the time, H=256 0.98-0.99x, H=512 0.93-1.01x, GRU H=256
-         * 0.96-0.97x, B=4 H=128 0.97-0.98x, B=16 0.99x). */
-        const size_t bytes = (size_t)(B * R) * p->elem_size;
-        const size_t ask = bytes < LF_PREFETCH_BYTES ? bytes : LF_PREFETCH_BYTES;
-        for (size_t offset = 0; offset < ask; offset += LF_ALIGN)
-            __builtin_prefetch(run->h_next + offset, 0, 3);
-    }
+    /* The other threads' units of the new h sit in their caches (two
+     * threads, three runs: T=1000 B=1 H=128 0.95x the time, H=256
+     * 0.98-0.99x, H=512 0.93-1.01x, GRU H=256 0.96-0.97x, B=4 H=128
+     * 0.97-0.98x, B=16 0.99x). */
+    if (run->count > 1) prefetch_from_other_cores(run->h_next, (size_t)(B * R) * p->elem_size);
     char *swap = run->h_prev;
     run->h_prev = run->h_next;
     run->h_next = swap;
@@ -290,13 +289,7 @@ static void run_steps_pipelined(direction_run *run, const lf_step_args *common, 
     for (int64_t j = 0; j < n_chunks; ++j) {
         char *this_chunk = ring + (size_t)(j % 2) * chunk_bytes;
         if (index == 0) {
-            /* The other core wrote these rows: ask for them now rather
-             * than one step's at a time (a chunk of a small step is a few
-             * KiB; no more than a third of an L1 even so). */
-            const size_t ask = chunk_bytes < LF_PREFETCH_BYTES ? chunk_bytes
-                                                                        : LF_PREFETCH_BYTES;
-            for (size_t offset = 0; offset < ask; offset += LF_ALIGN)
-                __builtin_prefetch(this_chunk + offset, 0, 3);
+            prefetch_from_other_cores(this_chunk, chunk_bytes);
             block_steps(j, C, T, run->dir, &lo, &hi);
             for (int64_t i = 0; i < hi - lo; ++i) {
                 const int64_t t = run->dir == 0 ? lo + i : hi - 1 - i;
