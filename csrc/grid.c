@@ -100,9 +100,14 @@ typedef struct direction_run {
 } direction_run;
 
 /* Share `part` of `parts` of the panels of the input projection (biases
- * included) of time steps [t0, t1) into gx, one row per (t, b) from t0 on. */
+ * included) of time steps [t0, t1) into gx, one row per (t, b) from t0 on.
+ * With `for_another_core`, the rows it wrote then go to the shared cache
+ * (lf_demote) for the core that steps through them: read from the
+ * writer's L2 instead, 8 rows a chunk slowed every step of the pipeline
+ * (Intel VM, B=1, H=64: 0.51 us a step, 0.47 demoted, as on one thread
+ * alone; the tiny layer 0.91x the time, GRU H=64 0.95x). */
 static void project_input(const direction_run *run, int part, int parts, int64_t t0, int64_t t1,
-                          char *gx) {
+                          char *gx, int for_another_core) {
     const lf_plan *p = run->job->plan;
     const int64_t B = run->job->args->B, I = run->layout->in_size;
     const int64_t G = p->gates, width = G * p->block, ldgx = G * p->hidden_padded;
@@ -110,37 +115,26 @@ static void project_input(const direction_run *run, int part, int parts, int64_t
     int64_t p0, p1;
     share(p->hidden_padded / p->block, part, parts, &p0, &p1);
     if (p1 == p0) return;
+    char *C = gx + (size_t)(p0 * width) * e;
     lf_gemm_args g = {
         .M = (t1 - t0) * B, .K = I, .A = run->in + (size_t)(t0 * B * I) * e, .lda = I,
         .panels = run->packed + run->layout->w_ih +
                   (size_t)(p0 * LF_PROJECTION_ROWS(I) * width) * e,
         .n_panels = p1 - p0, .gates = G,
         .bias = run->packed + run->layout->bias + (size_t)(p0 * width) * e,
-        .C = gx + (size_t)(p0 * width) * e, .ldc = ldgx, .n_cols = (p1 - p0) * width,
+        .C = C, .ldc = ldgx, .n_cols = (p1 - p0) * width,
     };
     ((const lf_kernels *)p->kernels)->gemm[p->desc.dtype](&g);
-}
-
-/* Hands the gx rows [0, rows) that project_input(run, part, parts, ...)
- * wrote to the shared cache, for the core that steps through them. Read
- * from the writer's L2 instead, 8 rows a chunk slowed every step (Intel
- * VM, B=1, H=64: 0.51 us a step pipelined, 0.47 demoted as on one thread
- * alone; the tiny layer 0.91x the time, GRU H=64 0.95x). */
-static void demote_projection(const direction_run *run, int part, int parts, int64_t rows,
-                              const char *gx) {
-    const lf_plan *p = run->job->plan;
-    const int64_t width = p->gates * p->block, ldgx = p->gates * p->hidden_padded;
-    const size_t e = p->elem_size;
-    int64_t p0, p1;
-    share(p->hidden_padded / p->block, part, parts, &p0, &p1);
-    for (int64_t r = 0; r < rows; ++r)
-        lf_demote(gx + (size_t)(r * ldgx + p0 * width) * e, (size_t)((p1 - p0) * width) * e);
+    if (for_another_core)
+        for (int64_t row = 0; row < g.M; ++row)
+            lf_demote(C + (size_t)(row * ldgx) * e, (size_t)g.n_cols * e);
 }
 
 /* Asks the cache now for [p, p + bytes), which other cores just wrote,
  * rather than meeting those misses a line at a time in the product that
  * reads it: a chunk of gx (pipelined) or the new h (split steps). No more
- * than 16 KiB, a third of an L1: a small step's rows are a few KiB. */
+ * than 16 KiB, a third of a 48 KiB L1 (half of a 32 KiB one): a small
+ * step's rows are a few KiB. */
 static void prefetch_from_other_cores(const char *p, size_t bytes) {
     const size_t most = (size_t)16 * 1024, ask = bytes < most ? bytes : most;
     for (size_t offset = 0; offset < ask; offset += LF_ALIGN) __builtin_prefetch(p + offset, 0, 3);
@@ -211,7 +205,7 @@ static void run_steps_projecting_ahead(direction_run *run, const lf_step_args *c
     lf_step_args st = *common; /* once: each step sets only its own fields */
     int64_t lo, hi;
     block_steps(0, S, T, run->dir, &lo, &hi);
-    project_input(run, run->index, run->count, lo, hi, ring);
+    project_input(run, run->index, run->count, lo, hi, ring, 0);
     for (int64_t j = 0; j < n_blocks; ++j) {
         char *this_block = ring + (size_t)(j % 2) * block_bytes;
         char *next_block = ring + (size_t)((j + 1) % 2) * block_bytes;
@@ -254,7 +248,7 @@ static void run_steps_in_chunks(direction_run *run, const lf_step_args *common) 
         const int64_t chunk_index = run->dir == 0 ? ci : n_chunks - 1 - ci;
         const int64_t t0 = chunk_index * chunk, t1 = t0 + chunk < T ? t0 + chunk : T;
         const int fused_input = lf_chunk_fuses_input(p->desc.cell, t1 - t0);
-        if (!fused_input) project_input(run, run->index, run->count, t0, t1, gx);
+        if (!fused_input) project_input(run, run->index, run->count, t0, t1, gx, 0);
         for (int64_t s = 0; s < t1 - t0; ++s) {
             const int64_t t = run->dir == 0 ? t0 + s : t1 - 1 - s;
             st.t = t;
@@ -264,7 +258,6 @@ static void run_steps_in_chunks(direction_run *run, const lf_step_args *common) 
         }
     }
 }
-
 
 /* A step too small to split over threads (lf_pipeline_steps, internal.h) on
  * two: thread 0 runs every step, chunk after chunk, while thread 1 (the
@@ -282,8 +275,7 @@ static void run_steps_pipelined(direction_run *run, const lf_step_args *common, 
     const int64_t n_chunks = (T + C - 1) / C;
     int64_t lo, hi;
     block_steps(0, C, T, run->dir, &lo, &hi);
-    project_input(run, index, count, lo, hi, ring);
-    if (index > 0) demote_projection(run, index, count, (hi - lo) * B, ring);
+    project_input(run, index, count, lo, hi, ring, index > 0);
     lf_barrier_wait(job->args->pool, index, count);
     lf_step_args st = *common; /* once: each step sets only its own fields */
     for (int64_t j = 0; j < n_chunks; ++j) {
@@ -300,9 +292,8 @@ static void run_steps_pipelined(direction_run *run, const lf_step_args *common, 
         } else if (j + 1 < n_chunks) {
             int64_t next_lo, next_hi;
             block_steps(j + 1, C, T, run->dir, &next_lo, &next_hi);
-            char *next_chunk = ring + (size_t)((j + 1) % 2) * chunk_bytes;
-            project_input(run, index - 1, count - 1, next_lo, next_hi, next_chunk);
-            demote_projection(run, index - 1, count - 1, (next_hi - next_lo) * B, next_chunk);
+            project_input(run, index - 1, count - 1, next_lo, next_hi,
+                          ring + (size_t)((j + 1) % 2) * chunk_bytes, 1);
         }
         /* Chunk j's rows are read and chunk j+1's written before either
          * half of the ring is reused. */

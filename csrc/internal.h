@@ -75,24 +75,24 @@ static inline int64_t lf_step_work(const lf_plan *p, int64_t B) {
  * LF_PIPELINE_STEPS steps' input, and they meet once per such chunk instead
  * of once per step. Against what the threads did before, one thread up to
  * 16K and the steps split over two from there (Intel VM, in-process A/B,
- * T=50, I=H, same bits; work per step in parentheses): LSTM B=2 H=32 (8K)
- * 1.08x the time, B=1 H=48 (9K) 0.87x, H=64 (16K) 0.79x, H=80 (26K)
- * 0.88x, H=96 (37K) 0.98x; GRU H=64 (12K) 0.81x, H=96 (28K) 0.92x.
- * Once the stepping thread read its gx from the L3 (demote_projection,
- * grid.c), the bound rose (T=100, the pipeline's time over the split
- * steps'). A batch of one, to 48K: H=96 (37K) 0.97x (T=1000 0.94x), H=104
- * (43K) 1.00x, GRU H=112 (38K) 0.96x; past it H=112 (50K) 1.00-1.03x,
- * H=128 (64K) 1.05-1.10x, GRU H=144 (62K) 1.03x: its split steps each
- * stream half of W_hh, which is what two cores' caches are for. Larger
- * batches, whose steps lean more on the FMAs, to 72K: B=2 H=64 (32K)
- * 0.77-0.90x, H=80 (51K) 0.91-0.92x, B=3 H=64 (49K) 0.94x, B=4 H=64 (64K)
- * 0.90-0.95x. From there it depends on more than the work: at 74K, B=8
- * H=48 (36 KiB of W_hh) 0.83-0.86x but B=2 H=96 (144 KiB) 0.91-1.11x over
- * four runs and B=3 H=80 (77K) 0.93-1.03x; B=3 H=96 (111K) 1.06x, B=4
- * H=96 (147K) 1.06x, B=2 H=128 (131K) 1.21x. */
+ * T=50, I=H, same bits; work per step in parentheses, K = 1024): LSTM B=2
+ * H=32 (8K) 1.08x the time, B=1 H=48 (9K) 0.87x, H=64 (16K) 0.79x, H=80
+ * (25K) 0.88x, H=96 (36K) 0.98x; GRU H=64 (12K) 0.81x, H=96 (27K) 0.92x.
+ * Once the stepping thread read its gx from the L3 (project_input,
+ * grid.c), the bounds rose (T=100, the pipeline's time over the split
+ * steps'). A batch of one, to 48K: H=96 (36K) 0.97x (T=1000 0.94x), H=104
+ * (45.5K) 1.00x, GRU H=112 (36.75K) 0.96x; from it on H=112 (49K)
+ * 1.00-1.03x, H=128 (64K) 1.05-1.10x, GRU H=144 (60.75K) 1.03x: its split
+ * steps each stream half of W_hh, which is what two cores' caches are for.
+ * Larger batches, whose steps lean more on the FMAs, to 72K: B=2 H=64
+ * (32K) 0.77-0.90x, H=80 (50K) 0.91-0.99x, B=3 H=64 (48K) 0.93-0.94x, B=4
+ * H=64 (64K) 0.85-0.95x. From 72K on it depends on more than the work: at
+ * 72K itself B=8 H=48 (36 KiB of W_hh) took 0.83-0.86x but B=2 H=96 (144
+ * KiB) 0.91-1.11x over four runs, B=3 H=80 (75K) 0.93-1.03x; B=3 H=96
+ * (108K) 1.06x, B=4 H=96 (144K) 1.06x, B=2 H=128 (128K) 1.21x. */
 #define LF_PIPELINE_MIN_STEP_WORK ((int64_t)9 * 1024)
-#define LF_PIPELINE_MAX_STEP_WORK_ONE_ROW ((int64_t)48 * 1024)
-#define LF_PIPELINE_MAX_STEP_WORK ((int64_t)72 * 1024)
+#define LF_PIPELINE_MAX_STEP_WORK_BATCH_ONE ((int64_t)48 * 1024)
+#define LF_PIPELINE_MAX_STEP_WORK ((int64_t)72 * 1024) /* batches of two and more */
 #define LF_PIPELINE_STEPS 8
 /* ... and while no layer's input is wider than this many times the state:
  * the projecting thread then keeps up with the stepping one. LSTM B=1
@@ -108,7 +108,7 @@ static inline int64_t lf_pipeline_steps(const lf_plan *p, int64_t T, int64_t B) 
     const int64_t deeper_input = d->num_layers > 1 ? d->num_directions * p->state_size : 0;
     const int64_t widest_input = d->input_size > deeper_input ? d->input_size : deeper_input;
     const int64_t work = lf_step_work(p, B);
-    const int64_t most = B == 1 ? LF_PIPELINE_MAX_STEP_WORK_ONE_ROW : LF_PIPELINE_MAX_STEP_WORK;
+    const int64_t most = B == 1 ? LF_PIPELINE_MAX_STEP_WORK_BATCH_ONE : LF_PIPELINE_MAX_STEP_WORK;
     return work >= LF_PIPELINE_MIN_STEP_WORK && work < most &&
                    widest_input <= LF_PIPELINE_MAX_INPUT_PER_STATE * p->state_size &&
                    T >= 2 * LF_PIPELINE_STEPS
@@ -255,7 +255,7 @@ LF_HIDDEN void lf_barrier_wait(lf_pool *pool, int index, int n);
  * predate it; its opcode lies in the hint-NOP space, so CPUs without it
  * (and valgrind) run it as a NOP. Elsewhere nothing. */
 static inline void lf_demote(const void *p, size_t bytes) {
-#if defined(__x86_64__)
+#if defined(__x86_64__) && !defined(__ILP32__) /* x32's pointers fill only %edi */
     if (bytes == 0) return; /* else the line holding p would go */
     const uintptr_t first = (uintptr_t)p & ~(uintptr_t)(LF_ALIGN - 1);
     for (uintptr_t line = first; line < (uintptr_t)p + bytes; line += LF_ALIGN)

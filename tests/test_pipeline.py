@@ -115,19 +115,22 @@ def test_pipelined_through_the_layer_api(isa):
 
 def test_pipeline_range_follows_the_step_work(isa):
     # Pipelined from LF_PIPELINE_MIN_STEP_WORK (9K) multiply-adds per step,
-    # B*R*G*Hp, below LF_PIPELINE_MAX_STEP_WORK_ONE_ROW (48K) at B=1 and
-    # LF_PIPELINE_MAX_STEP_WORK (72K) for larger batches.
-    layer = make_layer("lstm", 8, 64, dtype=np.float32)  # Hp = 64 on every ISA: 16K at B=1
-    engine = layer._current_engine()
-    assert engine.schedule(100, 1)["pipeline_steps"] == CHUNK
-    assert engine.schedule(100, 3)["pipeline_steps"] == CHUNK  # 48K
-    assert engine.schedule(100, 4)["pipeline_steps"] == CHUNK  # 64K
-    assert engine.schedule(100, 5)["pipeline_steps"] == 0   # 80K: the steps split instead
-    wide = make_layer("lstm", 8, 112, dtype=np.float32)    # Hp = 112 on every ISA
-    assert wide._current_engine().schedule(100, 1)["pipeline_steps"] == 0  # 49K at B=1
-    small = make_layer("lstm", 8, 32, dtype=np.float32)    # 4K at B=1, 8K at B=2
-    assert small._current_engine().schedule(100, 2)["pipeline_steps"] == 0
-    assert small._current_engine().schedule(100, 3)["pipeline_steps"] == CHUNK  # 12K
+    # B*R*G*Hp (Hp: H padded to the block, 16/8/4 floats on AVX-512/AVX2/
+    # portable), below LF_PIPELINE_MAX_STEP_WORK_BATCH_ONE (48K) at B=1 and
+    # LF_PIPELINE_MAX_STEP_WORK (72K) for larger batches; K = 1024.
+    def pipeline_steps(H, B, proj_size=0):
+        layer = make_layer("lstm", 8, H, proj_size=proj_size, dtype=np.float32)
+        return layer._current_engine().schedule(100, B)["pipeline_steps"]
+
+    assert pipeline_steps(64, 1) == CHUNK          # 16K
+    assert pipeline_steps(96, 1) == CHUNK          # 36K
+    assert pipeline_steps(128, 1, proj_size=95) == CHUNK  # 95*4*128: 47.5K
+    assert pipeline_steps(128, 1, proj_size=96) == 0      # 48K: the steps split
+    assert pipeline_steps(64, 3) == CHUNK          # 48K in a batch of three
+    assert pipeline_steps(64, 4) == CHUNK          # 64K
+    assert pipeline_steps(96, 2) == 0              # 72K
+    assert pipeline_steps(32, 2) == 0              # 8K: one thread
+    assert pipeline_steps(32, 3) == CHUNK          # 12K
 
 
 def _forward_on(engine, x, pool=None, threads=0):
