@@ -38,6 +38,9 @@ static inline void cpu_relax(void) {
 #include <pthread.h>
 #include <sched.h>
 #include <unistd.h>
+#if defined(__linux__)
+#include <sys/prctl.h>
+#endif
 
 /* Rounds of the dissemination barrier for n threads: ceil(log2 n). */
 static int barrier_rounds(int n) {
@@ -103,6 +106,11 @@ typedef struct worker_start {
 static void *worker_main(void *start_) {
     const worker_start start = *(worker_start *)start_;
     free(start_);
+#if defined(__linux__)
+    /* So top, gdb and /proc/<pid>/task/<tid>/comm tell the workers apart
+     * from the threads of whatever else runs in the process. */
+    prctl(PR_SET_NAME, "lstm_fast", 0, 0, 0);
+#endif
     lf_pool *pool = start.pool;
     uint64_t seen = 0;
     for (;;) {

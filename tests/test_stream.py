@@ -5,6 +5,7 @@ sequence gives (which test_layers checks against the float64 reference), on
 every ISA, and refuse what it cannot take with a clear exception.
 """
 import copy
+import gc
 import os
 import pickle
 import signal
@@ -212,7 +213,16 @@ def test_stream_moves_to_the_pool_set_since():
     # must not keep the old pool (and its worker threads) alive, whether it
     # steps again or not.
     def threads_now():
-        return len(os.listdir("/proc/self/task"))
+        # The pool's workers name themselves "lstm_fast" (pool.c): other
+        # threads of the process (torch's, an earlier test's) come and go.
+        names = []
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                with open(f"/proc/self/task/{tid}/comm") as f:
+                    names.append(f.read().strip())
+            except OSError:  # the thread ended meanwhile
+                pass
+        return names.count("lstm_fast")
 
     def wait_for_threads(count):
         deadline = time.monotonic() + 5
@@ -224,7 +234,8 @@ def test_stream_moves_to_the_pool_set_since():
     previous = lstm_fast.get_num_threads()
     try:
         lstm_fast.set_num_threads(1)
-        alone = threads_now()
+        gc.collect()  # an earlier test's stream may still hold a pool's workers
+        alone = wait_for_threads(0)
         lstm_fast.set_num_threads(4)  # three workers
         assert wait_for_threads(alone + 3) == alone + 3
         stream = lstm_fast.LSTM(4, 8).stream()
