@@ -558,16 +558,9 @@ static LF_INLINE void F(step_cell)(const int G, const lf_cell_kind cell, const i
                                    const lf_step_args *s) {
     const int MR = LF_STEP_ROWS(G);
     if (s->B == 1 && G >= 3) { /* (1 or 2 gates: accumulate_short splits the sums) */
-        int64_t i = s->panel_begin;
-        for (; i + LF_ROW_PANELS <= s->panel_end; i += LF_ROW_PANELS) {
-            int64_t p[LF_ROW_PANELS];
-            for (int j = 0; j < LF_ROW_PANELS; ++j) p[j] = lf_step_panel(s, i + j);
-            F(step_tile)(1, LF_ROW_PANELS, G, cell, generic, s, 0, p);
-        }
-        for (; i < s->panel_end; ++i) {
-            const int64_t p = lf_step_panel(s, i);
-            F(step_tile)(1, 1, G, cell, generic, s, 0, &p);
-        }
+#define LF_LONE_ROW_TILE(n, p) F(step_tile)(1, n, G, cell, generic, s, 0, p)
+        LF_LONE_ROW_TILES(s, LF_LONE_ROW_TILE);
+#undef LF_LONE_ROW_TILE
         return;
     }
     for (int64_t i = s->panel_begin; i < s->panel_end; ++i) {
@@ -677,23 +670,14 @@ LF_STEP_KIND(step_rnn_relu_general, 1, LF_CELL_RNN_RELU, 1)
 #undef LF_STEP_KIND
 
 #if LF_AHEAD_Q > 0
-/* A lone row's panels in tiles of LF_ROW_PANELS, as step_cell's. */
+/* A lone row's panels in tiles, as step_cell's. */
 static LF_INLINE void F(step_ahead_panels)(const int G, const lf_cell_kind cell, const int generic,
                                            const lf_step_args *s) {
-    int64_t i = s->panel_begin;
-    for (; i + LF_ROW_PANELS <= s->panel_end; i += LF_ROW_PANELS) {
-        int64_t p[LF_ROW_PANELS];
-        for (int j = 0; j < LF_ROW_PANELS; ++j) p[j] = lf_step_panel(s, i + j);
-        F(step_tile_ahead)(LF_ROW_PANELS, G, cell, generic, s, p);
-    }
-    for (; i < s->panel_end; ++i) {
-        const int64_t p = lf_step_panel(s, i);
-        F(step_tile_ahead)(1, G, cell, generic, s, &p);
-    }
+#define LF_AHEAD_TILE(n, p) F(step_tile_ahead)(n, G, cell, generic, s, p)
+    LF_LONE_ROW_TILES(s, LF_AHEAD_TILE);
+#undef LF_AHEAD_TILE
 }
-#endif
 
-#if LF_AHEAD_Q > 0
 /* The projecting-ahead steps of a batch of one (LSTM and GRU), each its
  * own function for the same reason. */
 #define LF_STEP_AHEAD_KIND(name, G, cell, generic)                           \

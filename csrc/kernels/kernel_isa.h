@@ -59,6 +59,23 @@ static inline int64_t lf_step_panel(const lf_step_args *s, int64_t i) {
     return ((uint64_t)s->t + s->parity) & 1 ? s->panel_end - 1 - (i - s->panel_begin) : i;
 }
 
+/* A lone row's panels in that order, as register tiles: TILE(n, p) for each
+ * LF_ROW_PANELS panels (n of them, indices p[0..n-1]), then the rest one by
+ * one (kernel_body.h defines LF_ROW_PANELS). */
+#define LF_LONE_ROW_TILES(s, TILE)                                                 \
+    do {                                                                           \
+        int64_t i_ = (s)->panel_begin;                                             \
+        for (; i_ + LF_ROW_PANELS <= (s)->panel_end; i_ += LF_ROW_PANELS) {        \
+            int64_t p_[LF_ROW_PANELS];                                             \
+            for (int j_ = 0; j_ < LF_ROW_PANELS; ++j_) p_[j_] = lf_step_panel(s, i_ + j_); \
+            TILE(LF_ROW_PANELS, p_);                                               \
+        }                                                                          \
+        for (; i_ < (s)->panel_end; ++i_) {                                        \
+            const int64_t p_ = lf_step_panel(s, i_);                               \
+            TILE(1, &p_);                                                          \
+        }                                                                          \
+    } while (0)
+
 #define LF_PASTE_(a, b) a##_##b
 #define LF_PASTE(a, b) LF_PASTE_(a, b)
 
