@@ -54,17 +54,23 @@ LF_HIDDEN int lf_cpu_supports(lf_isa isa) {
 #endif
 }
 
+#ifdef LF_X86
+/* CPUID 0x80000006 (the L2 in ECX, AMD's L3 in EDX); 0 if the CPU lacks it. */
+static int cache_leaf(unsigned *ecx, unsigned *edx) {
+    if (__get_cpuid_max(0x80000000u, 0) < 0x80000006u) return 0;
+    unsigned a, b;
+    __cpuid(0x80000006u, a, b, *ecx, *edx);
+    return 1;
+}
+#endif
+
 /* CPUID 0x80000006 ECX[31:16] (L2 size in KiB) is defined alike by Intel and
  * AMD; elsewhere the C library may know (glibc reads the same registers, or
  * the kernel's cache description on other architectures). */
 int64_t lf_cpu_l2_bytes(void) {
 #ifdef LF_X86
-    if (__get_cpuid_max(0x80000000u, 0) >= 0x80000006u) {
-        unsigned a, b, c, d;
-        __cpuid(0x80000006u, a, b, c, d);
-        return (int64_t)(c >> 16) * 1024;
-    }
-    return 0;
+    unsigned c, d;
+    return cache_leaf(&c, &d) ? (int64_t)(c >> 16) * 1024 : 0;
 #elif defined(_SC_LEVEL2_CACHE_SIZE)
     const long bytes = sysconf(_SC_LEVEL2_CACHE_SIZE);
     return bytes > 0 ? (int64_t)bytes : 0;
@@ -77,18 +83,18 @@ int64_t lf_cpu_l2_bytes(void) {
  * of bench/RESULTS.md: 88-95 GB/s against 97-124), where Intel's server
  * cores, behind a mesh, read it at a fraction (the Intel VM: 30 GB/s
  * against 186). So on AMD the L3 counts: CPUID 0x80000006 EDX[31:18], in
- * 512 KiB units, is AMD's (Intel leaves it zero). */
+ * 512 KiB units, is AMD's (Intel leaves it zero). Each CPUID is a VM exit
+ * under a hypervisor (~15 us on the Intel VM), so the leaf is read once. */
 LF_HIDDEN int64_t lf_cpu_stream_cache_bytes(void) {
 #ifdef LF_X86
-    unsigned a, vendor_b, vendor_c, vendor_d;
+    unsigned a, vendor_b, vendor_c, vendor_d, c, d;
     __cpuid(0, a, vendor_b, vendor_c, vendor_d);
     /* "AuthenticAMD" and Hygon's "HygonGenuine" (Zen), by their first word */
     const int zen = vendor_b == 0x68747541u /* Auth */ || vendor_b == 0x6f677948u /* Hygo */;
-    if (zen && __get_cpuid_max(0x80000000u, 0) >= 0x80000006u) {
-        unsigned b, c, d;
-        __cpuid(0x80000006u, a, b, c, d);
-        if (d >> 18) return (int64_t)(d >> 18) * 512 * 1024;
-    }
-#endif
+    if (!cache_leaf(&c, &d)) return 0;
+    if (zen && d >> 18) return (int64_t)(d >> 18) * 512 * 1024;
+    return (int64_t)(c >> 16) * 1024;
+#else
     return lf_cpu_l2_bytes();
+#endif
 }
