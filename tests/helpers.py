@@ -225,6 +225,19 @@ def spy_fast_path(module):
     return spy
 
 
+def engine_forward(layer, x, hx=None, lengths=None, pool=None, threads=0):
+    """The layer's C engine called directly (time-major x), on `pool` with
+    `threads` (0: as the engine decides) or on the calling thread alone."""
+    engine = layer._current_engine()
+    dtype = layer.dtype
+    h0, c0 = hx if isinstance(hx, tuple) else (hx, None)
+    args = (np.ascontiguousarray(x, dtype),
+            None if h0 is None else np.ascontiguousarray(h0, dtype),
+            None if c0 is None else np.ascontiguousarray(c0, dtype),
+            None if lengths is None else np.array(lengths, np.int64))
+    return engine.forward(*args) if pool is None else engine.forward(*args, pool, threads)
+
+
 def assert_split_call_matches(layer, x, cut):
     """An LSTM layer over x in one call, and over x[:cut] then x[cut:] carrying
     the state: bitwise equal outputs and final states."""

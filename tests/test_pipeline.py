@@ -13,7 +13,8 @@ import pytest
 
 import lstm_fast
 import reference
-from helpers import assert_result, make_hx, make_input, make_layer, make_rng, params64, ref_mode
+from helpers import (assert_result, engine_forward, make_hx, make_input, make_layer, make_rng,
+                     params64, ref_mode)
 from lstm_fast import _core
 
 CHUNK = 8  # LF_PIPELINE_STEPS
@@ -51,16 +52,6 @@ def _pipelined_batch(engine, T):
     pytest.fail("no batch up to 16 pipelines: the test's shapes miss the range")
 
 
-def _forward(layer, x, hx, lengths, pool):
-    engine = layer._current_engine()
-    h0, c0 = hx if isinstance(hx, tuple) else (hx, None)
-    dtype = layer.dtype
-    args = (np.ascontiguousarray(x, dtype), np.ascontiguousarray(h0, dtype),
-            None if c0 is None else np.ascontiguousarray(c0, dtype),
-            None if lengths is None else np.array(lengths, np.int64))
-    return engine.forward(*args) if pool is None else engine.forward(*args, pool, 0)
-
-
 def _ref_mode(mode):
     return {"lstm_variant": "lstm", "gru_variant": "gru"}.get(mode, ref_mode(mode))
 
@@ -81,8 +72,8 @@ def test_pipelined_matches_one_thread_and_reference(isa, mode, dtype, T):
     hx = make_hx(_ref_mode(mode), rng, 4, B, H, P, dtype)
     # ends inside a chunk, at zero, at T, and one step into the second chunk
     lengths = [T - 3, 0, T, CHUNK + 1][:B] + [T] * max(0, B - 4)
-    one = _forward(layer, x, hx, lengths, None)
-    two = _forward(layer, x, hx, lengths, _core.ThreadPool(2))
+    one = engine_forward(layer, x, hx, lengths)
+    two = engine_forward(layer, x, hx, lengths, _core.ThreadPool(2))
     for a, b in zip(one, two):
         if a is not None:
             np.testing.assert_array_equal(a, b)
@@ -133,10 +124,6 @@ def test_pipeline_range_follows_the_step_work(isa):
     assert pipeline_steps(32, 3) == CHUNK          # 12K
 
 
-def _forward_on(engine, x, pool=None, threads=0):
-    return engine.forward(x) if pool is None else engine.forward(x, None, None, None, pool, threads)
-
-
 # Shapes whose one-thread path is another one: projecting ahead (a batch of
 # one, AVX-512), the step's fused input projection (a batch of 32 and up).
 OTHER_PATHS = {
@@ -149,7 +136,8 @@ OTHER_PATHS = {
 @pytest.mark.parametrize("name", list(OTHER_PATHS))
 def test_pipelined_gives_the_bits_of_the_other_paths(isa, name):
     factory, T, B = OTHER_PATHS[name]
-    engine = factory()._current_engine()
+    layer = factory()
+    engine = layer._current_engine()
     assert engine.schedule(T, B)["pipeline_steps"] == CHUNK
     if name.endswith("B1"):
         assert engine.schedule(T, B)["ahead_rows"] == (0 if isa != "avx512" else
@@ -157,10 +145,10 @@ def test_pipelined_gives_the_bits_of_the_other_paths(isa, name):
     else:
         assert engine.schedule(T, B)["chunk_steps"] == 1  # fused on one thread
     x = make_input(make_rng("pipeline-paths", name), T, B, engine.input_size, np.float32)
-    one = _forward_on(engine, x)
-    for got in (_forward_on(engine, x, _core.ThreadPool(2)),
-                _forward_on(engine, x, _core.ThreadPool(4)),      # a job of 2 on a pool of 4
-                _forward_on(engine, x, _core.ThreadPool(2), 2)):  # asked for: the split steps
+    one = engine_forward(layer, x)
+    for got in (engine_forward(layer, x, pool=_core.ThreadPool(2)),
+                engine_forward(layer, x, pool=_core.ThreadPool(4)),  # a job of 2 on a pool of 4
+                engine_forward(layer, x, pool=_core.ThreadPool(2), threads=2)):  # the split steps
         for a, b in zip(one, got):
             if a is not None:
                 np.testing.assert_array_equal(a, b)
@@ -171,16 +159,16 @@ def test_pipelined_calls_sharing_a_busy_pool(isa):
     # job marked for the pipeline must step as usual; every call, whichever
     # ran how, gives the one-thread bits.
     import threading
-    engine = make_layer("lstm", 48, 48, dtype=np.float32, seed=13)._current_engine()
-    assert engine.schedule(40, 1)["pipeline_steps"] == CHUNK
+    layer = make_layer("lstm", 48, 48, dtype=np.float32, seed=13)
+    assert layer._current_engine().schedule(40, 1)["pipeline_steps"] == CHUNK
     xs = [make_input(make_rng("pipeline-busy", i), 40, 1, 48, np.float32) for i in range(4)]
-    expected = [_forward_on(engine, x)[0] for x in xs]
+    expected = [engine_forward(layer, x)[0] for x in xs]
     pool, failures = _core.ThreadPool(2), []
 
     def caller(offset):
         for i in range(60):
             k = (i + offset) % len(xs)
-            if not np.array_equal(_forward_on(engine, xs[k], pool)[0], expected[k]):
+            if not np.array_equal(engine_forward(layer, xs[k], pool=pool)[0], expected[k]):
                 failures.append(k)
 
     threads = [threading.Thread(target=caller, args=(n,)) for n in range(3)]

@@ -17,8 +17,8 @@ import pytest
 
 import lstm_fast
 import reference
-from helpers import (assert_result, assert_split_call_matches, make_hx, make_input, make_layer,
-                     make_rng, params64, ref_mode)
+from helpers import (assert_result, assert_split_call_matches, engine_forward, make_hx, make_input,
+                     make_layer, make_rng, params64, ref_mode)
 from lstm_fast import _core
 
 H = 33
@@ -57,18 +57,6 @@ def test_batch_of_one_matches_reference(isa, mode, dtype, I, T):
     assert_result(mode, layer(x, hx=hx, lengths=lengths), expected, dtype)
 
 
-def _forward(layer, x, hx, lengths, pool=None, threads=0):
-    engine = layer._current_engine()
-    dtype = layer.dtype
-    h0, c0 = hx if isinstance(hx, tuple) else (hx, None)
-    args = (np.ascontiguousarray(x, dtype), np.ascontiguousarray(h0, dtype),
-            None if c0 is None else np.ascontiguousarray(c0, dtype),
-            np.array(lengths, np.int64))
-    if pool is None:
-        return engine.forward(*args)
-    return engine.forward(*args, pool, threads)
-
-
 LAYERS = {
     "lstm": lambda dtype: make_layer("lstm", 37, 40, num_layers=2, bidirectional=True,
                                      dtype=dtype, seed=1),
@@ -105,9 +93,9 @@ def test_batch_of_one_gives_the_bits_of_a_batched_row(isa, name, dtype):
     engine = layer._current_engine()
     assert engine.schedule(T, 1)["ahead_rows"] == expected_ahead_rows(isa, mode, T)
     assert engine.schedule(T, 2)["ahead_rows"] == 0
-    batched = _forward(layer, x, hx, lengths)
-    alone = _forward(layer, x[:, :1], row0, lengths[:1])
-    two_threads = _forward(layer, x[:, :1], row0, lengths[:1], _core.ThreadPool(2), 2)
+    batched = engine_forward(layer, x, hx, lengths)
+    alone = engine_forward(layer, x[:, :1], row0, lengths[:1])
+    two_threads = engine_forward(layer, x[:, :1], row0, lengths[:1], _core.ThreadPool(2), 2)
     for got, whole in zip(alone, batched):  # y, h_n, c_n: the batch is axis 1
         if got is not None:
             np.testing.assert_array_equal(got, whole[:, :1])
