@@ -33,6 +33,7 @@ HEADERS = [
     "csrc/kernels/kernel_body.h",
     "csrc/kernels/kernel_isa.h",
     "csrc/kernels/vector_math.h",
+    "csrc/kernels/avx512_tiles.h",
 ]
 # ISA name -> (source, flags). Order matters only for the log.
 ISA_KERNELS = {
@@ -40,6 +41,12 @@ ISA_KERNELS = {
     "AVX512": (
         "csrc/kernels/kernels_avx512.c",
         ["-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx2", "-mfma"],
+    ),
+    # Built only where AVX512 built (dispatch.c serves its float64 from there).
+    "AMX": (
+        "csrc/kernels/kernels_amx.c",
+        ["-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx2", "-mfma",
+         "-mavx512bf16", "-mamx-tile", "-mamx-bf16"],
     ),
 }
 
@@ -88,7 +95,10 @@ class BuildExt(build_ext):
                 f"-fsanitize={os.environ['LSTM_FAST_SANITIZE']}"
             ]
         if ext.name == "lstm_fast._core" and _is_x86_64():
+            built = set()
             for isa, (source, flags) in ISA_KERNELS.items():
+                if isa == "AMX" and "AVX512" not in built:
+                    continue
                 try:
                     objects = self.compiler.compile(
                         [source],
@@ -101,6 +111,7 @@ class BuildExt(build_ext):
                     print(f"lstm_fast: {isa} kernels not built ({exc}); portable path remains")
                     continue
                 ext.extra_objects = list(ext.extra_objects or []) + objects
+                built.add(isa)
                 ext.define_macros = list(ext.define_macros or []) + [(f"LF_HAVE_{isa}", "1")]
         super().build_extension(ext)
 

@@ -13,6 +13,9 @@
  */
 #include "internal.h"
 #include <unistd.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#endif
 
 #if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
 #define LF_X86 1
@@ -23,6 +26,29 @@ static uint64_t read_xcr0(void) {
     /* Raw opcode rather than _xgetbv(): that intrinsic needs -mxsave. */
     __asm__ volatile(".byte 0x0f, 0x01, 0xd0" : "=a"(eax), "=d"(edx) : "c"(0));
     return ((uint64_t)edx << 32) | eax;
+}
+
+/* AMX-TILE and AMX-BF16 (CPUID 7.0 EDX bits 24, 22), AVX512-BF16 for the
+ * splits (7.1 EAX bit 5), tile state enabled in XCR0 (bits 17, 18), and
+ * Linux's per-process permission to use the 8 KiB of tile data, which it
+ * grants on request (arch_prctl ARCH_REQ_XCOMP_PERM; a tile instruction
+ * without it is killed by SIGILL). Asking again is harmless, so the
+ * request is repeated with every detection rather than remembered. Other
+ * systems: no AMX. */
+static int amx_usable(unsigned leaf7_edx, uint64_t xcr0) {
+#if defined(__linux__) && defined(__x86_64__) && defined(SYS_arch_prctl)
+    const int tile = (leaf7_edx >> 24) & 1, bf16 = (leaf7_edx >> 22) & 1;
+    if (!tile || !bf16 || (xcr0 & 0x60000) != 0x60000) return 0;
+    unsigned a, b, c, d;
+    __cpuid_count(7, 1, a, b, c, d);
+    if (!((a >> 5) & 1)) return 0;
+    const long arch_req_xcomp_perm = 0x1023, xfeature_xtiledata = 18;
+    return syscall(SYS_arch_prctl, arch_req_xcomp_perm, xfeature_xtiledata) == 0;
+#else
+    (void)leaf7_edx;
+    (void)xcr0;
+    return 0;
+#endif
 }
 
 static int x86_supports(lf_isa isa) {
@@ -41,6 +67,7 @@ static int x86_supports(lf_isa isa) {
         /* opmask, upper halves of ZMM0-15, ZMM16-31 */
         return has_avx2 && f && dq && bw && vl && (xcr0 & 0xE0) == 0xE0;
     }
+    if (isa == LF_ISA_AMX) return x86_supports(LF_ISA_AVX512) && amx_usable(d, xcr0);
     return 0;
 }
 #endif

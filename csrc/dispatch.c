@@ -16,8 +16,11 @@ extern const lf_kernels lf_kernels_avx2;
 #ifdef LF_HAVE_AVX512
 extern const lf_kernels lf_kernels_avx512;
 #endif
+#ifdef LF_HAVE_AMX
+extern const lf_kernels lf_kernels_amx;
+#endif
 
-static const char *const isa_names[LF_ISA_COUNT] = {"portable", "avx2", "avx512"};
+static const char *const isa_names[LF_ISA_COUNT] = {"portable", "avx2", "avx512", "amx"};
 
 const char *lf_isa_name(lf_isa isa) {
     return (isa >= 0 && isa < LF_ISA_COUNT) ? isa_names[isa] : "unknown";
@@ -32,8 +35,18 @@ LF_HIDDEN const lf_kernels *lf_kernels_for(lf_isa isa) {
 #ifdef LF_HAVE_AVX512
     case LF_ISA_AVX512: return &lf_kernels_avx512;
 #endif
+#ifdef LF_HAVE_AMX
+    case LF_ISA_AMX: return &lf_kernels_amx;
+#endif
     default: return NULL;
     }
+}
+
+/* AMX multiplies bfloat16 only, so the AMX table holds float32 kernels
+ * alone, and float64 runs on the AVX-512 kernels it was built beside. */
+LF_HIDDEN const lf_kernels *lf_kernels_for_dtype(lf_isa isa, lf_dtype dtype) {
+    if (isa == LF_ISA_AMX && dtype == LF_FLOAT64) isa = LF_ISA_AVX512;
+    return lf_kernels_for(isa);
 }
 
 int lf_isa_compiled(lf_isa isa) { return lf_kernels_for(isa) != NULL; }
@@ -62,9 +75,8 @@ lf_status lf_isa_parse(const char *name, lf_isa *out) {
 }
 
 int64_t lf_isa_vector_width(lf_isa isa, lf_dtype dtype) {
-    const lf_kernels *k = lf_kernels_for(isa);
-    if (!k || (dtype != LF_FLOAT32 && dtype != LF_FLOAT64)) return 0;
-    return k->block[dtype];
+    if (!lf_isa_compiled(isa) || (dtype != LF_FLOAT32 && dtype != LF_FLOAT64)) return 0;
+    return lf_kernels_for_dtype(isa, dtype)->block[dtype];
 }
 
 static lf_status map_checked(lf_isa isa, lf_dtype dtype, const void *x, void *y, int64_t n,
@@ -74,7 +86,7 @@ static lf_status map_checked(lf_isa isa, lf_dtype dtype, const void *x, void *y,
     if (n > 0 && (!x || !y)) return LF_ERR_NULL_POINTER;
     if (isa < 0 || isa >= LF_ISA_COUNT) return LF_ERR_BAD_ISA; /* as lf_plan_init */
     if (!lf_isa_available(isa)) return LF_ERR_ISA_UNAVAILABLE;
-    const lf_kernels *k = lf_kernels_for(isa);
+    const lf_kernels *k = lf_kernels_for_dtype(isa, dtype);
     (want_tanh ? k->tanh[dtype] : k->sigmoid[dtype])(x, y, n);
     return LF_OK;
 }

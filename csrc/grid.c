@@ -112,19 +112,38 @@ static void project_input(const direction_run *run, int part, int parts, int64_t
     const int64_t B = run->job->args->B, I = run->layout->in_size;
     const int64_t G = p->gates, width = G * p->block, ldgx = G * p->hidden_padded;
     const size_t e = p->elem_size;
+    const lf_kernels *k = p->kernels;
+    const int64_t M = (t1 - t0) * B;
+    const char *A = run->in + (size_t)(t0 * B * I) * e;
+    char *a_split = NULL;
+    if (run->job->ws->on_amx) {
+        /* The rows' split, shared: each thread splits its share of the row
+         * tiles, and all wait for the whole before multiplying. (The
+         * threads that project together are all of the job's, or one.) */
+        a_split = run->job->wbase + run->job->ws->x_split;
+        int64_t tile0, tile1;
+        share((M + 15) / 16, part, parts, &tile0, &tile1);
+        k->amx_split_rows(A, I, M, I, tile0, tile1, a_split);
+        lf_barrier_wait(run->job->args->pool, part, parts);
+    }
     int64_t p0, p1;
     share(p->hidden_padded / p->block, part, parts, &p0, &p1);
     if (p1 == p0) return;
     char *C = gx + (size_t)(p0 * width) * e;
     lf_gemm_args g = {
-        .M = (t1 - t0) * B, .K = I, .A = run->in + (size_t)(t0 * B * I) * e, .lda = I,
+        .M = M, .K = I, .A = A, .lda = I,
         .panels = run->packed + run->layout->w_ih +
                   (size_t)(p0 * LF_PROJECTION_ROWS(I) * width) * e,
         .n_panels = p1 - p0, .gates = G,
         .bias = run->packed + run->layout->bias + (size_t)(p0 * width) * e,
         .C = C, .ldc = ldgx, .n_cols = (p1 - p0) * width,
+        .tiles = a_split ? run->packed + run->layout->w_ih_tiles +
+                               (size_t)(p0 * G * LF_AMX_K_BLOCKS(I)) * LF_AMX_TERMS *
+                                   LF_AMX_TILE_BYTES
+                         : NULL,
+        .a_split = a_split,
     };
-    ((const lf_kernels *)p->kernels)->gemm[p->desc.dtype](&g);
+    k->gemm[p->desc.dtype](&g);
     if (for_another_core)
         for (int64_t row = 0; row < g.M; ++row)
             lf_demote(C + (size_t)(row * ldgx) * e, (size_t)g.n_cols * e);
@@ -247,7 +266,7 @@ static void run_steps_in_chunks(direction_run *run, const lf_step_args *common) 
     for (int64_t ci = 0; ci < n_chunks; ++ci) {
         const int64_t chunk_index = run->dir == 0 ? ci : n_chunks - 1 - ci;
         const int64_t t0 = chunk_index * chunk, t1 = t0 + chunk < T ? t0 + chunk : T;
-        const int fused_input = lf_chunk_fuses_input(p->desc.cell, t1 - t0);
+        const int fused_input = lf_chunk_fuses_input(p, run->job->ws->on_amx, t1 - t0);
         if (!fused_input) project_input(run, run->index, run->count, t0, t1, gx, 0);
         for (int64_t s = 0; s < t1 - t0; ++s) {
             const int64_t t = run->dir == 0 ? t0 + s : t1 - 1 - s;

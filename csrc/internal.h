@@ -43,13 +43,6 @@ static inline int lf_round_up(size_t a, size_t multiple, size_t *out) {
     *out = t - t % multiple;
     return 1;
 }
-/* One rule for plan.c (which then allocates no gx) and grid.c (which then
- * has the step project x itself): a one-step chunk fuses the input
- * projection into the step, except for the GRU, whose n gate keeps its
- * input part apart from the recurrent one. */
-static inline int lf_chunk_fuses_input(lf_cell_kind cell, int64_t chunk_steps) {
-    return chunk_steps == 1 && cell != LF_CELL_GRU;
-}
 
 /* ---- how a forward shares its threads (grid.c decides, plan.c sizes gx) --
  * A step's work: B*R*G*Hp multiply-adds, saturating (any overflow means
@@ -159,7 +152,26 @@ typedef struct lf_gemm_args {
     void *C;               /* (M, ldc) */
     int64_t ldc;
     int64_t n_cols;        /* store only columns [0, n_cols) of the panel order */
+    const void *tiles;     /* AMX kernels (lf_kernels.amx_split_rows): the same
+                              panels as AMX tiles (packed by pack.c), or NULL (then
+                              the FMA GEMM, as for the LSTMP projection) */
+    const void *a_split;   /* with tiles: A's rows as AMX tiles of their terms,
+                              split by amx_split_rows */
 } lf_gemm_args;
+
+/* The AMX layouts (kernels_amx.c). Projection panels: for column tile c
+ * (NB = 16 columns: gate c % G of panel c / G) and block j of 32 rows of K
+ * (zero past K), LF_AMX_TERMS tiles of 16 x 64 bytes, the bfloat16 terms
+ * hi, mid, lo of each weight (w = hi + mid + lo to float32's precision),
+ * row i holding rows 2i and 2i+1 of K interleaved per column, as
+ * TDPBF16PS reads its second operand; tile (c, j, term) at
+ * ((c * LF_AMX_K_BLOCKS(K) + j) * LF_AMX_TERMS + term) * LF_AMX_TILE_BYTES.
+ * The rows of A (a_split) alike, 16 rows a tile, each row 32 values of K:
+ * tile (row tile, j, term) at the same offset. */
+#define LF_AMX_TILE_BYTES 1024
+#define LF_AMX_TERMS 3
+#define LF_AMX_K_BLOCK 32
+#define LF_AMX_K_BLOCKS(K) (((K) + LF_AMX_K_BLOCK - 1) / LF_AMX_K_BLOCK)
 
 /* A plan's variant options for one direction, with every LF_ACT_DEFAULT
  * resolved to the cell's own function, so the kernels never look at the
@@ -223,6 +235,10 @@ typedef struct lf_step_args {
 typedef void (*lf_gemm_fn)(const lf_gemm_args *);
 typedef void (*lf_step_fn)(const lf_step_args *);
 typedef void (*lf_map_fn)(const void *x, void *y, int64_t n);
+/* Row tiles [tile0, tile1) of A (M x K float32, stride lda) into `out` as
+ * a_split (above). */
+typedef void (*lf_split_fn)(const void *A, int64_t lda, int64_t M, int64_t K, int64_t tile0,
+                            int64_t tile1, void *out);
 
 /* One table per ISA, read-only, defined in kernels/kernels_<isa>.c. */
 typedef struct lf_kernels {
@@ -233,9 +249,48 @@ typedef struct lf_kernels {
     lf_map_fn sigmoid[2];
     lf_map_fn tanh[2];
     int ahead_rows[5];           /* index: gates; S of lf_step_args' ahead_x, a multiple of G */
+    /* Non-NULL on AMX: gemm[float32] reads AMX tiles (lf_gemm_args.tiles,
+     * a_split, split by this) for every input projection, which the steps
+     * then never compute themselves (not ahead, not in one-step chunks). */
+    lf_split_fn amx_split_rows;
 } lf_kernels;
 
 LF_HIDDEN const lf_kernels *lf_kernels_for(lf_isa isa);
+LF_HIDDEN const lf_kernels *lf_kernels_for_dtype(lf_isa isa, lf_dtype dtype);
+
+/* A call projects its input on AMX tiles (kernels with amx_split_rows),
+ * every chunk of every layer of it, so that its bits do not depend on the
+ * thread count, when it has LF_AMX_MIN_ROWS rows (T x B) or more and each
+ * layer's projection LF_AMX_MIN_WORK multiply-adds per row or more. Fewer
+ * rows: a tile multiplies 16 rows in the time of one, and its six products
+ * per value (kernels_amx.c) made a stream's step at batch one (I=H=256)
+ * 34 us where the FMA product takes 5. Less work: the FMA paths win (Intel
+ * VM, Python-level A/B of the amx ISA against avx512, T=100, 1 / 2
+ * threads, work per row in parentheses): I=H=64 (16K) B=2-8 0.97-1.02x /
+ * 1.04-1.06x the time, B=1 T=50 0.93x / 1.35x (the pipeline); I=H=128
+ * (64K) B=1 T=1000 1.02x / 1.08x; from GRU I=H=256 (192K) B=1 on,
+ * 0.93x / 1.01x, LSTM (256K) B=1-16 0.85-0.90x, B=64 I=H=512 (1M) 0.83x. */
+#define LF_AMX_MIN_ROWS 16
+#define LF_AMX_MIN_WORK ((int64_t)128 * 1024)
+static inline int lf_call_uses_amx(const lf_plan *p, int64_t T, int64_t B) {
+    if (!((const lf_kernels *)p->kernels)->amx_split_rows || B <= 0 ||
+        T < (LF_AMX_MIN_ROWS + B - 1) / B)
+        return 0;
+    const lf_desc *d = &p->desc;
+    const int64_t deeper = d->num_directions * p->state_size;
+    const int64_t narrowest = d->num_layers > 1 && deeper < d->input_size ? deeper : d->input_size;
+    const int64_t columns = p->gates * p->hidden_padded; /* <= 4 * 2^31: no overflow below */
+    return narrowest >= (LF_AMX_MIN_WORK + columns - 1) / columns;
+}
+
+/* One rule for plan.c (which then allocates no gx) and grid.c (which then
+ * has the step project x itself): a one-step chunk fuses the input
+ * projection into the step, except for the GRU, whose n gate keeps its
+ * input part apart from the recurrent one, and in calls on AMX, whose
+ * every input row goes through the tiles. */
+static inline int lf_chunk_fuses_input(const lf_plan *p, int on_amx, int64_t chunk_steps) {
+    return chunk_steps == 1 && p->desc.cell != LF_CELL_GRU && !on_amx;
+}
 
 /* ---- threads (pool.c) ---------------------------------------------------- */
 /* Runs fn(arg, index, n) on n <= n_wanted threads, the caller being index 0,
@@ -277,12 +332,14 @@ typedef struct lf_packed_layout {
     int64_t in_size;       /* I_l */
     size_t w_ih, w_hh, bias, b_hn, w_hr; /* offsets; b_hn/w_hr unused unless GRU/LSTMP */
     size_t peephole, w_hn; /* unused unless LF_LSTM_PEEPHOLE / LF_GRU_RESET_BEFORE_PRODUCT */
+    size_t w_ih_tiles;     /* AMX kernels only (LF_AMX_*) */
     size_t total;          /* bytes including alignment slack */
 } lf_packed_layout;
 
 LF_HIDDEN lf_status lf_packed_layout_of(const lf_plan *plan, int64_t layer, lf_packed_layout *out);
 
 typedef struct lf_workspace_layout {
+    int on_amx;            /* lf_call_uses_amx */
     int64_t chunk_steps;   /* time steps per input-projection chunk */
     int64_t ahead_rows;    /* > 0: B = 1 projects ahead in blocks of this many
                               steps (grid.c), gx a ring of two blocks */
@@ -290,6 +347,7 @@ typedef struct lf_workspace_layout {
                               pipelines in chunks of this many steps, gx a ring of two */
     size_t gx, between_layers, h_a, h_b, c, m;
     size_t gru_rh, gru_z;  /* LF_GRU_RESET_BEFORE_PRODUCT only */
+    size_t x_split;        /* on_amx only: one projection's rows of input, split */
     size_t total;
 } lf_workspace_layout;
 

@@ -76,10 +76,13 @@ typedef enum lf_isa {
     LF_ISA_PORTABLE = 0,   /* plain C, baseline compiler flags: runs anywhere */
     LF_ISA_AVX2 = 1,       /* x86-64 AVX2 + FMA */
     LF_ISA_AVX512 = 2,     /* x86-64 AVX-512 F/BW/DQ/VL */
+    LF_ISA_AMX = 3,        /* AVX-512, with float32 input projections on AMX tiles as
+                              six bfloat16 products of three-way splits (float32's
+                              accuracy); float64 plans run the AVX-512 kernels */
     LF_ISA_COUNT
 } lf_isa;
 
-/* Name used by LSTM_FAST_ISA and cpu_info(): "portable", "avx2", "avx512". */
+/* Name used by LSTM_FAST_ISA and cpu_info(): "portable", "avx2", "avx512", "amx". */
 const char *lf_isa_name(lf_isa isa);
 /* Strict parse of an ISA name; "auto" yields the best available ISA. */
 lf_status lf_isa_parse(const char *name, lf_isa *out);
@@ -221,7 +224,7 @@ lf_status lf_pack_weights_ex(const lf_plan *plan, int64_t layer, int64_t directi
 lf_status lf_plan_workspace_size(const lf_plan *plan, int64_t T, int64_t B, size_t *bytes);
 
 /* How lf_forward runs T steps of batch B (for tests and tuning; the results
- * are the same bits whichever way). chunk_steps: time steps per chunk of
+ * are the same bits whichever way, but for input_on_amx). chunk_steps: time steps per chunk of
  * the input projection, one GEMM per chunk (1: an LSTM's or RNN's step
  * projects its own input; a GRU's still takes a GEMM per step).
  * ahead_rows: 0, or the block of steps of a batch of one whose input
@@ -230,11 +233,14 @@ lf_status lf_plan_workspace_size(const lf_plan *plan, int64_t T, int64_t B, size
  * pipeline_steps: 0, or, when the forward gets two threads or more
  * (lf_forward_args.threads 0), the chunk of steps one thread projects
  * while the other runs the previous chunk's steps (then neither of the
- * others applies). */
+ * others applies). input_on_amx: 1 when the input projections run on
+ * AMX tiles (LF_ISA_AMX, float32, T x B of 16 rows or more); their last
+ * bits then differ from those of the FMA products other calls take. */
 typedef struct lf_schedule {
     int64_t chunk_steps;
     int64_t ahead_rows;
     int64_t pipeline_steps;
+    int input_on_amx;
 } lf_schedule;
 lf_status lf_plan_schedule(const lf_plan *plan, int64_t T, int64_t B, lf_schedule *out);
 

@@ -3,6 +3,7 @@
  * Done once per parameter change, never per call. Padding columns are zero
  * so the kernels never need a tail case inside a panel.
  */
+#include <math.h>
 #include <string.h>
 #include "internal.h"
 
@@ -50,6 +51,67 @@
 
 DEFINE_PACKERS(float, f32)
 DEFINE_PACKERS(double, f64)
+
+/* float -> bfloat16, rounded to nearest even; a finite value that would
+ * round to infinity is truncated instead, so each term of a split stays
+ * finite and the terms still sum to the value. */
+static uint16_t bf16_of(float f) {
+    uint32_t bits;
+    memcpy(&bits, &f, sizeof bits);
+    if ((bits & 0x7f800000u) == 0x7f800000u) return (uint16_t)(bits >> 16); /* inf, NaN */
+    const uint32_t rounded = bits + 0x7fffu + ((bits >> 16) & 1u);
+    if ((rounded & 0x7f800000u) == 0x7f800000u) return (uint16_t)(bits >> 16);
+    return (uint16_t)(rounded >> 16);
+}
+
+static float float_of_bf16(uint16_t h) {
+    const uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+/* w as hi + mid + lo, each the bfloat16 nearest to what the terms before
+ * it leave (exact differences: 24 significant bits in all, as float32's).
+ * Infinities and NaN keep hi alone. The rule of the AMX kernel's split of
+ * the activations (kernels_amx.c), but for one thing: a zero mid or lo of
+ * a finite w != 0 becomes the smallest normal of w's sign, so that an
+ * infinite input times w sums to an infinity, as in float32, rather than
+ * to inf * 0 = NaN. That adds at most 2^-126 |x| to a product x * w. */
+static void split_bf16x3(float w, uint16_t terms[LF_AMX_TERMS]) {
+    float rest = w;
+    for (int t = 0; t < LF_AMX_TERMS; ++t) {
+        terms[t] = bf16_of(rest);
+        rest = isfinite(rest) ? rest - float_of_bf16(terms[t]) : 0.0f;
+    }
+    const uint16_t smallest_normal = (uint16_t)(0x0080u | (signbit(w) ? 0x8000u : 0u));
+    for (int t = 1; t < LF_AMX_TERMS; ++t)
+        if (isfinite(w) && w != 0 && (terms[t] & 0x7fffu) == 0) terms[t] = smallest_normal;
+}
+
+/* W_ih (gates*n, K) float32 -> the AMX tiles of its projection panels
+ * (internal.h, LF_AMX_*). */
+static void pack_amx_tiles(const float *W, int64_t gates, int64_t n, int64_t K, int64_t NB,
+                           void *out_) {
+    const int64_t n_col_tiles = (n + NB - 1) / NB * gates, k_blocks = LF_AMX_K_BLOCKS(K);
+    uint16_t *out = out_;
+    const size_t tile_values = LF_AMX_TILE_BYTES / sizeof(uint16_t);
+    memset(out, 0, (size_t)(n_col_tiles * k_blocks * LF_AMX_TERMS) * LF_AMX_TILE_BYTES);
+    for (int64_t c = 0; c < n_col_tiles; ++c) {
+        const int64_t g = c % gates, unit0 = c / gates * NB;
+        for (int64_t u = 0; u < NB && unit0 + u < n; ++u) {
+            const float *row = W + (g * n + unit0 + u) * K;
+            for (int64_t k = 0; k < K; ++k) {
+                const int64_t j = k / LF_AMX_K_BLOCK, i = k % LF_AMX_K_BLOCK / 2, half = k % 2;
+                uint16_t terms[LF_AMX_TERMS];
+                split_bf16x3(row[k], terms);
+                for (int t = 0; t < LF_AMX_TERMS; ++t)
+                    out[((size_t)(c * k_blocks + j) * LF_AMX_TERMS + (size_t)t) * tile_values +
+                        (size_t)(i * 2 * NB + u * 2 + half)] = terms[t];
+            }
+        }
+    }
+}
 
 typedef struct packers {
     void (*panels)(const void *W, int64_t gates, int64_t n, int64_t K, int64_t NB,
@@ -102,5 +164,7 @@ lf_status lf_pack_weights_ex(const lf_plan *plan, int64_t layer, int64_t directi
     pack->bias(plan, b_ih, b_hh, base + L.bias, keep_b_hn ? base + L.b_hn : NULL);
     if (w_hr) pack->panels(w_hr, 1, d->proj_size, H, NB, 1, base + L.w_hr);
     if (peephole) pack->panels(peephole, 3, H, 1, NB, 0, base + L.peephole);
+    if (((const lf_kernels *)plan->kernels)->amx_split_rows)
+        pack_amx_tiles(w_ih, G, H, L.in_size, NB, base + L.w_ih_tiles);
     return LF_OK;
 }

@@ -105,7 +105,7 @@ lf_status lf_plan_init(lf_plan *plan, const lf_desc *desc) {
     lf_status vst = check_variants(desc, &generic);
     if (vst != LF_OK) return vst;
 
-    const lf_kernels *k = lf_kernels_for(desc->isa);
+    const lf_kernels *k = lf_kernels_for_dtype(desc->isa, desc->dtype);
     lf_plan p;
     p.desc = *desc;
     p.gates = G;
@@ -161,12 +161,20 @@ LF_HIDDEN lf_status lf_packed_layout_of(const lf_plan *plan, int64_t layer, lf_p
     if ((d->flags & LF_LSTM_PEEPHOLE) && !panels_bytes(plan, 3, H, 1, &peephole))
         return LF_ERR_OVERFLOW;
     if (reset_before && !panels_bytes(plan, 1, H, R, &w_hn)) return LF_ERR_OVERFLOW;
+    size_t w_ih_tiles = 0;
+    if (((const lf_kernels *)plan->kernels)->amx_split_rows) {
+        const size_t tile_rows = (size_t)(plan->hidden_padded / plan->block) * (size_t)G;
+        if (!lf_mul(tile_rows, (size_t)LF_AMX_K_BLOCKS(in_size), &w_ih_tiles) ||
+            !lf_mul(w_ih_tiles, (size_t)(LF_AMX_TERMS * LF_AMX_TILE_BYTES), &w_ih_tiles))
+            return LF_ERR_OVERFLOW;
+    }
     out->in_size = in_size;
     out->w_ih = 0;
     out->w_hh = w_ih;
     if (!lf_add(out->w_hh, w_hh, &out->bias) || !lf_add(out->bias, bias, &out->b_hn) ||
         !lf_add(out->b_hn, b_hn, &out->w_hr) || !lf_add(out->w_hr, w_hr, &out->peephole) ||
-        !lf_add(out->peephole, peephole, &out->w_hn) || !lf_add(out->w_hn, w_hn, &total) ||
+        !lf_add(out->peephole, peephole, &out->w_hn) || !lf_add(out->w_hn, w_hn, &out->w_ih_tiles) ||
+        !lf_add(out->w_ih_tiles, w_ih_tiles, &total) ||
         !lf_add(total, LF_ALIGN, &out->total))
         return LF_ERR_OVERFLOW;
     return LF_OK;
@@ -231,10 +239,12 @@ LF_HIDDEN lf_status lf_workspace_layout_of(const lf_plan *plan, int64_t T, int64
     if (!lf_mul((size_t)plan->gates, (size_t)plan->hidden_padded, &row) ||
         !lf_mul(row, (size_t)B, &step_values))
         return LF_ERR_OVERFLOW;
-    const int has_gru_n_gate = d->cell == LF_CELL_GRU;
+    out->on_amx = lf_call_uses_amx(plan, T, B);
+    /* Whether a one-step chunk would fuse the input projection into the step. */
+    const int step_may_fuse = lf_chunk_fuses_input(plan, out->on_amx, 1);
     int64_t chunk = 1;
     size_t step_bytes;
-    if ((has_gru_n_gate || B < LF_FUSED_INPUT_MIN_BATCH) && step_values > 0 &&
+    if ((!step_may_fuse || B < LF_FUSED_INPUT_MIN_BATCH) && step_values > 0 &&
         lf_mul(step_values, e, &step_bytes) && step_bytes < (size_t)LF_GX_CHUNK_MAX_BYTES) {
         const int64_t most = LF_GX_CHUNK_MAX_BYTES / (int64_t)step_bytes;
         const int64_t fewest = (LF_GX_CHUNK_MIN_ROWS + B - 1) / B; /* B > 0 here */
@@ -250,13 +260,13 @@ LF_HIDDEN lf_status lf_workspace_layout_of(const lf_plan *plan, int64_t T, int64
      * (grid.c, run_steps_projecting_ahead); not the GRU with the reset
      * before the product, whose step has two phases. */
     out->ahead_rows = 0;
-    if (B == 1 && plan->project_ahead && !reset_before) {
+    if (B == 1 && plan->project_ahead && !reset_before && !out->on_amx) {
         const int64_t S = ((const lf_kernels *)plan->kernels)->ahead_rows[plan->gates];
         if (T >= 2 * S) out->ahead_rows = S;
     }
     /* Fused chunks (lf_chunk_fuses_input) never touch gx. */
     size_t gx_steps = out->ahead_rows > 0 ? (size_t)(2 * out->ahead_rows)
-                      : lf_chunk_fuses_input(d->cell, chunk) ? 0
+                      : lf_chunk_fuses_input(plan, out->on_amx, chunk) ? 0
                                                              : (size_t)chunk;
     out->pipeline_steps = lf_pipeline_steps(plan, T, B);
     if ((size_t)(2 * out->pipeline_steps) > gx_steps) gx_steps = (size_t)(2 * out->pipeline_steps);
@@ -275,8 +285,24 @@ LF_HIDDEN lf_status lf_workspace_layout_of(const lf_plan *plan, int64_t T, int64
             !lf_mul(seq_values, (size_t)d->num_directions, &between))
             return LF_ERR_OVERFLOW;
     }
+    /* AMX kernels split the rows of one projection, the largest a chunk or
+     * a pipeline's chunk, of the widest input of any layer. */
+    size_t split_bytes = 0;
+    if (out->on_amx) {
+        const int64_t deeper = d->num_layers > 1 ? d->num_directions * plan->state_size : 0;
+        const int64_t widest = d->input_size > deeper ? d->input_size : deeper;
+        const int64_t steps = out->pipeline_steps > chunk ? out->pipeline_steps : chunk;
+        size_t rows, row_tiles;
+        if (!lf_mul((size_t)steps, (size_t)B, &rows) || !lf_round_up(rows, 16, &rows))
+            return LF_ERR_OVERFLOW;
+        row_tiles = rows / 16;
+        if (!lf_mul(row_tiles, (size_t)LF_AMX_K_BLOCKS(widest), &split_bytes) ||
+            !lf_mul(split_bytes, (size_t)(LF_AMX_TERMS * LF_AMX_TILE_BYTES), &split_bytes))
+            return LF_ERR_OVERFLOW;
+    }
     size_t cursor = 0;
-    if (!add_region(&cursor, gx_values, e, &out->gx) ||
+    if (!add_region(&cursor, split_bytes, 1, &out->x_split) ||
+        !add_region(&cursor, gx_values, e, &out->gx) ||
         !add_region(&cursor, between, e, &out->between_layers) ||
         !add_region(&cursor, state_values, e, &out->h_a) ||
         !add_region(&cursor, state_values, e, &out->h_b) ||
@@ -308,6 +334,7 @@ lf_status lf_plan_schedule(const lf_plan *plan, int64_t T, int64_t B, lf_schedul
         out->chunk_steps = layout.chunk_steps;
         out->ahead_rows = layout.ahead_rows;
         out->pipeline_steps = layout.pipeline_steps;
+        out->input_on_amx = layout.on_amx;
     }
     return st;
 }

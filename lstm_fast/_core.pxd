@@ -39,6 +39,7 @@ cdef extern from "lstm_fast.h" nogil:
         LF_ISA_PORTABLE
         LF_ISA_AVX2
         LF_ISA_AVX512
+        LF_ISA_AMX
         LF_ISA_COUNT
 
     const char *lf_isa_name(lf_isa isa)
@@ -118,6 +119,7 @@ cdef extern from "lstm_fast.h" nogil:
         int64_t chunk_steps
         int64_t ahead_rows
         int64_t pipeline_steps
+        int input_on_amx
     lf_status lf_plan_schedule(const lf_plan *plan, int64_t T, int64_t B, lf_schedule *out)
 
     int LF_MAX_THREADS

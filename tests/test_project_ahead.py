@@ -34,9 +34,12 @@ def packed_w_ih_bytes(mode, I, H, dtype):
     return gates * -(-H // block) * block * (I + 1) * np.dtype(dtype).itemsize
 
 
-def expected_ahead_rows(isa, mode, T, B=1):
-    # The layers below have W_ih far below any L2 (test_large_w_ih_keeps_the_gemm).
-    S = AHEAD_ROWS.get(mode, 0) if isa == "avx512" else 0
+def expected_ahead_rows(kernel_isa, mode, T, B=1):
+    # kernel_isa: the ISA of the kernels that run the layer (Engine.isa: the
+    # amx ISA's float64 layers run AVX-512's). The layers below have W_ih far
+    # below any L2 (test_large_w_ih_keeps_the_gemm), and on amx far below
+    # the AMX projection's bound (lf_call_uses_amx).
+    S = AHEAD_ROWS.get(mode, 0) if kernel_isa in ("avx512", "amx") else 0
     return S if B == 1 and T >= 2 * S else 0
 
 
@@ -53,7 +56,8 @@ def test_batch_of_one_matches_reference(isa, mode, dtype, I, T):
     # a sequence that ends inside a block, two steps before the input's end
     lengths = [max(T - 2, 0)] if T % 2 else None
     expected = reference.module_forward(ref_mode(mode), params64(layer), x, hx, lengths, False)
-    assert layer._current_engine().schedule(T, 1)["ahead_rows"] == expected_ahead_rows(isa, mode, T)
+    engine = layer._current_engine()
+    assert engine.schedule(T, 1)["ahead_rows"] == expected_ahead_rows(engine.isa, mode, T)
     assert_result(mode, layer(x, hx=hx, lengths=lengths), expected, dtype)
 
 
@@ -91,7 +95,7 @@ def test_batch_of_one_gives_the_bits_of_a_batched_row(isa, name, dtype):
     row0 = tuple(a[:, :1] for a in hx) if isinstance(hx, tuple) else hx[:, :1]
     lengths = [T - 12, T]
     engine = layer._current_engine()
-    assert engine.schedule(T, 1)["ahead_rows"] == expected_ahead_rows(isa, mode, T)
+    assert engine.schedule(T, 1)["ahead_rows"] == expected_ahead_rows(engine.isa, mode, T)
     assert engine.schedule(T, 2)["ahead_rows"] == 0
     batched = engine_forward(layer, x, hx, lengths)
     alone = engine_forward(layer, x[:, :1], row0, lengths[:1])
@@ -109,8 +113,8 @@ def test_batch_of_one_split_into_calls_gives_the_same_bits(isa):
     # and carried over in its state gives the same bits as one call.
     layer = make_layer("lstm", 24, 48, dtype=np.float32, seed=7)
     x = make_input(make_rng("ahead-split"), 203, 1, 24, np.float32)
-    assert layer._current_engine().schedule(182, 1)["ahead_rows"] == expected_ahead_rows(
-        isa, "lstm", 182)
+    engine = layer._current_engine()
+    assert engine.schedule(182, 1)["ahead_rows"] == expected_ahead_rows(engine.isa, "lstm", 182)
     assert_split_call_matches(layer, x, 21)
 
 
@@ -129,7 +133,7 @@ def test_projecting_ahead_needs_a_ring_of_two_blocks_only(isa):
     # The ring of gx holds 2S rows however long the sequence.
     engine = make_layer("lstm", 8, 32, dtype=np.float32, seed=6)._current_engine()
     ring = engine.workspace_bytes(10**6, 1) - engine.workspace_bytes(1, 1)
-    if expected_ahead_rows(isa, "lstm", 10**6):
+    if expected_ahead_rows(engine.isa, "lstm", 10**6):
         # 2S rows of G*Hp float32 (a one-step call has no gx: its step projects)
         assert ring == 2 * 8 * 4 * 32 * 4
         assert engine.workspace_bytes(16, 1) == engine.workspace_bytes(10**6, 1)
@@ -145,8 +149,9 @@ def test_large_w_ih_keeps_the_gemm(isa, mode, dtype):
     # below that it does; at it, the GEMM chunks (which read W_ih once per
     # chunk) run instead, with the same results. The second layer of a stack
     # has its own W_ih (I = H).
-    bound = make_layer(mode, 1, 1, dtype=dtype)._current_engine().ahead_cache_bytes
-    if isa != "avx512":
+    probe = make_layer(mode, 1, 1, dtype=dtype)._current_engine()
+    bound = probe.ahead_cache_bytes
+    if probe.isa not in ("avx512", "amx"):
         assert bound == 0  # those kernels never project ahead
         return
     assert bound >= _core.l2_cache_bytes() and bound > 0  # the L2, AMD's L3, or 1 MiB if unknown
@@ -157,9 +162,11 @@ def test_large_w_ih_keeps_the_gemm(isa, mode, dtype):
     assert (packed_w_ih_bytes(mode, I_fits, H, dtype) < bound
             <= packed_w_ih_bytes(mode, I_over, H, dtype))
     T = 2 * AHEAD_ROWS[mode]
-    for I, expected in ((I_fits, expected_ahead_rows(isa, mode, T)), (I_over, 0)):
+    for I, expected in ((I_fits, expected_ahead_rows(probe.isa, mode, T)), (I_over, 0)):
         layer = make_layer(mode, I, H, dtype=dtype, seed=8)
-        assert layer._current_engine().schedule(T, 1)["ahead_rows"] == expected
+        schedule = layer._current_engine().schedule(T, 1)
+        # (on amx so wide an input goes to the AMX tiles instead)
+        assert schedule["ahead_rows"] == (0 if schedule["input_on_amx"] else expected)
     if bound <= 4 << 20:  # an L3-sized bound (AMD) would take layers of hundreds of MiB
         H_deep = 16  # the smallest multiple of 16 whose layer 1 (I = 2H) has W_ih past the bound
         while packed_w_ih_bytes(mode, 2 * H_deep, H_deep, dtype) < bound:
@@ -168,7 +175,7 @@ def test_large_w_ih_keeps_the_gemm(isa, mode, dtype):
         assert deep._current_engine().schedule(T, 1)["ahead_rows"] == 0
         shallow = make_layer(mode, 3, H_deep - 16, num_layers=2, bidirectional=True, dtype=dtype)
         assert shallow._current_engine().schedule(T, 1)["ahead_rows"] == expected_ahead_rows(
-            isa, mode, T)
+            probe.isa, mode, T)
     # The chunked path's result, checked against the reference.
     rng = make_rng("ahead-large", mode, np.dtype(dtype).name)
     x = make_input(rng, T, 1, I_over, dtype)

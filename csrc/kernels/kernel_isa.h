@@ -95,6 +95,9 @@ static inline int64_t lf_step_panel(const lf_step_args *s, int64_t i) {
 #undef VTANH
 #undef VRELU
 
+/* LF_FLOAT32_ONLY: a table without float64 kernels (dispatch.c's
+ * lf_kernels_for_dtype then serves float64 from another). */
+#ifndef LF_FLOAT32_ONLY
 #define REAL double
 #define VEC lf_vd
 #define NB LF_NB_F64
@@ -110,13 +113,28 @@ static inline int64_t lf_step_panel(const lf_step_args *s, int64_t i) {
 #undef VSIGMOID
 #undef VTANH
 #undef VRELU
+#define LF_F64(name) name
+#else
+#define LF_F64(name) 0
+#endif
+
+/* LF_PROJECTION_F32: the float32 GEMM's entry, gemm_f32 unless the file
+ * defines its own (declared before including this one); LF_AMX_SPLIT_ROWS
+ * the AMX row split that goes with it (lf_kernels.amx_split_rows). */
+#ifndef LF_PROJECTION_F32
+#define LF_PROJECTION_F32 gemm_f32
+#endif
+#ifndef LF_AMX_SPLIT_ROWS
+#define LF_AMX_SPLIT_ROWS 0
+#endif
 
 LF_HIDDEN const lf_kernels LF_PASTE(lf_kernels, LF_ISA_SUFFIX) = {
     .isa = LF_ISA_ID,
-    .block = {LF_NB_F32, LF_NB_F64},
-    .gemm = {gemm_f32, gemm_f64},
-    .step = {step_f32, step_f64},
-    .sigmoid = {map_sigmoid_f32, map_sigmoid_f64},
-    .tanh = {map_tanh_f32, map_tanh_f64},
+    .block = {LF_NB_F32, LF_F64(LF_NB_F64)},
+    .gemm = {LF_PROJECTION_F32, LF_F64(gemm_f64)},
+    .step = {step_f32, LF_F64(step_f64)},
+    .sigmoid = {map_sigmoid_f32, LF_F64(map_sigmoid_f64)},
+    .tanh = {map_tanh_f32, LF_F64(map_tanh_f64)},
     .ahead_rows = {0, 0, 0, 3 * LF_AHEAD_Q, 4 * LF_AHEAD_Q},
+    .amx_split_rows = LF_AMX_SPLIT_ROWS,
 };

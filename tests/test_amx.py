@@ -1,0 +1,173 @@
+"""The amx ISA: float32 input projections on AMX tiles (kernels_amx.c).
+
+A call projects its input as six bfloat16 products of three-way splits of x
+and W_ih when it has 16 rows (T x B) or more and every layer's projection
+128K multiply-adds per row or more (lf_call_uses_amx); other calls take the
+AVX-512 path. The general suites run on amx too, but their layers are small;
+here the shapes reach every edge of the tile code: 16, 17, 31, 32 and 33 rows
+(one and two row tiles, partial ones), inputs that end in a partial block of
+32 values of K, hidden widths with a partial or a lone column tile, several
+groups of 16 column tiles, stacks whose second layer reads the first's
+output, both directions, lengths, and every cell kind.
+"""
+import numpy as np
+import pytest
+
+import lstm_fast
+import reference
+from helpers import (MODES, assert_result, engine_forward, make_hx, make_input, make_layer,
+                     make_rng, params64, ref_mode, split, tol)
+from lstm_fast import _core
+
+pytestmark = pytest.mark.skipif(not _core.isa_available("amx"),
+                                reason="no AMX on this CPU or in this build")
+
+MIN_WORK = 128 * 1024  # LF_AMX_MIN_WORK
+
+
+@pytest.fixture
+def amx(monkeypatch):
+    monkeypatch.setenv("LSTM_FAST_ISA", "amx")
+
+
+def on_amx(layer, T, B):
+    return layer._current_engine().schedule(T, B)["input_on_amx"]
+
+
+def test_which_calls_are_on_the_tiles(amx):
+    layer = make_layer("lstm", 128, 64)  # 128 x 4 x 64 = 32K per row: too little
+    assert layer._current_engine().isa == "amx"
+    assert not on_amx(layer, 100, 64)
+    assert layer._current_engine().schedule(100, 1)["ahead_rows"] > 0  # as on AVX-512
+    layer = make_layer("lstm", 512, 64)  # 128K
+    assert not on_amx(layer, 15, 1) and on_amx(layer, 16, 1)
+    assert not on_amx(layer, 5, 3) and on_amx(layer, 4, 4) and on_amx(layer, 1, 16)
+    assert not on_amx(layer, 0, 16) and not on_amx(layer, 16, 0)
+    assert not on_amx(make_layer("lstm", 511, 64), 100, 1)
+    assert layer._current_engine().schedule(100, 1)["ahead_rows"] == 0
+    assert layer._current_engine().schedule(100, 64)["chunk_steps"] > 1  # never fused
+    # every layer's projection must be large enough: here the second's is not
+    assert not on_amx(make_layer("lstm", 512, 64, num_layers=2, proj_size=0), 100, 1)
+    assert on_amx(make_layer("gru", 256, 176, num_layers=2, bidirectional=True), 16, 1)
+    # float64 runs the AVX-512 kernels
+    wide = make_layer("lstm", 512, 64, dtype=np.float64)
+    assert wide._current_engine().isa == "avx512" and not on_amx(wide, 100, 64)
+
+
+def input_for(mode, H, past):
+    """The narrowest input that puts a layer on the tiles, plus `past`."""
+    gates = {"lstm": 4, "lstmp": 4, "gru": 3}.get(mode, 1)
+    padded = -(-H // 16) * 16
+    return -(-MIN_WORK // (gates * padded)) + past
+
+
+# (H, past): one column tile per gate, a partial column tile, several groups
+# of 16 column tiles; inputs that end in a partial block of K, or a full one.
+SHAPES = [(16, 1), (50, 17), (180, 3), (1100, 0)]
+
+
+@pytest.mark.parametrize("T,B", [(16, 1), (17, 1), (11, 3), (1, 33), (2, 16)])
+@pytest.mark.parametrize("H,past", SHAPES)
+@pytest.mark.parametrize("mode", MODES)
+def test_matches_reference(amx, mode, H, past, T, B):
+    I = input_for(mode, H, past)
+    rng = make_rng("amx", mode, I, T, B)
+    layer = make_layer(mode, I, H, seed=I + T, proj_size=0)
+    assert on_amx(layer, T, B)
+    x = make_input(rng, T, B, I, np.float32)
+    hx = make_hx(mode, rng, 1, B, H, 0, np.float32)
+    lengths = None if B == 1 else [T - b % T for b in range(B)]
+    expected = reference.module_forward(ref_mode(mode), params64(layer), x, hx, lengths, False)
+    assert_result(mode, layer(x, hx=hx, lengths=lengths), expected, np.float32)
+
+
+@pytest.mark.parametrize("mode", ["lstm", "lstmp", "gru"])
+def test_stacked_bidirectional(amx, mode):
+    # The second layer reads both directions of the first (I = 2R).
+    T, B, I, H = 9, 4, 300, 150
+    P = 140 if mode == "lstmp" else 0
+    rng = make_rng("amx-stack", mode)
+    layer = make_layer(mode, I, H, num_layers=2, bidirectional=True, proj_size=P, seed=4)
+    assert on_amx(layer, T, B)
+    x = make_input(rng, T, B, I, np.float32)
+    hx = make_hx(mode, rng, 4, B, H, P, np.float32)
+    expected = reference.module_forward(ref_mode(mode), params64(layer), x, hx, [9, 3, 0, 8],
+                                        False)
+    assert_result(mode, layer(x, hx=hx, lengths=[9, 3, 0, 8]), expected, np.float32)
+
+
+@pytest.mark.parametrize("mode", ["lstm", "gru", "rnn_tanh"])
+def test_same_bits_on_any_thread_count_and_in_any_batch(amx, mode):
+    # Each row's sums run in one order whatever the row tiles, the threads'
+    # share of the columns (split steps) or of the row split, and the
+    # pipeline's chunks: the same bits. Row 1 alone (T = 40 rows) is on
+    # AMX too, so it matches its batched self exactly (LSTM, GRU).
+    T, B, H = 40, 5, 48
+    I = input_for(mode, H, 5)
+    layer = make_layer(mode, I, H, seed=3)
+    assert on_amx(layer, T, B) and on_amx(layer, T, 1)
+    x = make_input(make_rng("amx-bits", mode), T, B, I, np.float32)
+    one = engine_forward(layer, x)
+    for pool, threads in ((_core.ThreadPool(2), 0), (_core.ThreadPool(2), 2),
+                          (_core.ThreadPool(3), 3)):
+        for a, b in zip(one, engine_forward(layer, x, pool=pool, threads=threads)):
+            if a is not None:
+                np.testing.assert_array_equal(a, b)
+    if mode.startswith("rnn"):
+        return  # a plain RNN's lone row splits its recurrent sums (README)
+    alone = split(mode, layer(np.ascontiguousarray(x[:, 1:2])))
+    for got, whole in zip(alone, split(mode, layer(x))):
+        if got is not None:
+            np.testing.assert_array_equal(got, whole[:, 1:2])
+
+
+def test_pipelined_batch_of_one(amx):
+    # A small step with a wide input, on two threads, pipelines: the second
+    # thread projects each chunk of 8 rows on the tiles, alone, while the
+    # first steps.
+    layer = make_layer("lstm", 352, 96, seed=10)  # 352 x 4 x 96 = 132K per row
+    x = make_input(make_rng("amx-pipeline"), 50, 1, 352, np.float32)
+    assert on_amx(layer, 50, 1) and layer._current_engine().schedule(50, 1)["pipeline_steps"] > 0
+    one = engine_forward(layer, x)
+    two = engine_forward(layer, x, pool=_core.ThreadPool(2))
+    for a, b in zip(one, two):
+        if a is not None:
+            np.testing.assert_array_equal(a, b)
+
+
+def test_stream_of_sixteen_rows_equals_one_call(amx):
+    # A batch of 16 is on AMX one step at a time too.
+    layer = make_layer("lstm", 600, 60, seed=2)
+    x = make_input(make_rng("amx-stream"), 6, 16, 600, np.float32)
+    assert on_amx(layer, 1, 16)
+    y, (h, c) = layer(x)
+    stream = layer.stream(batch_size=16)
+    got = np.stack([stream.step(x[t]) for t in range(len(x))])
+    np.testing.assert_array_equal(got, y)
+    np.testing.assert_array_equal(stream.state[1], c)
+
+
+def test_huge_and_not_finite_inputs_as_in_float32(amx, monkeypatch):
+    # Values that would round to infinity in bfloat16 (from 3.39e38) are
+    # split by truncation, so their products stay finite; an infinite input
+    # saturates the gates (not inf * 0 = NaN from a zero term of a weight);
+    # NaN propagates. As the AVX-512 path's float32 arithmetic does.
+    T, B, H = 16, 1, 64
+    I = input_for("rnn_tanh", H, 0)
+    layer = make_layer("rnn_tanh", I, H, seed=1)
+    weights = layer.state_dict()
+    weights["weight_ih_l0"][:, 0] = 0.5   # exactly a bfloat16: zero mid and lo terms
+    layer.load_state_dict(weights)
+    x = make_input(make_rng("amx-huge"), T, B, I, np.float32)
+    x[2, 0, :4] = [3.4e38, -3.4e38, 3.39e38, 1.0]
+    x[3, 0, 0] = np.inf
+    x[5, 0, 2] = np.nan
+    x[7, 0, 0] = 3.3e-38                  # near the smallest normal
+    y = layer(x)[0]
+    assert on_amx(layer, T, B)
+    monkeypatch.setenv("LSTM_FAST_ISA", "avx512")
+    fma = make_layer("rnn_tanh", I, H, seed=1)
+    fma.load_state_dict(weights)
+    want = fma(x)[0]
+    assert np.all(np.abs(y[3]) == 1) and np.all(np.isnan(y[5:])) and np.all(np.isfinite(y[:5]))
+    np.testing.assert_allclose(y, want, equal_nan=True, **tol(np.float32))
