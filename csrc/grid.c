@@ -159,6 +159,35 @@ static void prefetch_from_other_cores(const char *p, size_t bytes) {
     for (size_t offset = 0; offset < ask; offset += LF_ALIGN) __builtin_prefetch(p + offset, 0, 3);
 }
 
+/* A step's recurrent product on the AMX tiles (lf_call_recurs_on_amx):
+ * the threads split their shares of h_prev's row tiles, meet, and each
+ * adds h_prev @ W_hh to its own panels' columns of the step's gx, which
+ * the step kernel then only activates (product_in_gx). */
+static void recur_on_amx(direction_run *run, lf_step_args *st) {
+    const forward_job *job = run->job;
+    const lf_plan *p = job->plan;
+    const lf_kernels *k = p->kernels;
+    const int64_t B = job->args->B, R = p->state_size, G = p->gates;
+    char *h_split = job->wbase + job->ws->h_split;
+    int64_t tile0, tile1;
+    share((B + 15) / 16, run->index, run->count, &tile0, &tile1);
+    k->amx_split_rows(st->h_prev, R, B, R, tile0, tile1, h_split);
+    lf_barrier_wait(job->args->pool, run->index, run->count);
+    st->product_in_gx = 1;
+    if (st->panel_end == st->panel_begin) return;
+    const int64_t p0 = st->panel_begin, width = G * p->block;
+    lf_gemm_args g = {
+        .M = B, .K = R, .A = st->h_prev, .lda = R,
+        .n_panels = st->panel_end - p0, .gates = G,
+        .C = (char *)st->gx + (size_t)(p0 * width) * sizeof(float), .ldc = st->ldgx,
+        .n_cols = (st->panel_end - p0) * width,
+        .tiles = run->packed + run->layout->w_hh_tiles +
+                 (size_t)(p0 * G * LF_AMX_K_BLOCKS(R)) * LF_AMX_TERMS * LF_AMX_TILE_BYTES,
+        .a_split = h_split, .accumulate = 1,
+    };
+    k->gemm[LF_FLOAT32](&g);
+}
+
 /* One time step on this thread's panels (st: everything but the state and
  * output rows), the barriers after it, LSTMP's projection, and the swap of
  * h_prev and h_next. */
@@ -173,6 +202,7 @@ static void run_step(direction_run *run, lf_step_args *st) {
     st->h_prev = run->h_prev;
     st->h_next = run->h_next;
     st->y = st->m ? NULL : y_t;
+    if (job->ws->recurs_on_amx) recur_on_amx(run, st);
     if (p->desc.flags & LF_GRU_RESET_BEFORE_PRODUCT) {
         st->phase = 1;
         if (has_panels) k->step[dtype](st);

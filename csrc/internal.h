@@ -157,6 +157,7 @@ typedef struct lf_gemm_args {
                               the FMA GEMM, as for the LSTMP projection) */
     const void *a_split;   /* with tiles: A's rows as AMX tiles of their terms,
                               split by amx_split_rows */
+    int accumulate;        /* with tiles: C += A @ panels (C holds the start; no bias) */
 } lf_gemm_args;
 
 /* The AMX layouts (kernels_amx.c). Projection panels: for column tile c
@@ -230,6 +231,9 @@ typedef struct lf_step_args {
     int64_t ahead_valid, ahead_k0, ahead_k1;
     int ahead_gate;
     void *ahead_gx;
+    /* gx already holds h_prev @ W_hh (on the AMX tiles, grid.c): the step
+     * only updates the cells. */
+    int product_in_gx;
 } lf_step_args;
 
 typedef void (*lf_gemm_fn)(const lf_gemm_args *);
@@ -283,6 +287,24 @@ static inline int lf_call_uses_amx(const lf_plan *p, int64_t T, int64_t B) {
     return narrowest >= (LF_AMX_MIN_WORK + columns - 1) / columns;
 }
 
+/* Such a call's recurrent products go to the tiles as well from a batch of
+ * LF_AMX_MIN_RECURRENT_BATCH on, for an LSTM or a plain RNN (the GRU's n
+ * gate keeps its recurrent sum apart) whose product is as large: then a
+ * sequence's bits also depend on whether its batch reaches it. Against
+ * the FMA step (Intel VM, in-process A/B, LSTM, 1 / 2 threads): B=64
+ * I=H=512 0.78x / 0.82x the time, B=32 H=256 0.86x / 0.89x, B=24 1.24x on
+ * two threads (a partial second row tile, and one more barrier a step),
+ * B=16 0.98-1.00x. */
+#ifndef LF_AMX_MIN_RECURRENT_BATCH
+#define LF_AMX_MIN_RECURRENT_BATCH 32
+#endif
+static inline int lf_call_recurs_on_amx(const lf_plan *p, int64_t T, int64_t B) {
+    const int64_t columns = p->gates * p->hidden_padded;
+    return B >= LF_AMX_MIN_RECURRENT_BATCH && p->desc.cell != LF_CELL_GRU &&
+           lf_call_uses_amx(p, T, B) &&
+           p->state_size >= (LF_AMX_MIN_WORK + columns - 1) / columns;
+}
+
 /* One rule for plan.c (which then allocates no gx) and grid.c (which then
  * has the step project x itself): a one-step chunk fuses the input
  * projection into the step, except for the GRU, whose n gate keeps its
@@ -332,7 +354,7 @@ typedef struct lf_packed_layout {
     int64_t in_size;       /* I_l */
     size_t w_ih, w_hh, bias, b_hn, w_hr; /* offsets; b_hn/w_hr unused unless GRU/LSTMP */
     size_t peephole, w_hn; /* unused unless LF_LSTM_PEEPHOLE / LF_GRU_RESET_BEFORE_PRODUCT */
-    size_t w_ih_tiles;     /* AMX kernels only (LF_AMX_*) */
+    size_t w_ih_tiles, w_hh_tiles; /* AMX kernels only (LF_AMX_*); W_hh not for the GRU */
     size_t total;          /* bytes including alignment slack */
 } lf_packed_layout;
 
@@ -340,6 +362,7 @@ LF_HIDDEN lf_status lf_packed_layout_of(const lf_plan *plan, int64_t layer, lf_p
 
 typedef struct lf_workspace_layout {
     int on_amx;            /* lf_call_uses_amx */
+    int recurs_on_amx;     /* lf_call_recurs_on_amx */
     int64_t chunk_steps;   /* time steps per input-projection chunk */
     int64_t ahead_rows;    /* > 0: B = 1 projects ahead in blocks of this many
                               steps (grid.c), gx a ring of two blocks */
@@ -348,6 +371,7 @@ typedef struct lf_workspace_layout {
     size_t gx, between_layers, h_a, h_b, c, m;
     size_t gru_rh, gru_z;  /* LF_GRU_RESET_BEFORE_PRODUCT only */
     size_t x_split;        /* on_amx only: one projection's rows of input, split */
+    size_t h_split;        /* recurs_on_amx only: h_prev, split */
     size_t total;
 } lf_workspace_layout;
 

@@ -234,13 +234,16 @@ lf_status lf_plan_workspace_size(const lf_plan *plan, int64_t T, int64_t B, size
  * (lf_forward_args.threads 0), the chunk of steps one thread projects
  * while the other runs the previous chunk's steps (then neither of the
  * others applies). input_on_amx: 1 when the input projections run on
- * AMX tiles (LF_ISA_AMX, float32, T x B of 16 rows or more); their last
- * bits then differ from those of the FMA products other calls take. */
+ * AMX tiles (LF_ISA_AMX, float32, T x B of 16 rows or more, large enough
+ * layers); their last bits then differ from those of the FMA products
+ * other calls take. recurrence_on_amx: the recurrent products too (such
+ * a call of an LSTM or RNN with a batch of 32 or more). */
 typedef struct lf_schedule {
     int64_t chunk_steps;
     int64_t ahead_rows;
     int64_t pipeline_steps;
     int input_on_amx;
+    int recurrence_on_amx;
 } lf_schedule;
 lf_status lf_plan_schedule(const lf_plan *plan, int64_t T, int64_t B, lf_schedule *out);
 

@@ -161,11 +161,16 @@ LF_HIDDEN lf_status lf_packed_layout_of(const lf_plan *plan, int64_t layer, lf_p
     if ((d->flags & LF_LSTM_PEEPHOLE) && !panels_bytes(plan, 3, H, 1, &peephole))
         return LF_ERR_OVERFLOW;
     if (reset_before && !panels_bytes(plan, 1, H, R, &w_hn)) return LF_ERR_OVERFLOW;
-    size_t w_ih_tiles = 0;
+    size_t w_ih_tiles = 0, w_hh_tiles = 0;
     if (((const lf_kernels *)plan->kernels)->amx_split_rows) {
-        const size_t tile_rows = (size_t)(plan->hidden_padded / plan->block) * (size_t)G;
-        if (!lf_mul(tile_rows, (size_t)LF_AMX_K_BLOCKS(in_size), &w_ih_tiles) ||
-            !lf_mul(w_ih_tiles, (size_t)(LF_AMX_TERMS * LF_AMX_TILE_BYTES), &w_ih_tiles))
+        const size_t column_tiles = (size_t)(plan->hidden_padded / plan->block) * (size_t)G;
+        const size_t tile_bytes = LF_AMX_TERMS * LF_AMX_TILE_BYTES;
+        if (!lf_mul(column_tiles, (size_t)LF_AMX_K_BLOCKS(in_size), &w_ih_tiles) ||
+            !lf_mul(w_ih_tiles, tile_bytes, &w_ih_tiles))
+            return LF_ERR_OVERFLOW;
+        if (d->cell != LF_CELL_GRU &&
+            (!lf_mul(column_tiles, (size_t)LF_AMX_K_BLOCKS(R), &w_hh_tiles) ||
+             !lf_mul(w_hh_tiles, tile_bytes, &w_hh_tiles)))
             return LF_ERR_OVERFLOW;
     }
     out->in_size = in_size;
@@ -174,7 +179,8 @@ LF_HIDDEN lf_status lf_packed_layout_of(const lf_plan *plan, int64_t layer, lf_p
     if (!lf_add(out->w_hh, w_hh, &out->bias) || !lf_add(out->bias, bias, &out->b_hn) ||
         !lf_add(out->b_hn, b_hn, &out->w_hr) || !lf_add(out->w_hr, w_hr, &out->peephole) ||
         !lf_add(out->peephole, peephole, &out->w_hn) || !lf_add(out->w_hn, w_hn, &out->w_ih_tiles) ||
-        !lf_add(out->w_ih_tiles, w_ih_tiles, &total) ||
+        !lf_add(out->w_ih_tiles, w_ih_tiles, &out->w_hh_tiles) ||
+        !lf_add(out->w_hh_tiles, w_hh_tiles, &total) ||
         !lf_add(total, LF_ALIGN, &out->total))
         return LF_ERR_OVERFLOW;
     return LF_OK;
@@ -240,6 +246,7 @@ LF_HIDDEN lf_status lf_workspace_layout_of(const lf_plan *plan, int64_t T, int64
         !lf_mul(row, (size_t)B, &step_values))
         return LF_ERR_OVERFLOW;
     out->on_amx = lf_call_uses_amx(plan, T, B);
+    out->recurs_on_amx = lf_call_recurs_on_amx(plan, T, B);
     /* Whether a one-step chunk would fuse the input projection into the step. */
     const int step_may_fuse = lf_chunk_fuses_input(plan, out->on_amx, 1);
     int64_t chunk = 1;
@@ -300,8 +307,15 @@ LF_HIDDEN lf_status lf_workspace_layout_of(const lf_plan *plan, int64_t T, int64
             !lf_mul(split_bytes, (size_t)(LF_AMX_TERMS * LF_AMX_TILE_BYTES), &split_bytes))
             return LF_ERR_OVERFLOW;
     }
+    size_t h_split_bytes = 0;
+    if (out->recurs_on_amx &&
+        (!lf_mul((size_t)(B + 15) / 16, (size_t)LF_AMX_K_BLOCKS(plan->state_size),
+                 &h_split_bytes) ||
+         !lf_mul(h_split_bytes, (size_t)(LF_AMX_TERMS * LF_AMX_TILE_BYTES), &h_split_bytes)))
+        return LF_ERR_OVERFLOW;
     size_t cursor = 0;
     if (!add_region(&cursor, split_bytes, 1, &out->x_split) ||
+        !add_region(&cursor, h_split_bytes, 1, &out->h_split) ||
         !add_region(&cursor, gx_values, e, &out->gx) ||
         !add_region(&cursor, between, e, &out->between_layers) ||
         !add_region(&cursor, state_values, e, &out->h_a) ||
@@ -335,6 +349,7 @@ lf_status lf_plan_schedule(const lf_plan *plan, int64_t T, int64_t B, lf_schedul
         out->ahead_rows = layout.ahead_rows;
         out->pipeline_steps = layout.pipeline_steps;
         out->input_on_amx = layout.on_amx;
+        out->recurrence_on_amx = layout.recurs_on_amx;
     }
     return st;
 }

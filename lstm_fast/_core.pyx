@@ -710,14 +710,15 @@ cdef class Engine:
         steps per input-projection chunk, the block of a batch of one that
         projects its input ahead (0: none), the chunk a forward on two
         threads or more pipelines in (0: none), and whether the input
-        projections run on AMX tiles. The same bits either way, but for
-        the last; for tests and tuning."""
+        projections and the recurrent ones run on AMX tiles. The same bits
+        either way, but for the last two; for tests and tuning."""
         cdef lf_schedule sched
         _check(lf_plan_schedule(&self._plan, _size("steps", steps), _size("batch", batch),
                                 &sched), "schedule")
         return {"chunk_steps": sched.chunk_steps, "ahead_rows": sched.ahead_rows,
                 "pipeline_steps": sched.pipeline_steps,
-                "input_on_amx": bool(sched.input_on_amx)}
+                "input_on_amx": bool(sched.input_on_amx),
+                "recurrence_on_amx": bool(sched.recurrence_on_amx)}
 
     def call_fast(self, input, hx, ThreadPool pool, bint cell=False, bint batch_first=False):
         """The per-call fast path of the layers and cells: when `input` and `hx`

@@ -171,3 +171,37 @@ def test_huge_and_not_finite_inputs_as_in_float32(amx, monkeypatch):
     want = fma(x)[0]
     assert np.all(np.abs(y[3]) == 1) and np.all(np.isnan(y[5:])) and np.all(np.isfinite(y[:5]))
     np.testing.assert_allclose(y, want, equal_nan=True, **tol(np.float32))
+
+
+@pytest.mark.parametrize("mode,variant", [
+    ("lstm", None), ("lstmp", None), ("rnn_relu", None),
+    ("lstm", {"peephole": True, "clip": 2.0}),
+])
+def test_recurrence_on_the_tiles(amx, mode, variant):
+    # From a batch of 32, an LSTM's or RNN's recurrent product goes to the
+    # tiles too (gx += h @ W_hh, then the step only activates): against
+    # the reference, with lengths and an initial state, and the same bits
+    # on two and three threads (each its own panels, h split by row tiles).
+    T, B = 6, 35
+    # R x G x Hp >= 128K: 180 x 4 x 192, LSTMP 170 x 4 x 208, RNN 368 x 1 x 368
+    H, P = {"lstmp": (200, 170), "rnn_relu": (368, 0)}.get(mode, (180, 0))
+    I = input_for(mode, H, 7)
+    rng = make_rng("amx-recurrent", mode, str(variant))
+    if variant is None:
+        layer = make_layer(mode, I, H, proj_size=P, seed=6)
+    else:
+        layer = lstm_fast.LSTM(I, H, variant=variant, seed=6)
+    schedule = layer._current_engine().schedule(T, B)
+    assert schedule["input_on_amx"] and schedule["recurrence_on_amx"]
+    assert not layer._current_engine().schedule(T, 31)["recurrence_on_amx"]
+    x = make_input(rng, T, B, I, np.float32)
+    hx = make_hx(mode, rng, 1, B, H, P, np.float32)
+    lengths = [T - b % (T + 1) for b in range(B)]
+    expected = reference.module_forward(ref_mode(mode), params64(layer), x, hx, lengths, False,
+                                        variant=variant)
+    assert_result(mode, layer(x, hx=hx, lengths=lengths), expected, np.float32)
+    one = engine_forward(layer, x, hx, lengths)
+    for pool in (_core.ThreadPool(2), _core.ThreadPool(3)):
+        for a, b in zip(one, engine_forward(layer, x, hx, lengths, pool=pool)):
+            if a is not None:
+                np.testing.assert_array_equal(a, b)

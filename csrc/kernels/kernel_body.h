@@ -454,8 +454,8 @@ static LF_INLINE void F(step_tile)(const int rows, const int NP, const int G,
 #pragma GCC unroll 2
             for (int j = 0; j < NP; ++j) F(start_gates)(G, cell, s, r0 + r, p[j], acc[r * NP + j]);
     }
-    F(accumulate_recurrent)(rows, NP, G, s->R, (const REAL *)s->h_prev + r0 * s->R, s->R, w_hh,
-                            acc);
+    F(accumulate_recurrent)(rows, NP, G, s->product_in_gx ? 0 : s->R,
+                            (const REAL *)s->h_prev + r0 * s->R, s->R, w_hh, acc);
     /* Rows not force-unrolled: eight copies of the cell update made GCC keep
      * the float64 tiles' accumulators on the stack through the product. */
     for (int r = 0; r < rows; ++r)

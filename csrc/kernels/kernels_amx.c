@@ -115,6 +115,25 @@ static void amx_split_rows(const void *A_, int64_t lda, int64_t M, int64_t K, in
         }                                                                                   \
     } while (0)
 
+/* Sum tile `tile` from rows [row, row + 16) and columns [col, col + 16) of
+ * C, zeros past M or n_cols (never read: a partial tile would reach past
+ * the buffer). */
+#define AMX_LOAD(tile, g, row, col)                                                         \
+    do {                                                                                    \
+        const float *c_ = (const float *)(g)->C + (row) * (g)->ldc + (col);                 \
+        if ((row) + 16 <= (g)->M && (col) + 16 <= (g)->n_cols) {                            \
+            _tile_loadd(tile, c_, (g)->ldc * (int64_t)sizeof(float));                       \
+        } else {                                                                            \
+            _Alignas(64) float bounce_[16][16];                                             \
+            memset(bounce_, 0, sizeof bounce_);                                             \
+            const int64_t rows_ = (g)->M - (row) < 16 ? (g)->M - (row) : 16;                \
+            const int64_t cols_ = (g)->n_cols - (col) < 16 ? (g)->n_cols - (col) : 16;      \
+            for (int64_t r_ = 0; r_ < rows_ && cols_ > 0; ++r_)                             \
+                memcpy(bounce_[r_], c_ + r_ * (g)->ldc, (size_t)cols_ * sizeof(float));     \
+            _tile_loadd(tile, bounce_, 64);                                                 \
+        }                                                                                   \
+    } while (0)
+
 /* The products of one k block into sums 0-3: for each term of the rows
  * (tiles 4, 5), each term of the columns (6, 7) that pairs with it. `both`
  * row tiles and `pair` column tiles, or only the first of each. */
@@ -136,10 +155,10 @@ static inline void multiply_block(const char *row0, const char *row1, const char
     }
 }
 
-/* C = A @ W_ih + bias on the tiles, from g->a_split and g->tiles; the FMA
- * GEMM when there are no tiles. Each sum starts from the bias and adds the
- * products k block by k block in one order, whatever the rows or the
- * column range. */
+/* C = A @ W + bias (or with g->accumulate, C += A @ W) on the tiles, from
+ * g->a_split and g->tiles; the FMA GEMM when there are no tiles. Each sum
+ * starts from the bias (or C) and adds the products k block by k block in
+ * one order, whatever the rows or the column range. */
 static void amx_project_f32(const lf_gemm_args *g) {
     if (!g->tiles) {
         gemm_f32(g);
@@ -160,7 +179,7 @@ static void amx_project_f32(const lf_gemm_args *g) {
     _tile_loadconfig(&config);
     for (int64_t c0 = 0; c0 < n_tiles; c0 += AMX_COLUMN_GROUP) {
         const int64_t c1 = c0 + AMX_COLUMN_GROUP < n_tiles ? c0 + AMX_COLUMN_GROUP : n_tiles;
-        for (int64_t c = c0; c < c1; ++c)
+        for (int64_t c = c0; c < c1 && !g->accumulate; ++c)
             for (int r = 0; r < 16; ++r)
                 _mm512_store_ps(bias_rows[c - c0][r],
                                 bias ? _mm512_loadu_ps(bias + c * 16) : _mm512_setzero_ps());
@@ -169,10 +188,17 @@ static void amx_project_f32(const lf_gemm_args *g) {
             const char *row0 = (const char *)g->a_split + (size_t)rt * tile_row_bytes;
             for (int64_t c = c0; c < c1; c += 2) {
                 const int pair = c + 1 < c1;
-                _tile_loadd(0, bias_rows[c - c0], 64);
-                if (pair) _tile_loadd(1, bias_rows[c + 1 - c0], 64);
-                if (both) _tile_loadd(2, bias_rows[c - c0], 64);
-                if (both && pair) _tile_loadd(3, bias_rows[c + 1 - c0], 64);
+                if (g->accumulate) {
+                    AMX_LOAD(0, g, rt * 16, c * 16);
+                    if (pair) AMX_LOAD(1, g, rt * 16, c * 16 + 16);
+                    if (both) AMX_LOAD(2, g, rt * 16 + 16, c * 16);
+                    if (both && pair) AMX_LOAD(3, g, rt * 16 + 16, c * 16 + 16);
+                } else {
+                    _tile_loadd(0, bias_rows[c - c0], 64);
+                    if (pair) _tile_loadd(1, bias_rows[c + 1 - c0], 64);
+                    if (both) _tile_loadd(2, bias_rows[c - c0], 64);
+                    if (both && pair) _tile_loadd(3, bias_rows[c + 1 - c0], 64);
+                }
                 const char *col0 = (const char *)g->tiles + (size_t)c * tile_row_bytes;
                 for (int64_t j = 0; j < k_blocks; ++j) {
                     const size_t at = (size_t)j * LF_AMX_TERMS * LF_AMX_TILE_BYTES;
