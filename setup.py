@@ -35,7 +35,7 @@ HEADERS = [
     "csrc/kernels/vector_math.h",
     "csrc/kernels/avx512_tiles.h",
 ]
-# ISA name -> (source, flags). Order matters only for the log.
+# ISA name -> (source, flags), built in this order: AMX only after AVX512.
 ISA_KERNELS = {
     "AVX2": ("csrc/kernels/kernels_avx2.c", ["-mavx2", "-mfma"]),
     "AVX512": (

@@ -119,7 +119,8 @@ static void project_input(const direction_run *run, int part, int parts, int64_t
     if (run->job->ws->on_amx) {
         /* The rows' split, shared: each thread splits its share of the row
          * tiles, and all wait for the whole before multiplying. (The
-         * threads that project together are all of the job's, or one.) */
+         * threads that project together are all of the job's, or one: a
+         * pipelined job has two threads, lf_forward.) */
         a_split = run->job->wbase + run->job->ws->x_split;
         int64_t tile0, tile1;
         share((M + 15) / 16, part, parts, &tile0, &tile1);

@@ -253,9 +253,10 @@ typedef struct lf_kernels {
     lf_map_fn sigmoid[2];
     lf_map_fn tanh[2];
     int ahead_rows[5];           /* index: gates; S of lf_step_args' ahead_x, a multiple of G */
-    /* Non-NULL on AMX: gemm[float32] reads AMX tiles (lf_gemm_args.tiles,
-     * a_split, split by this) for every input projection, which the steps
-     * then never compute themselves (not ahead, not in one-step chunks). */
+    /* Non-NULL on AMX: in calls on the tiles (lf_call_uses_amx), gemm[float32]
+     * reads AMX tiles (lf_gemm_args.tiles, a_split, split by this) for every
+     * input projection, which the steps then never compute themselves (not
+     * ahead, not in one-step chunks). */
     lf_split_fn amx_split_rows;
 } lf_kernels;
 

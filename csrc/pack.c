@@ -54,11 +54,13 @@ DEFINE_PACKERS(double, f64)
 
 /* float -> bfloat16, rounded to nearest even; a finite value that would
  * round to infinity is truncated instead, so each term of a split stays
- * finite and the terms still sum to the value. */
+ * finite and the terms still sum to the value. NaN stays NaN (quieted: its
+ * payload may lie in the 16 bits that go). */
 static uint16_t bf16_of(float f) {
     uint32_t bits;
     memcpy(&bits, &f, sizeof bits);
-    if ((bits & 0x7f800000u) == 0x7f800000u) return (uint16_t)(bits >> 16); /* inf, NaN */
+    if (f != f) return (uint16_t)((bits >> 16) | 0x0040u);
+    if ((bits & 0x7f800000u) == 0x7f800000u) return (uint16_t)(bits >> 16); /* inf */
     const uint32_t rounded = bits + 0x7fffu + ((bits >> 16) & 1u);
     if ((rounded & 0x7f800000u) == 0x7f800000u) return (uint16_t)(bits >> 16);
     return (uint16_t)(rounded >> 16);
@@ -72,12 +74,15 @@ static float float_of_bf16(uint16_t h) {
 }
 
 /* w as hi + mid + lo, each the bfloat16 nearest to what the terms before
- * it leave (exact differences: 24 significant bits in all, as float32's).
- * Infinities and NaN keep hi alone. The rule of the AMX kernel's split of
- * the activations (kernels_amx.c), but for one thing: a zero mid or lo of
- * a finite w != 0 becomes the smallest normal of w's sign, so that an
- * infinite input times w sums to an infinity, as in float32, rather than
- * to inf * 0 = NaN. That adds at most 2^-126 |x| to a product x * w. */
+ * it leave (exact differences: 24 significant bits in all, as float32's,
+ * but the tiles read denormal terms as zero, so below about 2^-110 a
+ * weight loses its last bits). Infinities and NaN keep hi alone. The rule
+ * of the AMX kernel's split of the activations (kernels_amx.c), but for
+ * one thing: a mid or lo of a finite w != 0 that the tiles would read as
+ * zero (zero or denormal) becomes the smallest normal of w's sign, so
+ * that an infinite input times w sums to an infinity, as in float32,
+ * rather than to inf * 0 = NaN. That adds at most about 2^-125 |x| to a
+ * product x * w. */
 static void split_bf16x3(float w, uint16_t terms[LF_AMX_TERMS]) {
     float rest = w;
     for (int t = 0; t < LF_AMX_TERMS; ++t) {
@@ -86,7 +91,7 @@ static void split_bf16x3(float w, uint16_t terms[LF_AMX_TERMS]) {
     }
     const uint16_t smallest_normal = (uint16_t)(0x0080u | (signbit(w) ? 0x8000u : 0u));
     for (int t = 1; t < LF_AMX_TERMS; ++t)
-        if (isfinite(w) && w != 0 && (terms[t] & 0x7fffu) == 0) terms[t] = smallest_normal;
+        if (isfinite(w) && w != 0 && (terms[t] & 0x7f80u) == 0) terms[t] = smallest_normal;
 }
 
 /* W_ih (gates*n, K) float32 -> the AMX tiles of its projection panels

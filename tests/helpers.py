@@ -240,11 +240,13 @@ def engine_forward(layer, x, hx=None, lengths=None, pool=None, threads=0):
 
 def assert_calls_agree(layer, got, want, got_call, want_call):
     """Results for the same sequences from calls of other shapes (T, B):
-    the same bits, unless one call projected its input on AMX tiles and the
-    other did not (the amx ISA, float32, calls of 16 rows or more: the
-    schedule's input_on_amx); then within float32 rounding."""
+    the same bits, unless one call put products on the AMX tiles that the
+    other did not (the amx ISA, float32, large calls: the schedule's
+    input_on_amx and recurrence_on_amx); then within float32 rounding."""
     engine = layer._current_engine()
-    if engine.schedule(*got_call)["input_on_amx"] == engine.schedule(*want_call)["input_on_amx"]:
+    paths = [{key: engine.schedule(*call)[key] for key in ("input_on_amx", "recurrence_on_amx")}
+             for call in (got_call, want_call)]
+    if paths[0] == paths[1]:
         np.testing.assert_array_equal(got, want)
     else:
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

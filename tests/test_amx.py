@@ -205,3 +205,27 @@ def test_recurrence_on_the_tiles(amx, mode, variant):
         for a, b in zip(one, engine_forward(layer, x, hx, lengths, pool=pool)):
             if a is not None:
                 np.testing.assert_array_equal(a, b)
+
+
+def test_a_nan_weight_stays_nan(amx, monkeypatch):
+    # A NaN whose payload lies only in the low 16 bits must not become an
+    # infinity in bfloat16 (which a large input would turn into a finite,
+    # saturated gate); as in float32, its unit's outputs are NaN.
+    T, B, H = 16, 1, 16
+    I = input_for("rnn_relu", H, 0)
+    layer = make_layer("rnn_relu", I, H, seed=2)
+    weights = layer.state_dict()
+    weights["weight_hh_l0"][:] = 0
+    weights["weight_ih_l0"][3, 5] = np.array(0x7f800001, np.uint32).view(np.float32)
+    layer.load_state_dict(weights)
+    x = make_input(make_rng("amx-nan"), T, B, I, np.float32)
+    x[:, :, 5] = 1 + 2**-9 + 2**-18  # three positive terms: inf * each would sum to inf
+    y = layer(x)[0]
+    assert on_amx(layer, T, B)
+    # the first step's NaN is unit 3's alone; from the second on, 0 * NaN in
+    # the recurrent product spreads it, as float32 does
+    assert np.isnan(y[0, 0, 3]) and np.all(np.isfinite(np.delete(y[0], 3, axis=1)))
+    monkeypatch.setenv("LSTM_FAST_ISA", "avx512")
+    fma = make_layer("rnn_relu", I, H, seed=2)
+    fma.load_state_dict(weights)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(fma(x)[0]))
