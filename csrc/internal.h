@@ -276,7 +276,11 @@ LF_HIDDEN const lf_kernels *lf_kernels_for_dtype(lf_isa isa, lf_dtype dtype);
  * (64K) B=1 T=1000 1.02x / 1.08x; from GRU I=H=256 (192K) B=1 on,
  * 0.93x / 1.01x, LSTM (256K) B=1-16 0.85-0.90x, B=64 I=H=512 (1M) 0.83x. */
 #define LF_AMX_MIN_ROWS 16
+/* (This bound and LF_AMX_MIN_RECURRENT_BATCH below may be set with -D,
+ * for A/B builds.) */
+#ifndef LF_AMX_MIN_WORK
 #define LF_AMX_MIN_WORK ((int64_t)128 * 1024)
+#endif
 static inline int lf_call_uses_amx(const lf_plan *p, int64_t T, int64_t B) {
     if (!((const lf_kernels *)p->kernels)->amx_split_rows || B <= 0 ||
         T < (LF_AMX_MIN_ROWS + B - 1) / B)
