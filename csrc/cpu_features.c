@@ -62,12 +62,12 @@ static int x86_supports(lf_isa isa) {
     __cpuid_count(7, 0, a, b, c, d);
     const int has_avx2 = (b >> 5) & 1;
     if (isa == LF_ISA_AVX2) return has_avx2;
-    if (isa == LF_ISA_AVX512) {
-        const int f = (b >> 16) & 1, dq = (b >> 17) & 1, bw = (b >> 30) & 1, vl = (b >> 31) & 1;
-        /* opmask, upper halves of ZMM0-15, ZMM16-31 */
-        return has_avx2 && f && dq && bw && vl && (xcr0 & 0xE0) == 0xE0;
-    }
-    if (isa == LF_ISA_AMX) return x86_supports(LF_ISA_AVX512) && amx_usable(d, xcr0);
+    const int f = (b >> 16) & 1, dq = (b >> 17) & 1, bw = (b >> 30) & 1, vl = (b >> 31) & 1;
+    /* opmask, upper halves of ZMM0-15, ZMM16-31 */
+    const int avx512 = has_avx2 && f && dq && bw && vl && (xcr0 & 0xE0) == 0xE0;
+    if (isa == LF_ISA_AVX512) return avx512;
+    /* (the leaves already read: each CPUID is a VM exit under a hypervisor) */
+    if (isa == LF_ISA_AMX) return avx512 && amx_usable(d, xcr0);
     return 0;
 }
 #endif

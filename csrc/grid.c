@@ -139,8 +139,7 @@ static void project_input(const direction_run *run, int part, int parts, int64_t
         .bias = run->packed + run->layout->bias + (size_t)(p0 * width) * e,
         .C = C, .ldc = ldgx, .n_cols = (p1 - p0) * width,
         .tiles = a_split ? run->packed + run->layout->w_ih_tiles +
-                               (size_t)(p0 * G * LF_AMX_K_BLOCKS(I)) * LF_AMX_TERMS *
-                                   LF_AMX_TILE_BYTES
+                               (size_t)(p0 * G) * LF_AMX_STRIP_BYTES(I)
                          : NULL,
         .a_split = a_split,
     };
@@ -174,7 +173,6 @@ static void recur_on_amx(direction_run *run, lf_step_args *st) {
     share((B + 15) / 16, run->index, run->count, &tile0, &tile1);
     k->amx_split_rows(st->h_prev, R, B, R, tile0, tile1, h_split);
     lf_barrier_wait(job->args->pool, run->index, run->count);
-    st->product_in_gx = 1;
     if (st->panel_end == st->panel_begin) return;
     const int64_t p0 = st->panel_begin, width = G * p->block;
     lf_gemm_args g = {
@@ -182,8 +180,7 @@ static void recur_on_amx(direction_run *run, lf_step_args *st) {
         .n_panels = st->panel_end - p0, .gates = G,
         .C = (char *)st->gx + (size_t)(p0 * width) * sizeof(float), .ldc = st->ldgx,
         .n_cols = (st->panel_end - p0) * width,
-        .tiles = run->packed + run->layout->w_hh_tiles +
-                 (size_t)(p0 * G * LF_AMX_K_BLOCKS(R)) * LF_AMX_TERMS * LF_AMX_TILE_BYTES,
+        .tiles = run->packed + run->layout->w_hh_tiles + (size_t)(p0 * G) * LF_AMX_STRIP_BYTES(R),
         .a_split = h_split, .accumulate = 1,
     };
     k->gemm[LF_FLOAT32](&g);
@@ -406,7 +403,7 @@ static void run_direction(forward_job *job, int64_t layer, int64_t dir, const ch
         .w_hn = reset_before ? packed + layout.w_hn : NULL,
         .rh = reset_before ? wbase + ws->gru_rh : NULL,
         .z = reset_before ? wbase + ws->gru_z : NULL,
-        .parity = a->step_parity, .I = I,
+        .parity = a->step_parity, .I = I, .product_in_gx = ws->recurs_on_amx,
         .w_ih = packed + layout.w_ih, .bias = packed + layout.bias,
     };
     direction_run run = {

@@ -173,6 +173,8 @@ typedef struct lf_gemm_args {
 #define LF_AMX_TERMS 3
 #define LF_AMX_K_BLOCK 32
 #define LF_AMX_K_BLOCKS(K) (((K) + LF_AMX_K_BLOCK - 1) / LF_AMX_K_BLOCK)
+/* Bytes of one column tile's (or row tile's) terms over all of K. */
+#define LF_AMX_STRIP_BYTES(K) ((size_t)LF_AMX_K_BLOCKS(K) * LF_AMX_TERMS * LF_AMX_TILE_BYTES)
 
 /* A plan's variant options for one direction, with every LF_ACT_DEFAULT
  * resolved to the cell's own function, so the kernels never look at the

@@ -101,7 +101,7 @@ static void pack_amx_tiles(const float *W, int64_t gates, int64_t n, int64_t K, 
     const int64_t n_col_tiles = (n + NB - 1) / NB * gates, k_blocks = LF_AMX_K_BLOCKS(K);
     uint16_t *out = out_;
     const size_t tile_values = LF_AMX_TILE_BYTES / sizeof(uint16_t);
-    memset(out, 0, (size_t)(n_col_tiles * k_blocks * LF_AMX_TERMS) * LF_AMX_TILE_BYTES);
+    memset(out, 0, (size_t)n_col_tiles * LF_AMX_STRIP_BYTES(K));
     for (int64_t c = 0; c < n_col_tiles; ++c) {
         const int64_t g = c % gates, unit0 = c / gates * NB;
         for (int64_t u = 0; u < NB && unit0 + u < n; ++u) {

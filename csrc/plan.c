@@ -82,6 +82,11 @@ static int64_t ahead_cache_bytes(const lf_kernels *k, int64_t gates) {
     return bytes > 0 ? bytes : (int64_t)1 << 20;
 }
 
+/* Bytes of n AMX strips (column or row tiles' terms) over K (internal.h). */
+static int amx_strips_bytes(size_t n, int64_t K, size_t *out) {
+    return lf_mul(n, LF_AMX_STRIP_BYTES(K), out);
+}
+
 /* Largest dimension accepted: keeps every int64 product of two dimensions
  * and a gate count far from overflow before the size_t checks even start. */
 #define LF_MAX_DIM ((int64_t)1 << 31)
@@ -164,13 +169,8 @@ LF_HIDDEN lf_status lf_packed_layout_of(const lf_plan *plan, int64_t layer, lf_p
     size_t w_ih_tiles = 0, w_hh_tiles = 0;
     if (((const lf_kernels *)plan->kernels)->amx_split_rows) {
         const size_t column_tiles = (size_t)(plan->hidden_padded / plan->block) * (size_t)G;
-        const size_t tile_bytes = LF_AMX_TERMS * LF_AMX_TILE_BYTES;
-        if (!lf_mul(column_tiles, (size_t)LF_AMX_K_BLOCKS(in_size), &w_ih_tiles) ||
-            !lf_mul(w_ih_tiles, tile_bytes, &w_ih_tiles))
-            return LF_ERR_OVERFLOW;
-        if (d->cell != LF_CELL_GRU &&
-            (!lf_mul(column_tiles, (size_t)LF_AMX_K_BLOCKS(R), &w_hh_tiles) ||
-             !lf_mul(w_hh_tiles, tile_bytes, &w_hh_tiles)))
+        if (!amx_strips_bytes(column_tiles, in_size, &w_ih_tiles) ||
+            (d->cell != LF_CELL_GRU && !amx_strips_bytes(column_tiles, R, &w_hh_tiles)))
             return LF_ERR_OVERFLOW;
     }
     out->in_size = in_size;
@@ -299,19 +299,14 @@ LF_HIDDEN lf_status lf_workspace_layout_of(const lf_plan *plan, int64_t T, int64
         const int64_t deeper = d->num_layers > 1 ? d->num_directions * plan->state_size : 0;
         const int64_t widest = d->input_size > deeper ? d->input_size : deeper;
         const int64_t steps = out->pipeline_steps > chunk ? out->pipeline_steps : chunk;
-        size_t rows, row_tiles;
-        if (!lf_mul((size_t)steps, (size_t)B, &rows) || !lf_round_up(rows, 16, &rows))
-            return LF_ERR_OVERFLOW;
-        row_tiles = rows / 16;
-        if (!lf_mul(row_tiles, (size_t)LF_AMX_K_BLOCKS(widest), &split_bytes) ||
-            !lf_mul(split_bytes, (size_t)(LF_AMX_TERMS * LF_AMX_TILE_BYTES), &split_bytes))
+        size_t rows;
+        if (!lf_mul((size_t)steps, (size_t)B, &rows) || !lf_round_up(rows, 16, &rows) ||
+            !amx_strips_bytes(rows / 16, widest, &split_bytes))
             return LF_ERR_OVERFLOW;
     }
     size_t h_split_bytes = 0;
     if (out->recurs_on_amx &&
-        (!lf_mul((size_t)(B + 15) / 16, (size_t)LF_AMX_K_BLOCKS(plan->state_size),
-                 &h_split_bytes) ||
-         !lf_mul(h_split_bytes, (size_t)(LF_AMX_TERMS * LF_AMX_TILE_BYTES), &h_split_bytes)))
+        !amx_strips_bytes((size_t)(B + 15) / 16, plan->state_size, &h_split_bytes))
         return LF_ERR_OVERFLOW;
     size_t cursor = 0;
     if (!add_region(&cursor, split_bytes, 1, &out->x_split) ||

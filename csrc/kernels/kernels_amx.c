@@ -166,7 +166,7 @@ static void amx_project_f32(const lf_gemm_args *g) {
     }
     const int64_t k_blocks = LF_AMX_K_BLOCKS(g->K), n_tiles = g->n_panels * g->gates;
     const int64_t row_tiles = (g->M + 15) / 16;
-    const size_t tile_row_bytes = (size_t)k_blocks * LF_AMX_TERMS * LF_AMX_TILE_BYTES;
+    const size_t tile_row_bytes = LF_AMX_STRIP_BYTES(g->K);
     const float *bias = g->bias;
     _Alignas(64) float bias_rows[AMX_COLUMN_GROUP][16][16];
     amx_config config;
