@@ -161,8 +161,9 @@ static void prefetch_from_other_cores(const char *p, size_t bytes) {
 
 /* A step's recurrent product on the AMX tiles (lf_call_recurs_on_amx):
  * the threads split their shares of h_prev's row tiles, meet, and each
- * adds h_prev @ W_hh to its own panels' columns of the step's gx, which
- * the step kernel then only activates (product_in_gx). */
+ * adds h_prev @ W_hh to its own panels' columns of the step's gx, or for
+ * the GRU writes it to gh, which the step kernel then only activates
+ * (lf_step_args.product_done). */
 static void recur_on_amx(direction_run *run, lf_step_args *st) {
     const forward_job *job = run->job;
     const lf_plan *p = job->plan;
@@ -175,13 +176,14 @@ static void recur_on_amx(direction_run *run, lf_step_args *st) {
     lf_barrier_wait(job->args->pool, run->index, run->count);
     if (st->panel_end == st->panel_begin) return;
     const int64_t p0 = st->panel_begin, width = G * p->block;
+    char *sums = st->gh ? (char *)st->gh : (char *)st->gx;
     lf_gemm_args g = {
         .M = B, .K = R, .A = st->h_prev, .lda = R,
         .n_panels = st->panel_end - p0, .gates = G,
-        .C = (char *)st->gx + (size_t)(p0 * width) * sizeof(float), .ldc = st->ldgx,
+        .C = sums + (size_t)(p0 * width) * sizeof(float), .ldc = st->ldgx,
         .n_cols = (st->panel_end - p0) * width,
         .tiles = run->packed + run->layout->w_hh_tiles + (size_t)(p0 * G) * LF_AMX_STRIP_BYTES(R),
-        .a_split = h_split, .accumulate = 1,
+        .a_split = h_split, .accumulate = st->gh == NULL,
     };
     k->gemm[LF_FLOAT32](&g);
 }
@@ -403,7 +405,8 @@ static void run_direction(forward_job *job, int64_t layer, int64_t dir, const ch
         .w_hn = reset_before ? packed + layout.w_hn : NULL,
         .rh = reset_before ? wbase + ws->gru_rh : NULL,
         .z = reset_before ? wbase + ws->gru_z : NULL,
-        .parity = a->step_parity, .I = I, .product_in_gx = ws->recurs_on_amx,
+        .parity = a->step_parity, .I = I, .product_done = ws->recurs_on_amx,
+        .gh = ws->recurs_on_amx && d->cell == LF_CELL_GRU ? wbase + ws->gru_gh : NULL,
         .w_ih = packed + layout.w_ih, .bias = packed + layout.bias,
     };
     direction_run run = {

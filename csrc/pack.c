@@ -171,7 +171,7 @@ lf_status lf_pack_weights_ex(const lf_plan *plan, int64_t layer, int64_t directi
     if (peephole) pack->panels(peephole, 3, H, 1, NB, 0, base + L.peephole);
     if (((const lf_kernels *)plan->kernels)->amx_split_rows) {
         pack_amx_tiles(w_ih, G, H, L.in_size, NB, base + L.w_ih_tiles);
-        if (d->cell != LF_CELL_GRU) pack_amx_tiles(w_hh, G, H, R, NB, base + L.w_hh_tiles);
+        if (!reset_before) pack_amx_tiles(w_hh, G, H, R, NB, base + L.w_hh_tiles);
     }
     return LF_OK;
 }

@@ -170,7 +170,7 @@ LF_HIDDEN lf_status lf_packed_layout_of(const lf_plan *plan, int64_t layer, lf_p
     if (((const lf_kernels *)plan->kernels)->amx_split_rows) {
         const size_t column_tiles = (size_t)(plan->hidden_padded / plan->block) * (size_t)G;
         if (!amx_strips_bytes(column_tiles, in_size, &w_ih_tiles) ||
-            (d->cell != LF_CELL_GRU && !amx_strips_bytes(column_tiles, R, &w_hh_tiles)))
+            (!reset_before && !amx_strips_bytes(column_tiles, R, &w_hh_tiles)))
             return LF_ERR_OVERFLOW;
     }
     out->in_size = in_size;
@@ -311,6 +311,8 @@ LF_HIDDEN lf_status lf_workspace_layout_of(const lf_plan *plan, int64_t T, int64
     size_t cursor = 0;
     if (!add_region(&cursor, split_bytes, 1, &out->x_split) ||
         !add_region(&cursor, h_split_bytes, 1, &out->h_split) ||
+        !add_region(&cursor, out->recurs_on_amx && d->cell == LF_CELL_GRU ? step_values : 0, e,
+                    &out->gru_gh) ||
         !add_region(&cursor, gx_values, e, &out->gx) ||
         !add_region(&cursor, between, e, &out->between_layers) ||
         !add_region(&cursor, state_values, e, &out->h_a) ||

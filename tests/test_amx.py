@@ -173,32 +173,56 @@ def test_huge_and_not_finite_inputs_as_in_float32(amx, monkeypatch):
     np.testing.assert_allclose(y, want, equal_nan=True, **tol(np.float32))
 
 
+def onnx_gru(params, x, h0, lengths, variant):
+    """A one-layer GRU with clip or the reset before the product (which
+    reference.py's torch-shaped GRU lacks), through the ONNX reference."""
+    def onnx_order(w):  # torch's r, z, n blocks -> ONNX's z, r, h
+        r, z, n = np.split(np.asarray(w, np.float64), 3)
+        return np.concatenate([z, r, n])
+    W = onnx_order(params["weight_ih_l0"])[None]
+    R = onnx_order(params["weight_hh_l0"])[None]
+    bias = np.concatenate([onnx_order(params["bias_ih_l0"]),
+                           onnx_order(params["bias_hh_l0"])])[None]
+    y, h_n = reference.onnx_forward(
+        "GRU", x, W, R, bias, lengths, h0, clip=variant.get("clip"),
+        linear_before_reset=0 if variant.get("reset_before_product") else 1)
+    return y[:, 0], h_n
+
+
 @pytest.mark.parametrize("mode,variant", [
-    ("lstm", None), ("lstmp", None), ("rnn_relu", None),
-    ("lstm", {"peephole": True, "clip": 2.0}),
+    ("lstm", None), ("lstmp", None), ("rnn_relu", None), ("gru", None),
+    ("lstm", {"peephole": True, "clip": 2.0}), ("gru", {"clip": 1.5}),
+    ("gru", {"reset_before_product": True}),
 ])
 def test_recurrence_on_the_tiles(amx, mode, variant):
-    # From a batch of 32, an LSTM's or RNN's recurrent product goes to the
-    # tiles too (gx += h @ W_hh, then the step only activates): against
-    # the reference, with lengths and an initial state, and the same bits
-    # on two and three threads (each its own panels, h split by row tiles).
+    # From a batch of 32, the recurrent product goes to the tiles too (gx
+    # += h @ W_hh, or the GRU's gh = h @ W_hh, its n gate needing the sum
+    # apart; then the step only activates): against the reference, with
+    # lengths and an initial state, and the same bits on two and three
+    # threads (each its own panels, h split by row tiles). Not the GRU with
+    # the reset before the product: r must scale h before the n product.
     T, B = 6, 35
-    # R x G x Hp >= 128K: 180 x 4 x 192, LSTMP 170 x 4 x 208, RNN 368 x 1 x 368
-    H, P = {"lstmp": (200, 170), "rnn_relu": (368, 0)}.get(mode, (180, 0))
+    # R x G x Hp >= 128K: 180 x 4 x 192, LSTMP 170 x 4 x 208, RNN 368 x 1 x
+    # 368, GRU 220 x 3 x 224
+    H, P = {"lstmp": (200, 170), "rnn_relu": (368, 0), "gru": (220, 0)}.get(mode, (180, 0))
     I = input_for(mode, H, 7)
     rng = make_rng("amx-recurrent", mode, str(variant))
     if variant is None:
         layer = make_layer(mode, I, H, proj_size=P, seed=6)
     else:
-        layer = lstm_fast.LSTM(I, H, variant=variant, seed=6)
+        layer = type(make_layer(mode, 1, 1))(I, H, variant=variant, seed=6)
     schedule = layer._current_engine().schedule(T, B)
-    assert schedule["input_on_amx"] and schedule["recurrence_on_amx"]
+    reset_before = bool(variant and variant.get("reset_before_product"))
+    assert schedule["input_on_amx"] and schedule["recurrence_on_amx"] != reset_before
     assert not layer._current_engine().schedule(T, 31)["recurrence_on_amx"]
     x = make_input(rng, T, B, I, np.float32)
     hx = make_hx(mode, rng, 1, B, H, P, np.float32)
     lengths = [T - b % (T + 1) for b in range(B)]
-    expected = reference.module_forward(ref_mode(mode), params64(layer), x, hx, lengths, False,
-                                        variant=variant)
+    if mode == "gru" and variant:
+        expected = onnx_gru(layer.state_dict(), x, hx, lengths, variant)
+    else:
+        expected = reference.module_forward(ref_mode(mode), params64(layer), x, hx, lengths,
+                                            False, variant=variant)
     assert_result(mode, layer(x, hx=hx, lengths=lengths), expected, np.float32)
     one = engine_forward(layer, x, hx, lengths)
     for pool in (_core.ThreadPool(2), _core.ThreadPool(3)):

@@ -412,7 +412,8 @@ static LF_INLINE void F(finish_tile_row)(const lf_cell_kind cell, const int gene
 
 /* What a step's recurrent product adds onto, for batch row b on panel p:
  * the row's gx (input projection and biases), except the GRU's n gate,
- * which keeps its input part apart and starts from its recurrent bias. */
+ * which keeps its input part apart and starts from its recurrent bias.
+ * A GRU whose product the tiles already summed in gh adds it here. */
 static LF_INLINE void F(start_gates)(const int G, const lf_cell_kind cell, const lf_step_args *s,
                                      int64_t b, int64_t p, VEC *acc) {
     const REAL *gx = (const REAL *)s->gx + b * s->ldgx + p * G * NB;
@@ -420,6 +421,11 @@ static LF_INLINE void F(start_gates)(const int G, const lf_cell_kind cell, const
     for (int g = 0; g < G; ++g)
         acc[g] = cell == LF_CELL_GRU && g == 2 ? F(load)((const REAL *)s->b_hn + p * NB)
                                                : F(load)(gx + g * NB);
+    if (cell == LF_CELL_GRU && s->gh) {
+        const REAL *gh = (const REAL *)s->gh + b * s->ldgx + p * G * NB;
+#pragma GCC unroll 4
+        for (int g = 0; g < G; ++g) acc[g] += F(load)(gh + g * NB);
+    }
 }
 
 /* One register tile of the step (rows x NP panels p[0..NP-1], from batch
@@ -454,7 +460,7 @@ static LF_INLINE void F(step_tile)(const int rows, const int NP, const int G,
 #pragma GCC unroll 2
             for (int j = 0; j < NP; ++j) F(start_gates)(G, cell, s, r0 + r, p[j], acc[r * NP + j]);
     }
-    F(accumulate_recurrent)(rows, NP, G, s->product_in_gx ? 0 : s->R,
+    F(accumulate_recurrent)(rows, NP, G, s->product_done ? 0 : s->R,
                             (const REAL *)s->h_prev + r0 * s->R, s->R, w_hh, acc);
     /* Rows not force-unrolled: eight copies of the cell update made GCC keep
      * the float64 tiles' accumulators on the stack through the product. */
