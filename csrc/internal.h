@@ -274,13 +274,19 @@ LF_HIDDEN const lf_kernels *lf_kernels_for_dtype(lf_isa isa, lf_dtype dtype);
  * layer's projection LF_AMX_MIN_WORK multiply-adds per row or more. Fewer
  * rows: a tile multiplies 16 rows in the time of one, and its six products
  * per value (kernels_amx.c) made a stream's step at batch one (I=H=256)
- * 34 us where the FMA product takes 5. Less work: the FMA paths win (Intel
+ * 34 us where the FMA product takes 5; and a core that ran vector FMAs for
+ * more than about 10 us stalls some 3.5 us on its first tile product (the
+ * Intel VM; bench/RESULTS.md), which a small call pays every time. From
+ * 16 rows to 31 the FMA paths still won (I=H=256, 1 / 2 threads, T x B:
+ * 1x16, 1x24, 2x8, 8x2, 16x1 1.04-1.10x / 1.05-1.13x the time on the
+ * tiles, 1x28 1.03x; I=H=512 16x1 1.00x); at 32, 1x32 0.77-0.84x /
+ * 0.88x, 4x8 0.88x / 0.96x, 32x1 0.89x / 1.06x. Less work: the FMA paths win (Intel
  * VM, Python-level A/B of the amx ISA against avx512, T=100, 1 / 2
  * threads, work per row in parentheses): I=H=64 (16K) B=2-8 0.97-1.02x /
  * 1.04-1.06x the time, B=1 T=50 0.93x / 1.35x (the pipeline); I=H=128
  * (64K) B=1 T=1000 1.02x / 1.08x; from GRU I=H=256 (192K) B=1 on,
  * 0.93x / 1.01x, LSTM (256K) B=1-16 0.85-0.90x, B=64 I=H=512 (1M) 0.83x. */
-#define LF_AMX_MIN_ROWS 16
+#define LF_AMX_MIN_ROWS 32
 /* (This bound and LF_AMX_MIN_RECURRENT_BATCH below may be set with -D,
  * for A/B builds.) */
 #ifndef LF_AMX_MIN_WORK

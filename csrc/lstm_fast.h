@@ -234,7 +234,7 @@ lf_status lf_plan_workspace_size(const lf_plan *plan, int64_t T, int64_t B, size
  * (lf_forward_args.threads 0), the chunk of steps one thread projects
  * while the other runs the previous chunk's steps (then neither of the
  * others applies). input_on_amx: 1 when the input projections run on
- * AMX tiles (LF_ISA_AMX, float32, T x B of 16 rows or more, large enough
+ * AMX tiles (LF_ISA_AMX, float32, T x B of 32 rows or more, large enough
  * layers); their last bits then differ from those of the FMA products
  * other calls take. recurrence_on_amx: the recurrent products too (such
  * a call with a batch of 32 or more, but not of a GRU with
