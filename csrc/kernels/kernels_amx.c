@@ -38,12 +38,21 @@ static void amx_split_rows(const void *A, int64_t lda, int64_t M, int64_t K, int
 #include "kernel_isa.h"
 
 /* Tiles: 0-3 sums (two row tiles x two column tiles), 4-5 the rows' terms,
- * 6-7 the columns'. All 16 rows x 64 bytes. */
+ * 6-7 the columns'. All 16 rows x 64 bytes. A constant in memory rather
+ * than filled in on the stack: GCC 12 dropped such stores as dead before
+ * _tile_loadconfig in a small function (the palette alone was written, and
+ * LDTILECFG faulted); this kernel's copy survived only by chance. */
 typedef struct amx_config {
     uint8_t palette, start_row, reserved[14];
     uint16_t bytes_per_row[16];
     uint8_t rows[16];
 } amx_config;
+
+static _Alignas(64) const amx_config amx_tiles_16x64 = {
+    .palette = 1,
+    .bytes_per_row = {64, 64, 64, 64, 64, 64, 64, 64},
+    .rows = {16, 16, 16, 16, 16, 16, 16, 16},
+};
 
 /* A pass over the row tiles covers up to this many column tiles (256
  * columns): their terms, K x 256 x 6 bytes (768 KiB at K=512), stay in the
@@ -169,14 +178,7 @@ static void amx_project_f32(const lf_gemm_args *g) {
     const size_t tile_row_bytes = LF_AMX_STRIP_BYTES(g->K);
     const float *bias = g->bias;
     _Alignas(64) float bias_rows[AMX_COLUMN_GROUP][16][16];
-    amx_config config;
-    memset(&config, 0, sizeof config);
-    config.palette = 1;
-    for (int t = 0; t < 8; ++t) {
-        config.rows[t] = 16;
-        config.bytes_per_row[t] = 64;
-    }
-    _tile_loadconfig(&config);
+    _tile_loadconfig(&amx_tiles_16x64);
     for (int64_t c0 = 0; c0 < n_tiles; c0 += AMX_COLUMN_GROUP) {
         const int64_t c1 = c0 + AMX_COLUMN_GROUP < n_tiles ? c0 + AMX_COLUMN_GROUP : n_tiles;
         for (int64_t c = c0; c < c1 && !g->accumulate; ++c)
