@@ -44,6 +44,23 @@ static inline int lf_round_up(size_t a, size_t multiple, size_t *out) {
     return 1;
 }
 
+/* Layer l's input width: the network's input for layer 0, both directions
+ * of the layer below for the others. */
+static inline int64_t lf_layer_input_size(const lf_plan *p, int64_t layer) {
+    return layer == 0 ? p->desc.input_size : p->desc.num_directions * p->state_size;
+}
+
+/* The widest and the narrowest input of any layer (all deeper layers have
+ * the same). */
+static inline int64_t lf_widest_input(const lf_plan *p) {
+    const int64_t first = p->desc.input_size, last = lf_layer_input_size(p, p->desc.num_layers - 1);
+    return first > last ? first : last;
+}
+static inline int64_t lf_narrowest_input(const lf_plan *p) {
+    const int64_t first = p->desc.input_size, last = lf_layer_input_size(p, p->desc.num_layers - 1);
+    return first < last ? first : last;
+}
+
 /* ---- how a forward shares its threads (grid.c decides, plan.c sizes gx) --
  * A step's work: B*R*G*Hp multiply-adds, saturating (any overflow means
  * "plenty of work"). */
@@ -97,13 +114,10 @@ static inline int64_t lf_step_work(const lf_plan *p, int64_t B) {
  * thread count left to the core (lf_forward_args.threads 0), pipelines (a
  * ring of two such chunks of gx); 0 when it never does. */
 static inline int64_t lf_pipeline_steps(const lf_plan *p, int64_t T, int64_t B) {
-    const lf_desc *d = &p->desc;
-    const int64_t deeper_input = d->num_layers > 1 ? d->num_directions * p->state_size : 0;
-    const int64_t widest_input = d->input_size > deeper_input ? d->input_size : deeper_input;
     const int64_t work = lf_step_work(p, B);
     const int64_t most = B == 1 ? LF_PIPELINE_MAX_STEP_WORK_BATCH_ONE : LF_PIPELINE_MAX_STEP_WORK;
     return work >= LF_PIPELINE_MIN_STEP_WORK && work < most &&
-                   widest_input <= LF_PIPELINE_MAX_INPUT_PER_STATE * p->state_size &&
+                   lf_widest_input(p) <= LF_PIPELINE_MAX_INPUT_PER_STATE * p->state_size &&
                    T >= 2 * LF_PIPELINE_STEPS
                ? LF_PIPELINE_STEPS
                : 0;
@@ -296,11 +310,8 @@ static inline int lf_call_uses_amx(const lf_plan *p, int64_t T, int64_t B) {
     if (!((const lf_kernels *)p->kernels)->amx_split_rows || B <= 0 ||
         T < (LF_AMX_MIN_ROWS + B - 1) / B)
         return 0;
-    const lf_desc *d = &p->desc;
-    const int64_t deeper = d->num_directions * p->state_size;
-    const int64_t narrowest = d->num_layers > 1 && deeper < d->input_size ? deeper : d->input_size;
     const int64_t columns = p->gates * p->hidden_padded; /* <= 4 * 2^31: no overflow below */
-    return narrowest >= (LF_AMX_MIN_WORK + columns - 1) / columns;
+    return lf_narrowest_input(p) >= (LF_AMX_MIN_WORK + columns - 1) / columns;
 }
 
 /* Such a call's recurrent products go to the tiles as well from a batch of

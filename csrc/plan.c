@@ -149,7 +149,7 @@ static int panels_bytes(const lf_plan *p, int64_t gates, int64_t n, int64_t K, s
 LF_HIDDEN lf_status lf_packed_layout_of(const lf_plan *plan, int64_t layer, lf_packed_layout *out) {
     const lf_desc *d = &plan->desc;
     const int64_t G = plan->gates, H = d->hidden_size, R = plan->state_size;
-    const int64_t in_size = layer == 0 ? d->input_size : d->num_directions * R;
+    const int64_t in_size = lf_layer_input_size(plan, layer);
     /* The reset-before GRU needs r before the n product, so its recurrent
      * weights split into (r, z) panels and separate n panels; its b_hn sits
      * outside r and joins the other biases. */
@@ -296,12 +296,10 @@ LF_HIDDEN lf_status lf_workspace_layout_of(const lf_plan *plan, int64_t T, int64
      * a pipeline's chunk, of the widest input of any layer. */
     size_t split_bytes = 0;
     if (out->on_amx) {
-        const int64_t deeper = d->num_layers > 1 ? d->num_directions * plan->state_size : 0;
-        const int64_t widest = d->input_size > deeper ? d->input_size : deeper;
         const int64_t steps = out->pipeline_steps > chunk ? out->pipeline_steps : chunk;
         size_t rows;
         if (!lf_mul((size_t)steps, (size_t)B, &rows) || !lf_round_up(rows, 16, &rows) ||
-            !amx_strips_bytes(rows / 16, widest, &split_bytes))
+            !amx_strips_bytes(rows / 16, lf_widest_input(plan), &split_bytes))
             return LF_ERR_OVERFLOW;
     }
     size_t h_split_bytes = 0;
