@@ -234,6 +234,22 @@ def test_recurrence_on_the_tiles(amx, mode, variant):
                 np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("mode,H", [("lstm", 180), ("gru", 220)])
+def test_recurrence_on_the_tiles_stacked_bidirectional(amx, mode, H):
+    # Both directions of both layers take the tiles, one after another, on
+    # one workspace (h's split and the GRU's gh reused).
+    T, B = 4, 33
+    I = input_for(mode, H, 3)
+    rng = make_rng("amx-recurrent-stack", mode)
+    layer = make_layer(mode, I, H, num_layers=2, bidirectional=True, proj_size=0, seed=8)
+    assert layer._current_engine().schedule(T, B)["recurrence_on_amx"]
+    x = make_input(rng, T, B, I, np.float32)
+    hx = make_hx(mode, rng, 4, B, H, 0, np.float32)
+    lengths = [T - b % (T + 1) for b in range(B)]
+    expected = reference.module_forward(ref_mode(mode), params64(layer), x, hx, lengths, False)
+    assert_result(mode, layer(x, hx=hx, lengths=lengths), expected, np.float32)
+
+
 def test_a_nan_weight_stays_nan(amx, monkeypatch):
     # A NaN whose payload lies only in the low 16 bits must not become an
     # infinity in bfloat16 (which a large input would turn into a finite,
