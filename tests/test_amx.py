@@ -138,16 +138,21 @@ def test_pipelined_batch_of_one(amx):
             np.testing.assert_array_equal(a, b)
 
 
-def test_stream_of_a_batch_of_32_equals_one_call(amx):
-    # A batch of 32 is on AMX one step at a time too.
-    layer = make_layer("lstm", 600, 60, seed=2)
-    x = make_input(make_rng("amx-stream"), 6, 32, 600, np.float32)
+@pytest.mark.parametrize("mode,I,H,recurrent", [("lstm", 600, 60, False),
+                                                ("gru", 300, 220, True)])
+def test_stream_of_a_batch_of_32_equals_one_call(amx, mode, I, H, recurrent):
+    # A batch of 32 is on AMX one step at a time too (and the GRU's
+    # recurrent product with it).
+    layer = make_layer(mode, I, H, seed=2)
+    x = make_input(make_rng("amx-stream", mode), 6, 32, I, np.float32)
     assert on_amx(layer, 1, 32)
-    y, (h, c) = layer(x)
+    assert layer._current_engine().schedule(1, 32)["recurrence_on_amx"] == recurrent
+    y, state = layer(x)
     stream = layer.stream(batch_size=32)
     got = np.stack([stream.step(x[t]) for t in range(len(x))])
     np.testing.assert_array_equal(got, y)
-    np.testing.assert_array_equal(stream.state[1], c)
+    if mode == "lstm":
+        np.testing.assert_array_equal(stream.state[1], state[1])
 
 
 def test_huge_and_not_finite_inputs_as_in_float32(amx, monkeypatch):
