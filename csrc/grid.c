@@ -162,8 +162,8 @@ static void prefetch_from_other_cores(const char *p, size_t bytes) {
 /* A step's recurrent product on the AMX tiles (lf_call_recurs_on_amx):
  * the threads split their shares of h_prev's row tiles, meet, and each
  * adds h_prev @ W_hh to its own panels' columns of the step's gx, or for
- * the GRU writes it to gh, which the step kernel then only activates
- * (lf_step_args.product_done). */
+ * the GRU writes it to gh (which the step adds in start_gates); the step
+ * kernel then runs no product of its own (lf_step_args.product_done). */
 static void recur_on_amx(direction_run *run, lf_step_args *st) {
     const forward_job *job = run->job;
     const lf_plan *p = job->plan;

@@ -275,7 +275,8 @@ typedef struct lf_kernels {
     /* Non-NULL on AMX: in calls on the tiles (lf_call_uses_amx), gemm[float32]
      * reads AMX tiles (lf_gemm_args.tiles, a_split, split by this) for every
      * input projection, which the steps then never compute themselves (not
-     * ahead, not in one-step chunks). */
+     * ahead, not in one-step chunks), and with lf_call_recurs_on_amx for
+     * every recurrent product too (grid.c, recur_on_amx). */
     lf_split_fn amx_split_rows;
 } lf_kernels;
 

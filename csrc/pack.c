@@ -94,7 +94,7 @@ static void split_bf16x3(float w, uint16_t terms[LF_AMX_TERMS]) {
         if (isfinite(w) && w != 0 && (terms[t] & 0x7f80u) == 0) terms[t] = smallest_normal;
 }
 
-/* W_ih (gates*n, K) float32 -> the AMX tiles of its projection panels
+/* W_ih or W_hh (gates*n, K) float32 -> AMX tiles of its panels' columns
  * (internal.h, LF_AMX_*). */
 static void pack_amx_tiles(const float *W, int64_t gates, int64_t n, int64_t K, int64_t NB,
                            void *out_) {

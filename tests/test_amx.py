@@ -1,11 +1,12 @@
-"""The amx ISA: float32 input projections on AMX tiles (kernels_amx.c).
+"""The amx ISA: float32 products on AMX tiles (kernels_amx.c).
 
 A call projects its input as six bfloat16 products of three-way splits of x
 and W_ih when it has 32 rows (T x B) or more and every layer's projection
-128K multiply-adds per row or more (lf_call_uses_amx); other calls take the
-AVX-512 path. The general suites run on amx too, but their layers are small;
-here the shapes reach every edge of the tile code: 32, 33 and 48 rows (pairs
-of row tiles, a lone last one, a partial one), inputs that end in a partial block of
+128K multiply-adds per row or more (lf_call_uses_amx), and from a batch of
+32 its recurrent products h @ W_hh too (lf_call_recurs_on_amx); other calls
+take the AVX-512 path. The general suites run on amx too, but their layers are small;
+here the shapes reach every edge of the tile code: 32, 33, 48 and 50 rows
+(pairs of row tiles, a lone last one, partial ones alone or in a pair), inputs that end in a partial block of
 32 values of K, hidden widths with a partial or a lone column tile, several
 groups of 16 column tiles, stacks whose second layer reads the first's
 output, both directions, lengths, and every cell kind.
@@ -66,7 +67,7 @@ def input_for(mode, H, past):
 SHAPES = [(16, 1), (50, 17), (180, 3), (1100, 0)]
 
 
-@pytest.mark.parametrize("T,B", [(32, 1), (33, 1), (16, 3), (1, 33), (2, 16)])
+@pytest.mark.parametrize("T,B", [(32, 1), (33, 1), (16, 3), (1, 33), (2, 16), (25, 2)])
 @pytest.mark.parametrize("H,past", SHAPES)
 @pytest.mark.parametrize("mode", MODES)
 def test_matches_reference(amx, mode, H, past, T, B):
@@ -209,7 +210,7 @@ def test_recurrence_on_the_tiles(amx, mode, variant):
     # lengths and an initial state, and the same bits on two and three
     # threads (each its own panels, h split by row tiles). Not the GRU with
     # the reset before the product: r must scale h before the n product.
-    T, B = 6, 35
+    T, B = 6, 35 if mode != "gru" else 50  # a partial row tile, lone or paired
     # R x G x Hp >= 128K: 180 x 4 x 192, LSTMP 170 x 4 x 208, RNN 368 x 1 x
     # 368, GRU 220 x 3 x 224
     H, P = {"lstmp": (200, 170), "rnn_relu": (368, 0), "gru": (220, 0)}.get(mode, (180, 0))
@@ -253,6 +254,11 @@ def test_recurrence_on_the_tiles_stacked_bidirectional(amx, mode, H):
     lengths = [T - b % (T + 1) for b in range(B)]
     expected = reference.module_forward(ref_mode(mode), params64(layer), x, hx, lengths, False)
     assert_result(mode, layer(x, hx=hx, lengths=lengths), expected, np.float32)
+    one = engine_forward(layer, x, hx, lengths)
+    for pool in (_core.ThreadPool(2), _core.ThreadPool(3)):
+        for a, b in zip(one, engine_forward(layer, x, hx, lengths, pool=pool)):
+            if a is not None:
+                np.testing.assert_array_equal(a, b)
 
 
 def test_a_nan_weight_stays_nan(amx, monkeypatch):

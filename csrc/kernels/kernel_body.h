@@ -432,7 +432,9 @@ static LF_INLINE void F(start_gates)(const int G, const lf_cell_kind cell, const
  * row r0): the recurrent product over the whole shared dimension on top of
  * gx (and for the GRU's n gate, on top of its recurrent bias), then the cell
  * update on the accumulators. With s->x, the tile first computes what the
- * GEMM would have put in gx, as gemm_tile does. */
+ * GEMM would have put in gx, as gemm_tile does. With s->product_done the
+ * tiles already summed the product (start_gates adds a GRU's gh), and it
+ * runs over no rows. */
 static LF_INLINE void F(step_tile)(const int rows, const int NP, const int G,
                                    const lf_cell_kind cell, const int generic,
                                    const lf_step_args *s, int64_t r0, const int64_t *p) {
@@ -444,7 +446,7 @@ static LF_INLINE void F(step_tile)(const int rows, const int NP, const int G,
         w_ih[j] = (const REAL *)s->w_ih + p[j] * LF_PROJECTION_ROWS(s->I) * PW;
         w_hh[j] = (const REAL *)s->w_hh + p[j] * s->R * PW;
     }
-    if (s->x) {
+    if (s->x) { /* (never with product_done: calls on AMX fuse no input) */
 #pragma GCC unroll 8
         for (int r = 0; r < rows; ++r)
 #pragma GCC unroll 2
@@ -471,7 +473,9 @@ static LF_INLINE void F(step_tile)(const int rows, const int NP, const int G,
 }
 
 #if LF_AHEAD_Q > 0
-/* A lone row's step on NP panels p[0..NP-1] that also carries a share of
+/* (Projecting ahead is for a batch of one off the AMX tiles, so never with
+ * product_done.)
+ * A lone row's step on NP panels p[0..NP-1] that also carries a share of
  * the input projection of the next S = G*LF_AHEAD_Q rows (s->ahead_x): gate
  * ahead_gate over rows [ahead_k0, ahead_k1) of W_ih, on top of the partial
  * sums in ahead_gx (the bias before W_ih's row 0). At a batch of one a step only

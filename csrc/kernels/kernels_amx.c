@@ -1,6 +1,8 @@
 /* AMX kernels: the AVX-512 steps, with every float32 input projection
- * (x @ W_ih + biases) on the AMX tiles. setup.py compiles this file alone
- * with the AVX-512 flags plus -mavx512bf16 -mamx-tile -mamx-bf16.
+ * (x @ W_ih + biases), and in calls with large batches the recurrent
+ * products (h @ W_hh, grid.c), on the AMX tiles. setup.py compiles this
+ * file alone with the AVX-512 flags plus -mavx512bf16 -mamx-tile
+ * -mamx-bf16.
  *
  * AMX multiplies bfloat16 (8 significant bits) into float32 sums. Each
  * float32 operand is split into three bfloat16 terms, a = a0 + a1 + a2 (24
