@@ -35,6 +35,15 @@ def on_amx(layer, T, B):
     return layer._current_engine().schedule(T, B)["input_on_amx"]
 
 
+def assert_threads_agree(layer, x, hx=None, lengths=None):
+    """The same bits on the calling thread alone and on pools of two and three."""
+    one = engine_forward(layer, x, hx, lengths)
+    for pool in (_core.ThreadPool(2), _core.ThreadPool(3)):
+        for a, b in zip(one, engine_forward(layer, x, hx, lengths, pool=pool)):
+            if a is not None:
+                np.testing.assert_array_equal(a, b)
+
+
 def test_which_calls_are_on_the_tiles(amx):
     layer = make_layer("lstm", 128, 64)  # 128 x 4 x 64 = 32K per row: too little
     assert layer._current_engine().isa == "amx"
@@ -233,11 +242,7 @@ def test_recurrence_on_the_tiles(amx, mode, variant):
         expected = reference.module_forward(ref_mode(mode), params64(layer), x, hx, lengths,
                                             False, variant=variant)
     assert_result(mode, layer(x, hx=hx, lengths=lengths), expected, np.float32)
-    one = engine_forward(layer, x, hx, lengths)
-    for pool in (_core.ThreadPool(2), _core.ThreadPool(3)):
-        for a, b in zip(one, engine_forward(layer, x, hx, lengths, pool=pool)):
-            if a is not None:
-                np.testing.assert_array_equal(a, b)
+    assert_threads_agree(layer, x, hx, lengths)
 
 
 @pytest.mark.parametrize("mode,H", [("lstm", 180), ("gru", 220)])
@@ -254,11 +259,7 @@ def test_recurrence_on_the_tiles_stacked_bidirectional(amx, mode, H):
     lengths = [T - b % (T + 1) for b in range(B)]
     expected = reference.module_forward(ref_mode(mode), params64(layer), x, hx, lengths, False)
     assert_result(mode, layer(x, hx=hx, lengths=lengths), expected, np.float32)
-    one = engine_forward(layer, x, hx, lengths)
-    for pool in (_core.ThreadPool(2), _core.ThreadPool(3)):
-        for a, b in zip(one, engine_forward(layer, x, hx, lengths, pool=pool)):
-            if a is not None:
-                np.testing.assert_array_equal(a, b)
+    assert_threads_agree(layer, x, hx, lengths)
 
 
 def test_a_nan_weight_stays_nan(amx, monkeypatch):
