@@ -159,31 +159,38 @@ static void prefetch_from_other_cores(const char *p, size_t bytes) {
     for (size_t offset = 0; offset < ask; offset += LF_ALIGN) __builtin_prefetch(p + offset, 0, 3);
 }
 
-/* A step's recurrent product on the AMX tiles (lf_call_recurs_on_amx):
- * the threads split their shares of h_prev's row tiles, meet, and each
- * adds h_prev @ W_hh to its own panels' columns of the step's gx, or for
- * the GRU writes it to gh (which the step adds in start_gates); the step
+/* A step's recurrent product on the AMX tiles (lf_call_recurs_on_amx),
+ * A (B x R: h_prev, or the reset-before GRU's r*h) times the W_hh panels
+ * of `gates` gates whose tiles start at `tile_offset` of the packed
+ * buffer: the threads split their shares of A's row tiles, meet, and each
+ * adds the product to its own panels' columns of the step's gx, or for the
+ * GRU writes it to `sums` (which the step adds in start_gates); the step
  * kernel then runs no product of its own (lf_step_args.product_done). */
-static void recur_on_amx(direction_run *run, lf_step_args *st) {
+static void recur_on_amx(direction_run *run, const lf_step_args *st, const void *A,
+                         size_t tile_offset, int64_t gates, char *sums, int64_t ld_sums) {
     const forward_job *job = run->job;
     const lf_plan *p = job->plan;
     const lf_kernels *k = p->kernels;
-    const int64_t B = job->args->B, R = p->state_size, G = p->gates;
-    char *h_split = job->wbase + job->ws->h_split;
+    const int64_t B = job->args->B, R = p->state_size;
+    char *a_split = job->wbase + job->ws->h_split;
     int64_t tile0, tile1;
     share((B + 15) / 16, run->index, run->count, &tile0, &tile1);
-    k->amx_split_rows(st->h_prev, R, B, R, tile0, tile1, h_split);
+    k->amx_split_rows(A, R, B, R, tile0, tile1, a_split);
     lf_barrier_wait(job->args->pool, run->index, run->count);
     if (st->panel_end == st->panel_begin) return;
-    const int64_t p0 = st->panel_begin, width = G * p->block;
-    char *sums = st->gh ? (char *)st->gh : (char *)st->gx;
+    const int64_t p0 = st->panel_begin, width = gates * p->block;
+    const int accumulate = sums == NULL;
+    if (accumulate) {
+        sums = (char *)st->gx;
+        ld_sums = st->ldgx;
+    }
     lf_gemm_args g = {
-        .M = B, .K = R, .A = st->h_prev, .lda = R,
-        .n_panels = st->panel_end - p0, .gates = G,
-        .C = sums + (size_t)(p0 * width) * sizeof(float), .ldc = st->ldgx,
+        .M = B, .K = R, .A = A, .lda = R,
+        .n_panels = st->panel_end - p0, .gates = gates,
+        .C = sums + (size_t)(p0 * width) * sizeof(float), .ldc = ld_sums,
         .n_cols = (st->panel_end - p0) * width,
-        .tiles = run->packed + run->layout->w_hh_tiles + (size_t)(p0 * G) * LF_AMX_STRIP_BYTES(R),
-        .a_split = h_split, .accumulate = st->gh == NULL,
+        .tiles = run->packed + tile_offset + (size_t)(p0 * gates) * LF_AMX_STRIP_BYTES(R),
+        .a_split = a_split, .accumulate = accumulate,
     };
     k->gemm[LF_FLOAT32](&g);
 }
@@ -202,12 +209,21 @@ static void run_step(direction_run *run, lf_step_args *st) {
     st->h_prev = run->h_prev;
     st->h_next = run->h_next;
     st->y = st->m ? NULL : y_t;
-    if (job->ws->recurs_on_amx) recur_on_amx(run, st);
+    const int on_tiles = job->ws->recurs_on_amx;
+    const size_t tiles = run->layout->w_hh_tiles;
     if (p->desc.flags & LF_GRU_RESET_BEFORE_PRODUCT) {
+        /* W_hh's (r, z) panels' tiles, then its n panels' (pack.c) */
+        const int64_t rz_tiles = p->hidden_padded / p->block * 2;
+        if (on_tiles) recur_on_amx(run, st, st->h_prev, tiles, 2, (char *)st->gh, st->ldgh);
         st->phase = 1;
         if (has_panels) k->step[dtype](st);
         lf_barrier_wait(job->args->pool, run->index, run->count);
         st->phase = 2;
+        if (on_tiles)
+            recur_on_amx(run, st, st->rh, tiles + (size_t)rz_tiles * LF_AMX_STRIP_BYTES(R), 1,
+                         (char *)st->gh_n, p->hidden_padded);
+    } else if (on_tiles) {
+        recur_on_amx(run, st, st->h_prev, tiles, p->gates, (char *)st->gh, st->ldgh);
     }
     if (has_panels) k->step[dtype](st);
     lf_barrier_wait(job->args->pool, run->index, run->count);
@@ -407,6 +423,10 @@ static void run_direction(forward_job *job, int64_t layer, int64_t dir, const ch
         .z = reset_before ? wbase + ws->gru_z : NULL,
         .parity = a->step_parity, .I = I, .product_done = ws->recurs_on_amx,
         .gh = ws->recurs_on_amx && d->cell == LF_CELL_GRU ? wbase + ws->gru_gh : NULL,
+        .ldgh = reset_before ? 2 * Hp : ldgx,
+        .gh_n = ws->recurs_on_amx && reset_before
+                    ? wbase + ws->gru_gh + (size_t)(B * 2 * Hp) * sizeof(float)
+                    : NULL,
         .w_ih = packed + layout.w_ih, .bias = packed + layout.bias,
     };
     direction_run run = {

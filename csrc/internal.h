@@ -249,10 +249,12 @@ typedef struct lf_step_args {
     void *ahead_gx;
     /* h_prev @ W_hh is already summed (on the AMX tiles, grid.c), so the
      * step only updates the cells: into gx, or for the GRU into gh (stride
-     * ldgx, gx's columns), since its n gate keeps the recurrent sum apart
-     * from the input's. */
+     * ldgh, gx's columns), since its n gate keeps the recurrent sum apart
+     * from the input's. The reset-before GRU: gh holds h_prev @ W_rz in its
+     * (r, z) panels' columns, gh_n (stride n_panels * NB) (r*h) @ W_hn. */
     int product_done;
-    const void *gh;
+    const void *gh, *gh_n;
+    int64_t ldgh;
 } lf_step_args;
 
 typedef void (*lf_gemm_fn)(const lf_gemm_args *);
@@ -317,21 +319,23 @@ static inline int lf_call_uses_amx(const lf_plan *p, int64_t T, int64_t B) {
 
 /* Such a call's recurrent products go to the tiles as well from a batch of
  * LF_AMX_MIN_RECURRENT_BATCH on, when the product is as large: then a
- * sequence's bits also depend on whether its batch reaches it. Not the
- * GRU with the reset before the product, whose n product needs r first.
+ * sequence's bits also depend on whether its batch reaches it. (The GRU
+ * with the reset before the product takes two tile products a step: h @
+ * W_rz, then (r*h) @ W_hn.)
  * Against the FMA step (Intel VM, in-process A/B, LSTM, 1 / 2 threads):
  * B=64 I=H=512 0.78x / 0.82x the time, B=32 H=256 0.86x / 0.89x, B=24
  * 1.24x on two threads (a partial second row tile, and one more barrier a
  * step), B=16 0.98-1.00x; GRU (its sums in gh, added by the step) B=64
  * I=H=512 0.82x / 0.87x, B=32 H=256 0.90x / 0.90x, B=128 H=256 0.86x /
- * 0.92x. */
+ * 0.92x; reset-before GRU (two products, one more barrier a step) B=64
+ * I=H=512 0.81x / 0.90x, B=32 H=256 0.85x / 1.00x, B=128 H=256 0.87x /
+ * 0.95x. */
 #ifndef LF_AMX_MIN_RECURRENT_BATCH
 #define LF_AMX_MIN_RECURRENT_BATCH 32
 #endif
 static inline int lf_call_recurs_on_amx(const lf_plan *p, int64_t T, int64_t B) {
     const int64_t columns = p->gates * p->hidden_padded;
-    return B >= LF_AMX_MIN_RECURRENT_BATCH && !(p->desc.flags & LF_GRU_RESET_BEFORE_PRODUCT) &&
-           lf_call_uses_amx(p, T, B) &&
+    return B >= LF_AMX_MIN_RECURRENT_BATCH && lf_call_uses_amx(p, T, B) &&
            p->state_size >= (LF_AMX_MIN_WORK + columns - 1) / columns;
 }
 
@@ -384,8 +388,9 @@ typedef struct lf_packed_layout {
     int64_t in_size;       /* I_l */
     size_t w_ih, w_hh, bias, b_hn, w_hr; /* offsets; b_hn/w_hr unused unless GRU/LSTMP */
     size_t peephole, w_hn; /* unused unless LF_LSTM_PEEPHOLE / LF_GRU_RESET_BEFORE_PRODUCT */
-    size_t w_ih_tiles, w_hh_tiles; /* AMX kernels only (LF_AMX_*); W_hh not for the
-                                      reset-before GRU (lf_call_recurs_on_amx) */
+    size_t w_ih_tiles, w_hh_tiles; /* AMX kernels only (LF_AMX_*); for the
+                                      reset-before GRU, W_hh's (r, z) panels'
+                                      tiles, then its n panels' */
     size_t total;          /* bytes including alignment slack */
 } lf_packed_layout;
 
@@ -403,7 +408,8 @@ typedef struct lf_workspace_layout {
     size_t gru_rh, gru_z;  /* LF_GRU_RESET_BEFORE_PRODUCT only */
     size_t x_split;        /* on_amx only: one projection's rows of input, split */
     size_t h_split;        /* recurs_on_amx only: h_prev, split */
-    size_t gru_gh;         /* recurs_on_amx GRU only: h_prev @ W_hh (lf_step_args.gh) */
+    size_t gru_gh;         /* recurs_on_amx GRU only: h_prev @ W_hh (lf_step_args.gh,
+                              and gh_n after B x 2Hp values for the reset-before GRU) */
     size_t total;
 } lf_workspace_layout;
 

@@ -237,8 +237,7 @@ lf_status lf_plan_workspace_size(const lf_plan *plan, int64_t T, int64_t B, size
  * AMX tiles (LF_ISA_AMX, float32, T x B of 32 rows or more, large enough
  * layers); their last bits then differ from those of the FMA products
  * other calls take. recurrence_on_amx: the recurrent products too (such
- * a call with a batch of 32 or more, but not of a GRU with
- * LF_GRU_RESET_BEFORE_PRODUCT). */
+ * a call with a batch of 32 or more and as large a product). */
 typedef struct lf_schedule {
     int64_t chunk_steps;
     int64_t ahead_rows;

@@ -171,7 +171,14 @@ lf_status lf_pack_weights_ex(const lf_plan *plan, int64_t layer, int64_t directi
     if (peephole) pack->panels(peephole, 3, H, 1, NB, 0, base + L.peephole);
     if (((const lf_kernels *)plan->kernels)->amx_split_rows) {
         pack_amx_tiles(w_ih, G, H, L.in_size, NB, base + L.w_ih_tiles);
-        if (!reset_before) pack_amx_tiles(w_hh, G, H, R, NB, base + L.w_hh_tiles);
+        if (reset_before) {
+            const size_t rz_tiles = (size_t)((H + NB - 1) / NB * 2);
+            pack_amx_tiles(w_hh, 2, H, R, NB, base + L.w_hh_tiles);
+            pack_amx_tiles((const float *)w_hh + 2 * H * R, 1, H, R, NB,
+                           base + L.w_hh_tiles + rz_tiles * LF_AMX_STRIP_BYTES(R));
+        } else {
+            pack_amx_tiles(w_hh, G, H, R, NB, base + L.w_hh_tiles);
+        }
     }
     return LF_OK;
 }

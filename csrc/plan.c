@@ -170,7 +170,7 @@ LF_HIDDEN lf_status lf_packed_layout_of(const lf_plan *plan, int64_t layer, lf_p
     if (((const lf_kernels *)plan->kernels)->amx_split_rows) {
         const size_t column_tiles = (size_t)(plan->hidden_padded / plan->block) * (size_t)G;
         if (!amx_strips_bytes(column_tiles, in_size, &w_ih_tiles) ||
-            (!reset_before && !amx_strips_bytes(column_tiles, R, &w_hh_tiles)))
+            !amx_strips_bytes(column_tiles, R, &w_hh_tiles))
             return LF_ERR_OVERFLOW;
     }
     out->in_size = in_size;

@@ -191,7 +191,7 @@ def test_huge_and_not_finite_inputs_as_in_float32(amx, monkeypatch):
     np.testing.assert_allclose(y, want, equal_nan=True, **tol(np.float32))
 
 
-def onnx_gru(params, x, h0, lengths, variant):
+def onnx_gru(params, x, h0, lengths, variant, reverse=False):
     """A one-layer GRU with clip or the reset before the product (which
     reference.py's torch-shaped GRU lacks), through the ONNX reference."""
     def onnx_order(w):  # torch's r, z, n blocks -> ONNX's z, r, h
@@ -203,6 +203,7 @@ def onnx_gru(params, x, h0, lengths, variant):
                            onnx_order(params["bias_hh_l0"])])[None]
     y, h_n = reference.onnx_forward(
         "GRU", x, W, R, bias, lengths, h0, clip=variant.get("clip"),
+        direction="reverse" if reverse else "forward",
         linear_before_reset=0 if variant.get("reset_before_product") else 1)
     return y[:, 0], h_n
 
@@ -217,8 +218,8 @@ def test_recurrence_on_the_tiles(amx, mode, variant):
     # += h @ W_hh, or the GRU's gh = h @ W_hh, its n gate needing the sum
     # apart; then the step only activates): against the reference, with
     # lengths and an initial state, and the same bits on two and three
-    # threads (each its own panels, h split by row tiles). Not the GRU with
-    # the reset before the product: r must scale h before the n product.
+    # threads (each its own panels, h split by row tiles). The GRU with the
+    # reset before the product takes two: h @ W_rz, then (r*h) @ W_hn.
     T, B = 6, 35 if mode != "gru" else 50  # a partial row tile, lone or paired
     # R x G x Hp >= 128K: 180 x 4 x 192, LSTMP 170 x 4 x 208, RNN 368 x 1 x
     # 368, GRU 220 x 3 x 224
@@ -230,8 +231,7 @@ def test_recurrence_on_the_tiles(amx, mode, variant):
     else:
         layer = type(make_layer(mode, 1, 1))(I, H, variant=variant, seed=6)
     schedule = layer._current_engine().schedule(T, B)
-    reset_before = bool(variant and variant.get("reset_before_product"))
-    assert schedule["input_on_amx"] and schedule["recurrence_on_amx"] != reset_before
+    assert schedule["input_on_amx"] and schedule["recurrence_on_amx"]
     assert not layer._current_engine().schedule(T, 31)["recurrence_on_amx"]
     x = make_input(rng, T, B, I, np.float32)
     hx = make_hx(mode, rng, 1, B, H, P, np.float32)
@@ -245,19 +245,40 @@ def test_recurrence_on_the_tiles(amx, mode, variant):
     assert_threads_agree(layer, x, hx, lengths)
 
 
-@pytest.mark.parametrize("mode,H", [("lstm", 180), ("gru", 220)])
-def test_recurrence_on_the_tiles_stacked_bidirectional(amx, mode, H):
+@pytest.mark.parametrize("mode,H,reset_before", [("lstm", 180, False), ("gru", 220, False),
+                                                  ("gru", 220, True)])
+def test_recurrence_on_the_tiles_stacked_bidirectional(amx, mode, H, reset_before):
     # Both directions of both layers take the tiles, one after another, on
-    # one workspace (h's split and the GRU's gh reused).
+    # one workspace (h's or r*h's split and the GRU's gh reused).
     T, B = 4, 33
     I = input_for(mode, H, 3)
-    rng = make_rng("amx-recurrent-stack", mode)
-    layer = make_layer(mode, I, H, num_layers=2, bidirectional=True, proj_size=0, seed=8)
+    rng = make_rng("amx-recurrent-stack", mode, str(reset_before))
+    if reset_before:
+        layer = lstm_fast.GRU(I, H, num_layers=2, bidirectional=True, seed=8,
+                              variant={"reset_before_product": True})
+    else:
+        layer = make_layer(mode, I, H, num_layers=2, bidirectional=True, proj_size=0, seed=8)
     assert layer._current_engine().schedule(T, B)["recurrence_on_amx"]
     x = make_input(rng, T, B, I, np.float32)
     hx = make_hx(mode, rng, 4, B, H, 0, np.float32)
     lengths = [T - b % (T + 1) for b in range(B)]
-    expected = reference.module_forward(ref_mode(mode), params64(layer), x, hx, lengths, False)
+    if reset_before:  # the ONNX reference, one layer at a time
+        params = layer.state_dict()
+        inp, expected_h = x, []
+        for k in range(2):
+            ys = []
+            for d, sfx in enumerate(("", "_reverse")):
+                one = {f"{name}_l0": params[f"{name}_l{k}{sfx}"]
+                       for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+                y, h_n = onnx_gru(one, inp, hx[2 * k + d:2 * k + d + 1], lengths,
+                                  {"reset_before_product": True}, reverse=d == 1)
+                ys.append(y)
+                expected_h.append(h_n[0])
+            inp = np.concatenate(ys, axis=2)
+        expected = (inp, np.stack(expected_h))
+    else:
+        expected = reference.module_forward(ref_mode(mode), params64(layer), x, hx, lengths,
+                                            False)
     assert_result(mode, layer(x, hx=hx, lengths=lengths), expected, np.float32)
     assert_threads_agree(layer, x, hx, lengths)
 

@@ -422,7 +422,7 @@ static LF_INLINE void F(start_gates)(const int G, const lf_cell_kind cell, const
         acc[g] = cell == LF_CELL_GRU && g == 2 ? F(load)((const REAL *)s->b_hn + p * NB)
                                                : F(load)(gx + g * NB);
     if (cell == LF_CELL_GRU && s->gh) {
-        const REAL *gh = (const REAL *)s->gh + b * s->ldgx + p * G * NB;
+        const REAL *gh = (const REAL *)s->gh + b * s->ldgh + p * G * NB;
 #pragma GCC unroll 4
         for (int g = 0; g < G; ++g) acc[g] += F(load)(gh + g * NB);
     }
@@ -600,10 +600,16 @@ static LF_INLINE void F(gru_rb_gates_tile)(const int rows, const lf_step_args *s
         const REAL *gx = (const REAL *)s->gx + (r0 + r) * ldgx + p * 3 * NB;
         acc[r][0] = F(load)(gx);
         acc[r][1] = F(load)(gx + NB);
+        if (s->product_done) { /* h_prev @ W_rz from the tiles */
+            const REAL *gh = (const REAL *)s->gh + (r0 + r) * s->ldgh + p * 2 * NB;
+            acc[r][0] += F(load)(gh);
+            acc[r][1] += F(load)(gh + NB);
+        }
     }
     const REAL *panel = (const REAL *)s->w_hh + p * s->R * 2 * NB;
-    F(accumulate_recurrent)(rows, 1, 2, s->R, (const REAL *)s->h_prev + r0 * s->R, s->R, &panel,
-                            acc);
+    if (!s->product_done)
+        F(accumulate_recurrent)(rows, 1, 2, s->R, (const REAL *)s->h_prev + r0 * s->R, s->R,
+                                &panel, acc);
     for (int r = 0; r < rows; ++r) {
         const int64_t b = r0 + r;
         const VEC rg = F(activate)(&o->act[LF_ROLE_F], o->clip, acc[r][0]);
@@ -620,10 +626,15 @@ static LF_INLINE void F(gru_rb_update_tile)(const int rows, const lf_step_args *
     const int64_t ldgx = s->ldgx, Hp = s->n_panels * NB, u0 = p * NB;
     const int64_t n = s->H - u0 < NB ? s->H - u0 : NB;
     VEC acc[LF_MR][4];
-    for (int r = 0; r < rows; ++r)
+    for (int r = 0; r < rows; ++r) {
         acc[r][0] = F(load)((const REAL *)s->gx + (r0 + r) * ldgx + p * 3 * NB + 2 * NB);
+        if (s->product_done) /* (r * h) @ W_hn from the tiles */
+            acc[r][0] += F(load)((const REAL *)s->gh_n + (r0 + r) * Hp + u0);
+    }
     const REAL *panel = (const REAL *)s->w_hn + p * s->R * NB;
-    F(accumulate_recurrent)(rows, 1, 1, s->R, (const REAL *)s->rh + r0 * s->R, s->R, &panel, acc);
+    if (!s->product_done)
+        F(accumulate_recurrent)(rows, 1, 1, s->R, (const REAL *)s->rh + r0 * s->R, s->R, &panel,
+                                acc);
     for (int r = 0; r < rows; ++r) {
         const int64_t b = r0 + r;
         if (s->lengths && s->t >= s->lengths[b]) {
