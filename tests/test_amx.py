@@ -211,7 +211,7 @@ def onnx_gru(params, x, h0, lengths, variant, reverse=False):
 @pytest.mark.parametrize("mode,variant", [
     ("lstm", None), ("lstmp", None), ("rnn_relu", None), ("gru", None),
     ("lstm", {"peephole": True, "clip": 2.0}), ("gru", {"clip": 1.5}),
-    ("gru", {"reset_before_product": True}),
+    ("gru", {"reset_before_product": True, "clip": 1.5}),
 ])
 def test_recurrence_on_the_tiles(amx, mode, variant):
     # From a batch of 32, the recurrent product goes to the tiles too (gx
