@@ -163,11 +163,13 @@ static void prefetch_from_other_cores(const char *p, size_t bytes) {
  * A (B x R: h_prev, or the reset-before GRU's r*h) times the W_hh panels
  * of `gates` gates whose tiles start at `tile_offset` of the packed
  * buffer: the threads split their shares of A's row tiles, meet, and each
- * adds the product to its own panels' columns of the step's gx, or for the
- * GRU writes it to `sums` (which the step adds in start_gates); the step
- * kernel then runs no product of its own (lf_step_args.product_done). */
+ * adds the product to its own panels' columns of `sums` (the step's gx,
+ * with `accumulate`) or writes it there (the GRU's gh, which the step adds
+ * in start_gates); the step kernel then runs no product of its own
+ * (lf_step_args.product_done). */
 static void recur_on_amx(direction_run *run, const lf_step_args *st, const void *A,
-                         size_t tile_offset, int64_t gates, char *sums, int64_t ld_sums) {
+                         size_t tile_offset, int64_t gates, void *sums, int64_t ld_sums,
+                         int accumulate) {
     const forward_job *job = run->job;
     const lf_plan *p = job->plan;
     const lf_kernels *k = p->kernels;
@@ -179,15 +181,10 @@ static void recur_on_amx(direction_run *run, const lf_step_args *st, const void 
     lf_barrier_wait(job->args->pool, run->index, run->count);
     if (st->panel_end == st->panel_begin) return;
     const int64_t p0 = st->panel_begin, width = gates * p->block;
-    const int accumulate = sums == NULL;
-    if (accumulate) {
-        sums = (char *)st->gx;
-        ld_sums = st->ldgx;
-    }
     lf_gemm_args g = {
         .M = B, .K = R, .A = A, .lda = R,
         .n_panels = st->panel_end - p0, .gates = gates,
-        .C = sums + (size_t)(p0 * width) * sizeof(float), .ldc = ld_sums,
+        .C = (char *)sums + (size_t)(p0 * width) * sizeof(float), .ldc = ld_sums,
         .n_cols = (st->panel_end - p0) * width,
         .tiles = run->packed + tile_offset + (size_t)(p0 * gates) * LF_AMX_STRIP_BYTES(R),
         .a_split = a_split, .accumulate = accumulate,
@@ -210,20 +207,19 @@ static void run_step(direction_run *run, lf_step_args *st) {
     st->h_next = run->h_next;
     st->y = st->m ? NULL : y_t;
     const int on_tiles = job->ws->recurs_on_amx;
-    const size_t tiles = run->layout->w_hh_tiles;
+    const lf_packed_layout *L = run->layout;
     if (p->desc.flags & LF_GRU_RESET_BEFORE_PRODUCT) {
-        /* W_hh's (r, z) panels' tiles, then its n panels' (pack.c) */
-        const int64_t rz_tiles = p->hidden_padded / p->block * 2;
-        if (on_tiles) recur_on_amx(run, st, st->h_prev, tiles, 2, (char *)st->gh, st->ldgh);
+        if (on_tiles) recur_on_amx(run, st, st->h_prev, L->w_hh_tiles, 2, (void *)st->gh, st->ldgh, 0);
         st->phase = 1;
         if (has_panels) k->step[dtype](st);
         lf_barrier_wait(job->args->pool, run->index, run->count);
         st->phase = 2;
         if (on_tiles)
-            recur_on_amx(run, st, st->rh, tiles + (size_t)rz_tiles * LF_AMX_STRIP_BYTES(R), 1,
-                         (char *)st->gh_n, p->hidden_padded);
+            recur_on_amx(run, st, st->rh, L->w_hn_tiles, 1, (void *)st->gh_n, p->hidden_padded, 0);
     } else if (on_tiles) {
-        recur_on_amx(run, st, st->h_prev, tiles, p->gates, (char *)st->gh, st->ldgh);
+        const int into_gx = st->gh == NULL; /* (the GRU keeps its sums apart) */
+        recur_on_amx(run, st, st->h_prev, L->w_hh_tiles, p->gates,
+                     (void *)(into_gx ? st->gx : st->gh), into_gx ? st->ldgx : st->ldgh, into_gx);
     }
     if (has_panels) k->step[dtype](st);
     lf_barrier_wait(job->args->pool, run->index, run->count);

@@ -390,7 +390,8 @@ typedef struct lf_packed_layout {
     size_t peephole, w_hn; /* unused unless LF_LSTM_PEEPHOLE / LF_GRU_RESET_BEFORE_PRODUCT */
     size_t w_ih_tiles, w_hh_tiles; /* AMX kernels only (LF_AMX_*); for the
                                       reset-before GRU, W_hh's (r, z) panels'
-                                      tiles, then its n panels' */
+                                      tiles, then from w_hn_tiles its n panels' */
+    size_t w_hn_tiles;
     size_t total;          /* bytes including alignment slack */
 } lf_packed_layout;
 

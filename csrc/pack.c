@@ -172,10 +172,8 @@ lf_status lf_pack_weights_ex(const lf_plan *plan, int64_t layer, int64_t directi
     if (((const lf_kernels *)plan->kernels)->amx_split_rows) {
         pack_amx_tiles(w_ih, G, H, L.in_size, NB, base + L.w_ih_tiles);
         if (reset_before) {
-            const size_t rz_tiles = (size_t)((H + NB - 1) / NB * 2);
             pack_amx_tiles(w_hh, 2, H, R, NB, base + L.w_hh_tiles);
-            pack_amx_tiles((const float *)w_hh + 2 * H * R, 1, H, R, NB,
-                           base + L.w_hh_tiles + rz_tiles * LF_AMX_STRIP_BYTES(R));
+            pack_amx_tiles((const float *)w_hh + 2 * H * R, 1, H, R, NB, base + L.w_hn_tiles);
         } else {
             pack_amx_tiles(w_hh, G, H, R, NB, base + L.w_hh_tiles);
         }

@@ -183,6 +183,8 @@ LF_HIDDEN lf_status lf_packed_layout_of(const lf_plan *plan, int64_t layer, lf_p
         !lf_add(out->w_hh_tiles, w_hh_tiles, &total) ||
         !lf_add(total, LF_ALIGN, &out->total))
         return LF_ERR_OVERFLOW;
+    /* (inside w_hh_tiles, so no overflow: 2 of every 3 strips come first) */
+    out->w_hn_tiles = reset_before ? out->w_hh_tiles + w_hh_tiles / 3 * 2 : 0;
     return LF_OK;
 }
 

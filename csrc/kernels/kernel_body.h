@@ -433,8 +433,7 @@ static LF_INLINE void F(start_gates)(const int G, const lf_cell_kind cell, const
  * gx (and for the GRU's n gate, on top of its recurrent bias), then the cell
  * update on the accumulators. With s->x, the tile first computes what the
  * GEMM would have put in gx, as gemm_tile does. With s->product_done the
- * tiles already summed the product (start_gates adds a GRU's gh), and it
- * runs over no rows. */
+ * tiles already summed the product (start_gates adds a GRU's gh). */
 static LF_INLINE void F(step_tile)(const int rows, const int NP, const int G,
                                    const lf_cell_kind cell, const int generic,
                                    const lf_step_args *s, int64_t r0, const int64_t *p) {
@@ -462,8 +461,9 @@ static LF_INLINE void F(step_tile)(const int rows, const int NP, const int G,
 #pragma GCC unroll 2
             for (int j = 0; j < NP; ++j) F(start_gates)(G, cell, s, r0 + r, p[j], acc[r * NP + j]);
     }
-    F(accumulate_recurrent)(rows, NP, G, s->product_done ? 0 : s->R,
-                            (const REAL *)s->h_prev + r0 * s->R, s->R, w_hh, acc);
+    if (!s->product_done)
+        F(accumulate_recurrent)(rows, NP, G, s->R, (const REAL *)s->h_prev + r0 * s->R, s->R,
+                                w_hh, acc);
     /* Rows not force-unrolled: eight copies of the cell update made GCC keep
      * the float64 tiles' accumulators on the stack through the product. */
     for (int r = 0; r < rows; ++r)
