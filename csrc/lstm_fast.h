@@ -187,7 +187,8 @@ typedef struct lf_plan {
                                W_ih is smaller: the largest cache that streams to a
                                core at about its L2's rate (0: the ISA's kernels
                                never project ahead) */
-    int project_ahead;      /* 1 when this network's W_ih is that small */
+    int project_ahead;      /* 1 when this network's W_ih is that small and its
+                               W_hh too large for the L1 to help (plan.c) */
     const void *kernels;    /* const lf_kernels * of desc.isa (internal.h) */
 } lf_plan;
 

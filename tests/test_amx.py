@@ -45,7 +45,7 @@ def assert_threads_agree(layer, x, hx=None, lengths=None):
 
 
 def test_which_calls_are_on_the_tiles(amx):
-    layer = make_layer("lstm", 128, 64)  # 128 x 4 x 64 = 32K per row: too little
+    layer = make_layer("lstm", 64, 96)  # 64 x 4 x 96 = 24K per row: too little
     assert layer._current_engine().isa == "amx"
     assert not on_amx(layer, 100, 64)
     assert layer._current_engine().schedule(100, 1)["ahead_rows"] > 0  # as on AVX-512

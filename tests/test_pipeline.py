@@ -125,24 +125,26 @@ def test_pipeline_range_follows_the_step_work(isa):
 
 
 # Shapes whose one-thread path is another one: projecting ahead (a batch of
-# one, AVX-512), the step's fused input projection (a batch of 32 and up).
+# one, AVX-512, W_hh over 128 KiB), the GEMM chunks with the steps' sums in
+# halves (W_hh up to 128 KiB), the step's fused input projection (a batch
+# of 32 and up). Values: layer, T, B, ahead_rows on AVX-512.
 OTHER_PATHS = {
-    "lstm-B1": (lambda: make_layer("lstm", 64, 64, dtype=np.float32, seed=10), 50, 1),
-    "gru-B1": (lambda: make_layer("gru", 64, 64, dtype=np.float32, seed=11), 50, 1),
-    "lstm-B32": (lambda: make_layer("lstm", 12, 12, dtype=np.float32, seed=12), 23, 32),
+    "lstm-B1": (lambda: make_layer("lstm", 96, 96, dtype=np.float32, seed=10), 50, 1, 8),
+    "gru-B1": (lambda: make_layer("gru", 112, 112, dtype=np.float32, seed=11), 50, 1, 6),
+    "lstm-B1-halves": (lambda: make_layer("lstm", 64, 64, dtype=np.float32, seed=14), 50, 1, 0),
+    "gru-B1-halves": (lambda: make_layer("gru", 64, 64, dtype=np.float32, seed=15), 49, 1, 0),
+    "lstm-B32": (lambda: make_layer("lstm", 12, 12, dtype=np.float32, seed=12), 23, 32, 0),
 }
 
 
 @pytest.mark.parametrize("name", list(OTHER_PATHS))
 def test_pipelined_gives_the_bits_of_the_other_paths(isa, name):
-    factory, T, B = OTHER_PATHS[name]
+    factory, T, B, ahead = OTHER_PATHS[name]
     layer = factory()
     engine = layer._current_engine()
     assert engine.schedule(T, B)["pipeline_steps"] == CHUNK
-    if name.endswith("B1"):
-        assert engine.schedule(T, B)["ahead_rows"] == (0 if isa not in ("avx512", "amx") else
-                                                       {"lstm": 8, "gru": 6}[name[:-3]])
-    else:
+    assert engine.schedule(T, B)["ahead_rows"] == (ahead if isa in ("avx512", "amx") else 0)
+    if B > 1:
         assert engine.schedule(T, B)["chunk_steps"] == 1  # fused on one thread
     x = make_input(make_rng("pipeline-paths", name), T, B, engine.input_size, np.float32)
     one = engine_forward(layer, x)

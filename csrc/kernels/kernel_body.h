@@ -106,22 +106,35 @@ static LF_INLINE void F(accumulate_rows)(const int rows, const int NP, const int
     }
 }
 
-/* acc[r*NP + j][g] += sum_k A[r][k] * (gate g's vector of row k of panel j).
- * Each accumulator is one chain over k in order, whatever the tile's shape
- * or the panel layout: a value's bits do not depend on the rows or panels
- * it was tiled with. The last LF_PREFETCH_ROWS rows prefetch nothing: a
- * pointer past the panel (past the packed buffer, for the last one) is
- * undefined even if never dereferenced. (Aiming those prefetches at the
- * last row instead, a select per k, took 1.03-1.05x the time at B=16-64.) */
+/* acc[r*NP + j][g] += sum_k A[r][k] * (gate g's vector of row k of panel j)
+ * over k in [k_begin, k_end) of a panel of K rows. Each accumulator is one
+ * chain over k in order, whatever the tile's shape or the panel layout: a
+ * value's bits do not depend on the rows or panels it was tiled with. The
+ * panel's last LF_PREFETCH_ROWS rows prefetch nothing: a pointer past the
+ * panel (past the packed buffer, for the last one) is undefined even if
+ * never dereferenced. (Aiming those prefetches at the last row instead, a
+ * select per k, took 1.03-1.05x the time at B=16-64.) */
+static LF_INLINE void F(accumulate_range)(const int rows, const int NP, const int G,
+                                          int64_t k_begin, int64_t k_end, int64_t K,
+                                          const REAL *A, int64_t lda, const REAL *const *panel,
+                                          const int64_t k_stride, const int64_t gate_stride,
+                                          VEC acc[][4]) {
+    int64_t prefetched = rows >= LF_PREFETCH_MIN_TILE_ROWS && K > LF_PREFETCH_ROWS
+                             ? K - LF_PREFETCH_ROWS
+                             : 0;
+    prefetched = prefetched < k_begin ? k_begin : prefetched > k_end ? k_end : prefetched;
+    F(accumulate_rows)(rows, NP, G, k_begin, prefetched, 1, A, lda, panel, k_stride, gate_stride,
+                       acc);
+    F(accumulate_rows)(rows, NP, G, prefetched, k_end, 0, A, lda, panel, k_stride, gate_stride,
+                       acc);
+}
+
+/* accumulate_range over the whole panel. */
 static LF_INLINE void F(accumulate)(const int rows, const int NP, const int G, int64_t K,
                                     const REAL *A, int64_t lda, const REAL *const *panel,
                                     const int64_t k_stride, const int64_t gate_stride,
                                     VEC acc[][4]) {
-    const int64_t prefetched = rows >= LF_PREFETCH_MIN_TILE_ROWS && K > LF_PREFETCH_ROWS
-                                   ? K - LF_PREFETCH_ROWS
-                                   : 0;
-    F(accumulate_rows)(rows, NP, G, 0, prefetched, 1, A, lda, panel, k_stride, gate_stride, acc);
-    F(accumulate_rows)(rows, NP, G, prefetched, K, 0, A, lda, panel, k_stride, gate_stride, acc);
+    F(accumulate_range)(rows, NP, G, 0, K, K, A, lda, panel, k_stride, gate_stride, acc);
 }
 
 /* Each FMA waits ~4 cycles for the previous one into the same register, so
@@ -188,13 +201,61 @@ static LF_INLINE void F(accumulate_short)(const int rows, const int G, int64_t K
         }
 }
 
-/* The step's recurrent product. (The input projection keeps accumulate's
- * one chain per accumulator: the GEMM and the step's fused projection must
- * give the same bits whatever their tiles.) */
+/* A step of a small LSTM or GRU (lf_step_args.halves) sums its recurrent
+ * product in two halves of K, each one chain per accumulator in k order,
+ * the lower half on top of gx and the upper from -0, added lower + upper:
+ * the same bits whichever half runs first, and whatever the tile. Steps
+ * alternate that order, as they do the panels' (lf_step_panel), so each
+ * step walks W_hh in exactly the reverse of the last one's order and starts
+ * on the weights the cache kept: a W_hh a little over the L1 (64 KiB at
+ * H=64, in 48 KiB) then misses ~16 KiB a step instead of ~32. */
+static LF_INLINE int F(upper_half_first)(const lf_step_args *s) {
+    return ((uint64_t)s->t + s->parity) & 1;
+}
+
+static LF_INLINE void F(accumulate_halves)(const int rows, const int NP, const int G, int64_t K,
+                                           const REAL *A, int64_t lda, const REAL *const *panel,
+                                           const int upper_first, VEC acc[][4]) {
+    const int64_t half = K / 2;
+    const int n = rows * NP;
+    /* What waits while the other half runs goes through memory: as a second
+     * set of accumulators GCC spilled it inside the loops (B=4 1.17x the
+     * time, B=16 1.06x). The empty asm takes its address, so it stays there. */
+    VEC parked[LF_MR][4];
+    __asm__ volatile("" : : "r"(parked) : "memory");
+#define LF_PARK_EACH(stmt)                                                    \
+    _Pragma("GCC unroll 8") for (int i = 0; i < n; ++i)                       \
+        _Pragma("GCC unroll 4") for (int g = 0; g < G; ++g) { stmt; }
+    const VEC identity = F(splat)((REAL)-0.0); /* the additive identity, -0 included */
+    if (upper_first) {
+        LF_PARK_EACH(parked[i][g] = acc[i][g]; acc[i][g] = identity)
+        __asm__ volatile("" : : : "memory");
+        F(accumulate_range)(rows, NP, G, half, K, K, A, lda, panel, LF_RECURRENT_PANEL(G), acc);
+        LF_PARK_EACH(const VEC start = parked[i][g]; parked[i][g] = acc[i][g]; acc[i][g] = start)
+        __asm__ volatile("" : : : "memory");
+        F(accumulate_range)(rows, NP, G, 0, half, K, A, lda, panel, LF_RECURRENT_PANEL(G), acc);
+        LF_PARK_EACH(acc[i][g] = acc[i][g] + parked[i][g])
+    } else {
+        F(accumulate_range)(rows, NP, G, 0, half, K, A, lda, panel, LF_RECURRENT_PANEL(G), acc);
+        LF_PARK_EACH(parked[i][g] = acc[i][g]; acc[i][g] = identity)
+        __asm__ volatile("" : : : "memory");
+        F(accumulate_range)(rows, NP, G, half, K, K, A, lda, panel, LF_RECURRENT_PANEL(G), acc);
+        LF_PARK_EACH(acc[i][g] = parked[i][g] + acc[i][g])
+    }
+#undef LF_PARK_EACH
+}
+
+/* The step's recurrent product: in halves (above) when asked for 3 or 4
+ * gates, in split sums for short tiles of 1 or 2 gates. (The input
+ * projection keeps accumulate's one chain per accumulator: the GEMM and the
+ * step's fused projection must give the same bits whatever their tiles.) */
 static LF_INLINE void F(accumulate_recurrent)(const int rows, const int NP, const int G,
                                               int64_t K, const REAL *A, int64_t lda,
-                                              const REAL *const *panel, VEC acc[][4]) {
-    if (NP == 1 && G <= 2 && (rows * G == 1 || rows * G == 2 || rows * G == 4))
+                                              const REAL *const *panel, const int halves,
+                                              const int upper_first, VEC acc[][4]) {
+    if (G >= 3 && halves)
+        F(accumulate_halves)(rows, NP, G, K, A, lda, panel, upper_first, acc);
+    else if (NP == 1 && G <= 2 && (rows * G == 1 || rows * G == 2 || rows * G == 4))
         F(accumulate_short)(rows, G, K, A, lda, panel[0], acc);
     else
         F(accumulate)(rows, NP, G, K, A, lda, panel, LF_RECURRENT_PANEL(G), acc);
@@ -463,7 +524,7 @@ static LF_INLINE void F(step_tile)(const int rows, const int NP, const int G,
     }
     if (!s->product_done)
         F(accumulate_recurrent)(rows, NP, G, s->R, (const REAL *)s->h_prev + r0 * s->R, s->R,
-                                w_hh, acc);
+                                w_hh, s->halves, F(upper_half_first)(s), acc);
     /* Rows not force-unrolled: eight copies of the cell update made GCC keep
      * the float64 tiles' accumulators on the stack through the product. */
     for (int r = 0; r < rows; ++r)
@@ -487,6 +548,8 @@ static LF_INLINE void F(step_tile)(const int rows, const int NP, const int G,
  * panel layout keeps each gate's rows together). Both sums keep one chain per
  * accumulator in k order (as accumulate and gemm_tile; a partial sum
  * stored and reloaded is exact): the same bits as without projecting ahead.
+ * (Layers whose steps sum in halves, lf_step_args.halves, never project
+ * ahead: plan.c.)
  * Two panels per tile, as step_cell's lone row: one panel's G recurrent
  * chains, each taking LF_AHEAD_Q dependent FMAs per iteration, bound the
  * loop by the FMA latency where two FMA pipes need 8 chains. Against one
@@ -609,7 +672,7 @@ static LF_INLINE void F(gru_rb_gates_tile)(const int rows, const lf_step_args *s
     const REAL *panel = (const REAL *)s->w_hh + p * s->R * 2 * NB;
     if (!s->product_done)
         F(accumulate_recurrent)(rows, 1, 2, s->R, (const REAL *)s->h_prev + r0 * s->R, s->R,
-                                &panel, acc);
+                                &panel, 0, 0, acc);
     for (int r = 0; r < rows; ++r) {
         const int64_t b = r0 + r;
         const VEC rg = F(activate)(&o->act[LF_ROLE_F], o->clip, acc[r][0]);
@@ -634,7 +697,7 @@ static LF_INLINE void F(gru_rb_update_tile)(const int rows, const lf_step_args *
     const REAL *panel = (const REAL *)s->w_hn + p * s->R * NB;
     if (!s->product_done)
         F(accumulate_recurrent)(rows, 1, 1, s->R, (const REAL *)s->rh + r0 * s->R, s->R, &panel,
-                                acc);
+                                0, 0, acc);
     for (int r = 0; r < rows; ++r) {
         const int64_t b = r0 + r;
         if (s->lengths && s->t >= s->lengths[b]) {
