@@ -11,17 +11,18 @@
  *         LSTMP only:    h = m @ W_hr^T, then ended sequences keep their h
  *   Layer l writes the full sequence that layer l+1 reads; layers alternate
  *   between y and one workspace buffer so the last one lands in y.
- *   A batch of one instead projects ahead: each step also computes a slice
- *   of the next steps' gx, in the gaps of its own memory-bound product
- *   (run_steps_projecting_ahead).
+ *   A batch of one with a W_hh past the L1's reach instead projects ahead:
+ *   each step also computes a slice of the next steps' gx, in the gaps of
+ *   its own memory-bound product (run_steps_projecting_ahead).
  *
  * Threads split the hidden units: thread i owns a fixed range of panels
  * (blocks of hidden units, all gates) for the whole call. It computes the
  * input projection of exactly the gx columns its own step then reads, so the
  * only meeting point is one barrier per step, after which every thread sees
  * the complete new h (two with LSTMP: m must be complete before projecting).
- * Each value is computed by one thread in a fixed order, so results are
- * bitwise identical for any number of threads. A step too small for that
+ * Each value is computed by one thread, its sums grouped the same way
+ * whatever the thread count (kernel_body.h), so results are bitwise
+ * identical for any number of threads. A step too small for that
  * barrier to pay runs on one thread while another projects the next chunk's
  * input (run_steps_pipelined), meeting once per chunk.
  *
@@ -246,8 +247,9 @@ static void block_steps(int64_t j, int64_t S, int64_t T, int64_t dir, int64_t *l
 }
 
 /* A batch of one projects its input ahead (plan.c decides when: kernels
- * with ahead_rows, so far AVX-512, a W_ih within lf_plan.ahead_cache_bytes
- * and T of two blocks or more; unless it pipelines): steps go
+ * with ahead_rows, so far AVX-512, a W_ih within lf_plan.ahead_cache_bytes,
+ * a W_hh whose steps do not sum in halves (lf_sums_in_halves) and T of two
+ * blocks or more; unless it pipelines): steps go
  * in blocks of S = ahead_rows[G], and while block j runs, its S steps
  * compute the input projection of block j+1's S rows (step_tile_ahead),
  * each one gate over one slice of W_ih, into the other half of a two-block

@@ -238,13 +238,18 @@ lf_status lf_plan_workspace_size(const lf_plan *plan, int64_t T, int64_t B, size
  * AMX tiles (LF_ISA_AMX, float32, T x B of 32 rows or more, large enough
  * layers); their last bits then differ from those of the FMA products
  * other calls take. recurrence_on_amx: the recurrent products too (such
- * a call with a batch of 32 or more and as large a product). */
+ * a call with a batch of 32 or more and as large a product).
+ * recurrent_halves: 1 when the steps sum each recurrent product in two
+ * halves of its shared dimension (an LSTM or a GRU, not reset-before,
+ * with at most 128 KiB of packed W_hh; decided per network, never per
+ * call, so it changes no bit between calls). */
 typedef struct lf_schedule {
     int64_t chunk_steps;
     int64_t ahead_rows;
     int64_t pipeline_steps;
     int input_on_amx;
     int recurrence_on_amx;
+    int recurrent_halves;
 } lf_schedule;
 lf_status lf_plan_schedule(const lf_plan *plan, int64_t T, int64_t B, lf_schedule *out);
 

@@ -132,7 +132,7 @@ lf_status lf_plan_init(lf_plan *plan, const lf_desc *desc) {
         lf_status st = lf_packed_layout_of(&p, layer, &layout);
         if (st != LF_OK) return st;
         if (layout.w_hh - layout.w_ih > w_ih_bytes) w_ih_bytes = layout.w_hh - layout.w_ih;
-        halves = lf_sums_in_halves(&layout);
+        halves |= lf_sums_in_halves(&layout);
     }
     p.ahead_cache_bytes = ahead_cache_bytes(k, G);
     /* Not where the steps sum in halves: a slice of W_ih streaming through
@@ -271,7 +271,8 @@ LF_HIDDEN lf_status lf_workspace_layout_of(const lf_plan *plan, int64_t T, int64
     out->chunk_steps = chunk;
     const int reset_before = (d->flags & LF_GRU_RESET_BEFORE_PRODUCT) != 0;
     /* A batch of one projects ahead when the plan may (its ISA's kernels
-     * can, W_ih within ahead_cache_bytes) and the sequence has two blocks
+     * can, W_ih within ahead_cache_bytes, W_hh too large for its sums in
+     * halves) and the sequence has two blocks
      * (grid.c, run_steps_projecting_ahead); not the GRU with the reset
      * before the product, whose step has two phases. */
     out->ahead_rows = 0;
@@ -353,6 +354,11 @@ lf_status lf_plan_schedule(const lf_plan *plan, int64_t T, int64_t B, lf_schedul
         out->pipeline_steps = layout.pipeline_steps;
         out->input_on_amx = layout.on_amx;
         out->recurrence_on_amx = layout.recurs_on_amx;
+        lf_packed_layout packed;
+        st = lf_packed_layout_of(plan, 0, &packed);
+        out->recurrent_halves = st == LF_OK && plan->gates >= 3 &&
+                                !(plan->desc.flags & LF_GRU_RESET_BEFORE_PRODUCT) &&
+                                !layout.recurs_on_amx && lf_sums_in_halves(&packed);
     }
     return st;
 }

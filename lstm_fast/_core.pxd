@@ -121,6 +121,7 @@ cdef extern from "lstm_fast.h" nogil:
         int64_t pipeline_steps
         int input_on_amx
         int recurrence_on_amx
+        int recurrent_halves
     lf_status lf_plan_schedule(const lf_plan *plan, int64_t T, int64_t B, lf_schedule *out)
 
     int LF_MAX_THREADS

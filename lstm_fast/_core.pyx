@@ -631,7 +631,8 @@ cdef class Engine:
     @property
     def ahead_cache_bytes(self):
         """A batch of one projects its input ahead (schedule's ahead_rows) only
-        while every layer's packed W_ih is smaller than this: the largest
+        while every layer's packed W_ih is smaller than this (and W_hh too
+        large for the steps' sums in halves, schedule's recurrent_halves): the largest
         cache that streams to a core at about its L2's rate (0: this ISA's
         kernels never project ahead)."""
         return self._plan.ahead_cache_bytes
@@ -718,7 +719,8 @@ cdef class Engine:
         return {"chunk_steps": sched.chunk_steps, "ahead_rows": sched.ahead_rows,
                 "pipeline_steps": sched.pipeline_steps,
                 "input_on_amx": bool(sched.input_on_amx),
-                "recurrence_on_amx": bool(sched.recurrence_on_amx)}
+                "recurrence_on_amx": bool(sched.recurrence_on_amx),
+                "recurrent_halves": bool(sched.recurrent_halves)}
 
     def call_fast(self, input, hx, ThreadPool pool, bint cell=False, bint batch_first=False):
         """The per-call fast path of the layers and cells: when `input` and `hx`

@@ -11,8 +11,9 @@ a W_ih streaming alongside would undo. So these layers are that large.
 
 The sizes reach every edge of that schedule: T below, at and just past 2S,
 last blocks of one row and of S-1 rows (LSTM T=23, GRU T=17), W_ih shorter
-and longer than W_hh (I = 1, 3 and 37 against H = 113 or P = 65; with I = 1
-the first slice of W_ih is empty), a partial last panel (H = 113), the
+and longer than W_hh (I = 1, 3, 37 and 150 against H = 113 or P = 72; with
+I = 1 the first slice of W_ih is empty, with I = 150 it outlasts W_hh's
+rows), a partial last panel (H = 113), the
 reverse direction's blocks walked from the end, and lengths that end inside
 a block.
 """
@@ -26,7 +27,7 @@ from helpers import (assert_result, assert_split_call_matches, engine_forward, m
 from lstm_fast import _core
 
 H = 113
-P = 65  # LSTMP: W_hh is P x 4H, over 128 KiB from P = 65 (H padded to 128)
+P = 72  # LSTMP: W_hh is P x 4H, over 128 KiB with H padded to 116, 120 or 128
 LENGTHS_IN_BLOCKS = [1, 5, 7, 8, 9, 11, 12, 13, 15, 16, 17, 23, 24, 33, 50]
 AHEAD_ROWS = {"lstm": 8, "lstmp": 8, "gru": 6}  # the AVX-512 kernels' blocks
 
@@ -63,7 +64,7 @@ def expected_ahead_rows(engine, mode, T, B=1):
 
 
 @pytest.mark.parametrize("T", LENGTHS_IN_BLOCKS)
-@pytest.mark.parametrize("I", [1, 3, 37])
+@pytest.mark.parametrize("I", [1, 3, 37, 150])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("mode", ["lstm", "lstmp", "gru"])
 def test_batch_of_one_matches_reference(isa, mode, dtype, I, T):
@@ -79,6 +80,7 @@ def test_batch_of_one_matches_reference(isa, mode, dtype, I, T):
     engine = layer._current_engine()
     assert engine.schedule(T, 1)["ahead_rows"] == expected_ahead_rows(engine, mode, T)
     assert expected_ahead_rows(engine, mode, 10**6) > 0 or engine.isa not in ("avx512", "amx")
+    assert not engine.schedule(T, 1)["recurrent_halves"]
     assert_result(mode, layer(x, hx=hx, lengths=lengths), expected, dtype)
 
 
@@ -149,6 +151,7 @@ def test_cells_that_never_project_ahead(isa, mode):
     else:
         layer = make_layer(mode, 8, 16)
     assert layer._current_engine().schedule(100, 1)["ahead_rows"] == 0
+    assert not layer._current_engine().schedule(100, 1)["recurrent_halves"]  # no 3-4 gate panels
 
 
 def test_projecting_ahead_needs_a_ring_of_two_blocks_only(isa):
@@ -219,6 +222,7 @@ def test_small_layers_sum_in_halves_in_either_order(isa, mode):
     engine = layer._current_engine()
     assert packed_w_hh_bytes(engine) <= HALVES_MAX_W_HH_BYTES
     assert engine.schedule(50, 1)["ahead_rows"] == 0
+    assert all(engine.schedule(T, B)["recurrent_halves"] for T, B in ((1, 1), (50, 1), (50, 7)))
     rng = make_rng("halves", mode)
     T = 33
     x = make_input(rng, T, 3, 24, np.float32)

@@ -234,14 +234,17 @@ static LF_INLINE void F(accumulate_halves)(const int rows, const int NP, const i
         LF_PARK_EACH(const VEC start = parked[i][g]; parked[i][g] = acc[i][g]; acc[i][g] = start)
         __asm__ volatile("" : : : "memory");
         F(accumulate_range)(rows, NP, G, 0, half, K, A, lda, panel, LF_RECURRENT_PANEL(G), acc);
-        LF_PARK_EACH(acc[i][g] = acc[i][g] + parked[i][g])
     } else {
         F(accumulate_range)(rows, NP, G, 0, half, K, A, lda, panel, LF_RECURRENT_PANEL(G), acc);
         LF_PARK_EACH(parked[i][g] = acc[i][g]; acc[i][g] = identity)
         __asm__ volatile("" : : : "memory");
         F(accumulate_range)(rows, NP, G, half, K, K, A, lda, panel, LF_RECURRENT_PANEL(G), acc);
-        LF_PARK_EACH(acc[i][g] = parked[i][g] + acc[i][g])
+        LF_PARK_EACH(const VEC upper = acc[i][g]; acc[i][g] = parked[i][g]; parked[i][g] = upper)
+        __asm__ volatile("" : : : "memory");
     }
+    /* The lower half in acc, the upper parked, in either order: one addition,
+     * so even a NaN's payload (x86 keeps the first operand's) is the same. */
+    LF_PARK_EACH(acc[i][g] = acc[i][g] + parked[i][g])
 #undef LF_PARK_EACH
 }
 
@@ -491,7 +494,8 @@ static LF_INLINE void F(start_gates)(const int G, const lf_cell_kind cell, const
 
 /* One register tile of the step (rows x NP panels p[0..NP-1], from batch
  * row r0): the recurrent product over the whole shared dimension on top of
- * gx (and for the GRU's n gate, on top of its recurrent bias), then the cell
+ * gx (and for the GRU's n gate, on top of its recurrent bias; a small
+ * layer's in halves, accumulate_halves), then the cell
  * update on the accumulators. With s->x, the tile first computes what the
  * GEMM would have put in gx, as gemm_tile does. With s->product_done the
  * tiles already summed the product (start_gates adds a GRU's gh). */
