@@ -420,7 +420,7 @@ static void run_direction(forward_job *job, int64_t layer, int64_t dir, const ch
         .rh = reset_before ? wbase + ws->gru_rh : NULL,
         .z = reset_before ? wbase + ws->gru_z : NULL,
         .parity = a->step_parity, .I = I, .product_done = ws->recurs_on_amx,
-        .halves = lf_sums_in_halves(&layout),
+        .halves = lf_sums_in_halves(p, &layout),
         .gh = ws->recurs_on_amx && d->cell == LF_CELL_GRU ? wbase + ws->gru_gh : NULL,
         .ldgh = reset_before ? 2 * Hp : ldgx,
         .gh_n = ws->recurs_on_amx && reset_before

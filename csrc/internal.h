@@ -229,8 +229,8 @@ typedef struct lf_step_args {
     int phase;                   /* GRU reset-before: 1 gates, 2 update; every thread
                                     finishes phase 1 (a barrier) before any starts 2 */
     unsigned parity;             /* lf_step_panel's order is that of t + parity */
-    int halves;                  /* 3 or 4 gates: sum the recurrent product in two
-                                    halves of R (kernel_body.h, accumulate_halves) */
+    int halves;                  /* sum the recurrent product in two halves of R
+                                    (lf_sums_in_halves; kernel_body.h) */
     /* A chunk of one step (one step per call): instead of gx, the step adds
      * bias + x @ W_ih itself, panel by panel. NULL x: gx holds them. Not for
      * the GRU, whose n gate keeps the input part apart. */
@@ -399,20 +399,21 @@ typedef struct lf_packed_layout {
 
 LF_HIDDEN lf_status lf_packed_layout_of(const lf_plan *plan, int64_t layer, lf_packed_layout *out);
 
-/* A layer-direction's steps sum their recurrent product in halves
- * (lf_step_args.halves) while its packed W_hh takes at most this many
- * bytes: within a few times the L1, where the halves' alternating order
- * lets a step find a third of W_hh or more in the L1 (a batch of one, Intel
- * VM, 1 thread, in-process: T=50 I=H=64, 64 KiB, 0.93-0.95x the time).
- * Larger layers gain little at a batch of one (H=128, 256 KiB, T=1000:
- * 0.96x; H=256: 1.00-1.01x) and lose where a tile holds several rows, which must
- * park one half's sums in memory (B=2 H=128 1.04x, B=4-16 H=256 1.02x).
- * Decided per layer, never per call: a row's bits do not depend on its
- * batch or the thread count. */
+/* An LSTM's or GRU's steps (3- or 4-gate panels: not the reset-before
+ * GRU's) sum their recurrent product in halves (lf_step_args.halves) while
+ * the packed W_hh takes at most this many bytes: within a few times the
+ * L1, where the halves' alternating order lets a step start on the weights
+ * the L1 kept (a batch of one, Intel VM, 1 thread, in-process: T=50 I=H=64,
+ * 64 KiB, 0.93-0.95x the time). Larger layers gain little at a batch of one
+ * (H=128, 256 KiB, T=1000: 0.96x; H=256: 1.00-1.01x) and lose where a tile
+ * holds several rows, which must park one half's sums in memory (B=2 H=128
+ * 1.04x, B=4-16 H=256 1.02x). Decided per network, never per call: a row's
+ * bits do not depend on its batch or the thread count. */
 #define LF_HALVES_MAX_W_HH_BYTES ((size_t)128 * 1024)
 
-static inline int lf_sums_in_halves(const lf_packed_layout *layout) {
-    return layout->bias - layout->w_hh <= LF_HALVES_MAX_W_HH_BYTES;
+static inline int lf_sums_in_halves(const lf_plan *p, const lf_packed_layout *layout) {
+    return p->gates >= 3 && !(p->desc.flags & LF_GRU_RESET_BEFORE_PRODUCT) &&
+           layout->bias - layout->w_hh <= LF_HALVES_MAX_W_HH_BYTES;
 }
 
 typedef struct lf_workspace_layout {

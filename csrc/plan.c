@@ -132,7 +132,7 @@ lf_status lf_plan_init(lf_plan *plan, const lf_desc *desc) {
         lf_status st = lf_packed_layout_of(&p, layer, &layout);
         if (st != LF_OK) return st;
         if (layout.w_hh - layout.w_ih > w_ih_bytes) w_ih_bytes = layout.w_hh - layout.w_ih;
-        halves |= lf_sums_in_halves(&layout);
+        halves |= lf_sums_in_halves(&p, &layout);
     }
     p.ahead_cache_bytes = ahead_cache_bytes(k, G);
     /* Not where the steps sum in halves: a slice of W_ih streaming through
@@ -356,9 +356,8 @@ lf_status lf_plan_schedule(const lf_plan *plan, int64_t T, int64_t B, lf_schedul
         out->recurrence_on_amx = layout.recurs_on_amx;
         lf_packed_layout packed;
         st = lf_packed_layout_of(plan, 0, &packed);
-        out->recurrent_halves = st == LF_OK && plan->gates >= 3 &&
-                                !(plan->desc.flags & LF_GRU_RESET_BEFORE_PRODUCT) &&
-                                !layout.recurs_on_amx && lf_sums_in_halves(&packed);
+        out->recurrent_halves =
+            st == LF_OK && !layout.recurs_on_amx && lf_sums_in_halves(plan, &packed);
     }
     return st;
 }
