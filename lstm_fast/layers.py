@@ -444,6 +444,15 @@ class _RecurrentBase:
     # Accepted values of a torch module's `mode` (torch cells have none).
     _TORCH_MODES = ()
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # Calling a module runs its forward, as in torch, whatever forward's
+        # signature in a subclass. __call__ is that function itself rather
+        # than a relay through *args/**kwargs, which cost 0.4 us of a 2.5 us
+        # one-step call.
+        if "forward" in cls.__dict__:
+            cls.__call__ = cls.__dict__["forward"]
+
     def _setup(self, mode, input_size, hidden_size, proj_size, bias, dtype, seed,
                num_layers, num_directions, suffix, variant=None):
         input_size = _check_positive("input_size", input_size)
@@ -622,8 +631,6 @@ class _RecurrentBase:
 
     # -- public
 
-    def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
 
     def __repr__(self):
         parts = [str(self._input_size), str(self._hidden_size)] + self._repr_options()

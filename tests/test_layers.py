@@ -350,6 +350,33 @@ def test_output_is_fresh_array(isa):
     np.testing.assert_array_equal(layer(x)[0], y2)
 
 
+def test_calling_runs_forward_of_subclasses_too():
+    """module(...) is module.forward(...), keywords included, and a subclass's own
+    forward (any signature) is what its instances' calls run, as in torch."""
+    rng = make_rng("call-forward")
+    x = make_input(rng, 4, 2, 3)
+    for layer in (lstm_fast.LSTM(3, 5, seed=0), lstm_fast.GRU(3, 5, seed=0)):
+        np.testing.assert_array_equal(layer(x)[0], layer.forward(x)[0])
+        hx = layer(x)[1]
+        np.testing.assert_array_equal(layer(x, hx=hx)[0], layer.forward(x, hx)[0])
+    cell = lstm_fast.GRUCell(3, 5, seed=0)
+    np.testing.assert_array_equal(cell(x[0]), cell.forward(x[0]))
+
+    class Doubled(lstm_fast.LSTM):
+        def forward(self, x, scale=2.0):
+            return scale * super().forward(x)[0]
+
+    class DoubledAgain(Doubled):
+        def forward(self, x):
+            return 2.0 * super().forward(x, scale=1.0)
+
+    plain = lstm_fast.LSTM(3, 5, seed=1)
+    doubled, again = Doubled(3, 5, seed=1), DoubledAgain(3, 5, seed=1)
+    np.testing.assert_array_equal(doubled(x), 2.0 * plain(x)[0])
+    np.testing.assert_array_equal(doubled(x, scale=3.0), 3.0 * plain(x)[0])
+    np.testing.assert_array_equal(again(x), 2.0 * plain(x)[0])
+
+
 @pytest.mark.parametrize("mode", ["lstm", "gru"])
 def test_unusual_arrays_match_native_ones(isa, mode):
     # The C core reads only aligned, native-byte-order, contiguous arrays of
