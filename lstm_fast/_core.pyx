@@ -446,7 +446,7 @@ cdef class Engine:
     cdef const void **_packed
     cdef list _packed_buffers
     cdef bint _is_double
-    cdef unsigned int _calls  # see _run; never changes a result
+    cdef unsigned int _calls  # steps run so far, modulo 2^32: see _run; never changes a result
     # Set once the module that built this engine has newer parameters: a
     # stream then asks the module for its engine again. Until then a step
     # needs no attribute lookup to know its engine is current.
@@ -846,11 +846,13 @@ cdef class Engine:
             args.workspace_bytes = workspace_bytes
             args.pool = pool._pool if pool is not None else NULL
             args.threads = threads
-            # Results never depend on it: alternating it between calls makes
-            # one-step-per-call streams walk the weights in alternating orders,
-            # as the steps of one long call do. A racing increment is harmless.
-            self._calls += 1
+            # Results never depend on it. Steps walk the weights in orders that
+            # alternate with t + step_parity; counting every step run makes
+            # that alternation go on from one call to the next (one step per
+            # call, or a long call whose last step would otherwise walk the
+            # same order as the next call's first). A racing update is harmless.
             args.step_parity = self._calls
+            self._calls += <unsigned int>steps
             with nogil:
                 status = lf_forward(&self._plan, &args)
         finally:
