@@ -351,8 +351,9 @@ def test_output_is_fresh_array(isa):
 
 
 def test_calling_runs_forward_of_subclasses_too():
-    """module(...) is module.forward(...), keywords included, and a subclass's own
-    forward (any signature) is what its instances' calls run, as in torch."""
+    """module(...) is module.forward(...), keywords included, as in torch: a
+    subclass's or a mixin's forward (any signature), an instance's own forward,
+    and a class's own __call__ are what calls run."""
     rng = make_rng("call-forward")
     x = make_input(rng, 4, 2, 3)
     for layer in (lstm_fast.LSTM(3, 5, seed=0), lstm_fast.GRU(3, 5, seed=0)):
@@ -370,11 +371,31 @@ def test_calling_runs_forward_of_subclasses_too():
         def forward(self, x):
             return 2.0 * super().forward(x, scale=1.0)
 
+    class Negated:
+        def forward(self, x):
+            return -super().forward(x)[0]
+
+    class NegatedLSTM(Negated, lstm_fast.LSTM):  # forward from a mixin
+        pass
+
+    class Called(lstm_fast.LSTM):  # a class's own __call__ stays
+        def __call__(self, x):
+            return "called"
+
+        def forward(self, x):
+            return "forward"
+
     plain = lstm_fast.LSTM(3, 5, seed=1)
     doubled, again = Doubled(3, 5, seed=1), DoubledAgain(3, 5, seed=1)
     np.testing.assert_array_equal(doubled(x), 2.0 * plain(x)[0])
     np.testing.assert_array_equal(doubled(x, scale=3.0), 3.0 * plain(x)[0])
     np.testing.assert_array_equal(again(x), 2.0 * plain(x)[0])
+    np.testing.assert_array_equal(NegatedLSTM(3, 5, seed=1)(x), -plain(x)[0])
+    assert Called(3, 5)(x) == "called"
+    # an instance's own forward, as torch calls it (mock.patch.object does this)
+    patched = lstm_fast.LSTM(3, 5, seed=1)
+    patched.forward = lambda *args, **kwargs: ("patched", args, kwargs)
+    assert patched(x, hx=None) == ("patched", (x, None, None), {})
 
 
 @pytest.mark.parametrize("mode", ["lstm", "gru"])
