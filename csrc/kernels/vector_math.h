@@ -10,7 +10,8 @@
  *         Valid for arguments in [-87, 89]; callers clamp first. e^89
  *         overflows to +inf (2^n with n = 128), which sigmoid relies on.
  *   sigmoid  1/(1+exp(-x)): no cancellation, absolute error <= 0.9e-7.
- *            x > 17.3 rounds to exactly 1; x <= -89 returns exactly 0.
+ *            x > 17.3 rounds to exactly 1; x <= -89 returns exactly 0
+ *            (from -88.4 on, where 2^n is built in the exponent bits).
  *   tanh  m/(2-m) with m = 1 - exp(-2|x|) from an expm1 that keeps the
  *         relative accuracy of small |x|: one exponential and one division,
  *         no branch; absolute error <= 1.5e-7, relative <= 2.5 ulp.
@@ -57,6 +58,12 @@ static LF_INLINE lf_vf vf_max_const(lf_vf x, float lo) {
     return (lf_vf)_mm512_max_ps(_mm512_set1_ps(lo), (__m512)x);
 }
 
+/* c - a*b rounded once */
+static LF_INLINE lf_vf vf_fnmadd(lf_vf a, lf_vf b, lf_vf c) {
+    return (lf_vf)_mm512_fnmadd_ps((__m512)a, (__m512)b, (__m512)c);
+}
+#define LF_HAVE_FNMADD 1
+
 /* p * 2^n for integral n: exact, +inf on overflow. */
 static LF_INLINE lf_vf vf_ldexp(lf_vf p, lf_vf n) {
     return (lf_vf)_mm512_scalef_ps((__m512)p, (__m512)n);
@@ -68,6 +75,16 @@ static LF_INLINE lf_vf vf_pow2(lf_vf shifted, lf_vf n) {
     return vf_ldexp(vf_splat(1.0f), n);
 }
 #else
+#if LF_VECTOR_BYTES == 32 && defined(__FMA__)
+#include <immintrin.h>
+
+/* c - a*b rounded once */
+static LF_INLINE lf_vf vf_fnmadd(lf_vf a, lf_vf b, lf_vf c) {
+    return (lf_vf)_mm256_fnmadd_ps((__m256)a, (__m256)b, (__m256)c);
+}
+#define LF_HAVE_FNMADD 1
+#endif
+
 /* Selects on compares, which are false for NaN: NaN passes through. */
 static LF_INLINE lf_vf vf_min_const(lf_vf x, float hi) {
     return vf_select(x > hi, vf_splat(hi), x);
@@ -92,11 +109,12 @@ static LF_INLINE lf_vf vf_pow2(lf_vf shifted, lf_vf n) {
  * n = round(k*x / ln2) and r = k*x - n*ln2, |r| <= ln2/2, for a constant
  * k (-1 or -2: callers need no negation) and |k*x| <= 89 (callers clamp).
  * n comes from the 1.5*2^23 trick (exact for |n| < 2^22). With a fused
- * multiply-add one float32 ln2 suffices: its 1.9e-9 error times |n| <= 128
- * moves r by at most 2.4e-7, and by 5e-8 (a relative 5e-8 of e^(k*x))
- * where sigmoid and tanh are not yet saturated (|n| <= 27). */
+ * multiply-add (vf_fnmadd: AVX-512, and AVX2 with FMA) one float32 ln2
+ * suffices: its 1.9e-9 error times |n| <= 128 moves r by at most 2.4e-7,
+ * and by 5e-8 (a relative 5e-8 of e^(k*x)) where sigmoid and tanh are not
+ * yet saturated (|n| <= 27). */
 typedef struct vf_exp_parts {
-    lf_vf n, r, pow2; /* pow2 = 2^n (left unused, the compiler drops it) */
+    lf_vf n, r, pow2; /* pow2 = 2^n (where unused, the compiler drops it) */
 } vf_exp_parts;
 
 static LF_INLINE vf_exp_parts vf_exp_reduce(lf_vf x, float k) {
@@ -104,11 +122,12 @@ static LF_INLINE vf_exp_parts vf_exp_reduce(lf_vf x, float k) {
     const lf_vf shifted = x * (k * 1.44269504088896341f) + 12582912.0f;
     e.n = shifted - 12582912.0f;
     e.pow2 = vf_pow2(shifted, e.n);
-#ifdef __FP_FAST_FMAF
-    e.r = x * k - e.n * 0.693147180559945f; /* one rounding (FMA) */
+#ifdef LF_HAVE_FNMADD
+    e.r = vf_fnmadd(e.n, vf_splat(0.693147180559945f), x * k); /* x * k is exact */
 #else
     /* n * ln2 rounded on its own would cost up to 18 ulp of e^(k*x) at
-     * |n| = 26: ln2 in two parts, the first short enough that n * it is exact. */
+     * |n| = 26 (and which product a compiler fuses is its choice): ln2 in
+     * two parts, the first short enough that n * it is exact. */
     e.r = x * k - e.n * 0.693359375f;
     e.r = e.r - e.n * -2.12194440e-4f;
 #endif
