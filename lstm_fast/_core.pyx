@@ -446,7 +446,7 @@ cdef class Engine:
     cdef const void **_packed
     cdef list _packed_buffers
     cdef bint _is_double
-    cdef unsigned int _calls  # steps run so far, modulo 2^32: see _run; never changes a result
+    cdef unsigned int _calls  # steps run so far (calls and streams), modulo 2^32: see _run
     # Set once the module that built this engine has newer parameters: a
     # stream then asks the module for its engine again. Until then a step
     # needs no attribute lookup to know its engine is current.
@@ -920,7 +920,6 @@ cdef class StreamCore:
     # another thread was using the stream, so h and c may be half-written here.
     cdef unsigned long _claimed_in
     cdef bint _torn
-    cdef unsigned int _steps
 
     def _start(self, module, threads, batch_size, bint batched, h0, c0):
         """(Re)start from h0 and c0 (None for zeros; else arrays of the
@@ -1164,10 +1163,10 @@ cdef class StreamCore:
         args.workspace_bytes = self._workspace_bytes
         args.pool = pool._pool
         args.threads = 0
-        # As in Engine._run: the steps of a stream walk the weights in
-        # alternating orders, which never changes a result.
-        self._steps += 1
-        args.step_parity = self._steps
+        # The engine's step count, as in Engine._run: streams and calls on one
+        # engine go on with one alternation of walk orders between them.
+        args.step_parity = engine._calls
+        engine._calls += 1
         with nogil:
             status = lf_forward(&engine._plan, &args)
         _check(status, "stream step")
