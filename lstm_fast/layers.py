@@ -637,7 +637,6 @@ class _RecurrentBase:
 
     # -- public
 
-
     def __repr__(self):
         parts = [str(self._input_size), str(self._hidden_size)] + self._repr_options()
         if self._variant:

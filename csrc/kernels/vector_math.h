@@ -64,15 +64,17 @@ static LF_INLINE lf_vf vf_fnmadd(lf_vf a, lf_vf b, lf_vf c) {
 }
 #define LF_HAVE_FNMADD 1
 
-/* p * 2^n for integral n: exact, +inf on overflow. */
-static LF_INLINE lf_vf vf_ldexp(lf_vf p, lf_vf n) {
+/* p * 2^n for integral n (exact, +inf on overflow), in one instruction
+ * without the power 2^n itself. */
+static LF_INLINE lf_vf vf_times_pow2(lf_vf p, lf_vf n, lf_vf pow2) {
+    (void)pow2;
     return (lf_vf)_mm512_scalef_ps((__m512)p, (__m512)n);
 }
 
 /* 2^n, n = round(y / ln2) with y * log2(e) + 1.5*2^23 = `shifted` */
 static LF_INLINE lf_vf vf_pow2(lf_vf shifted, lf_vf n) {
     (void)shifted;
-    return vf_ldexp(vf_splat(1.0f), n);
+    return (lf_vf)_mm512_scalef_ps(_mm512_set1_ps(1.0f), (__m512)n);
 }
 #else
 #if LF_VECTOR_BYTES == 32 && defined(__FMA__)
@@ -102,6 +104,12 @@ static LF_INLINE lf_vf vf_pow2(lf_vf shifted, lf_vf n) {
     (void)n;
     const lf_vi32 n_bits = (lf_vi32)shifted - 0x4B400000; /* the bits of 1.5*2^23 */
     return (lf_vf)((lf_vu32)(n_bits + 127) << 23);
+}
+
+/* p * 2^n, given pow2 = vf_pow2(...) = 2^n */
+static LF_INLINE lf_vf vf_times_pow2(lf_vf p, lf_vf n, lf_vf pow2) {
+    (void)n;
+    return p * pow2;
 }
 #endif
 
@@ -134,15 +142,6 @@ static LF_INLINE vf_exp_parts vf_exp_reduce(lf_vf x, float k) {
     return e;
 }
 
-/* p * 2^n */
-static LF_INLINE lf_vf vf_times_pow2(lf_vf p, const vf_exp_parts *e) {
-#if LF_VECTOR_BYTES == 64 && defined(__AVX512F__)
-    return vf_ldexp(p, e->n); /* one instruction, without the power */
-#else
-    return p * e->pow2;
-#endif
-}
-
 /* (e^r - 1) / r on |r| <= ln2/2, as 1 + r*(c2 + r*(... c6)): e^r = 1 + r*q
  * fitted to a relative error of 3.6e-9 at degree 6 (Taylor's needs degree
  * 7 for 5e-9), so e^r carries float32's rounding alone, and r*q keeps
@@ -161,7 +160,7 @@ static LF_INLINE lf_vf vf_sigmoid(lf_vf x) {
      * negative x (and -inf) give exactly 1/(1+inf) = 0 with no select
      * after the division. */
     const vf_exp_parts e = vf_exp_reduce(vf_min_const(vf_max_const(x, -89.0f), 87.0f), -1.0f);
-    const lf_vf exp_minus_x = vf_times_pow2(vf_expm1_quotient(e.r) * e.r + 1.0f, &e);
+    const lf_vf exp_minus_x = vf_times_pow2(vf_expm1_quotient(e.r) * e.r + 1.0f, e.n, e.pow2);
     return 1.0f / (1.0f + exp_minus_x);
 }
 
